@@ -1,1 +1,303 @@
-//! TODO(contract)
+//! Configuration from the environment, validated once at cold start: a missing
+//! or invalid setting stops the function with one message naming the variable.
+
+use crate::receive::{Livemode, ReceiveSettings};
+use crate::route::{Processor, Routes};
+
+/// A setting is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong with it (never its value when it is a secret).
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem with `variable`.
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads variables; the process environment in production, a map in tests.
+pub trait Env {
+    /// The value of `name`, if set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Where a provider's signing secrets come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Comma-separated in the environment (local runs and tests).
+    Inline(Vec<String>),
+    /// An AWS Secrets Manager secret (its ARN), read once per cold start.
+    SecretsManager(String),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inline(s) => write!(f, "Inline({} secrets)", s.len()),
+            Self::SecretsManager(arn) => write!(f, "SecretsManager({arn})"),
+        }
+    }
+}
+
+/// Splits a comma-separated secret list (rotation: several active secrets).
+/// Whitespace is kept: the verifier notes it when no signature matches.
+pub fn split_secrets(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The receive function's configuration.
+#[derive(Clone, Debug)]
+pub struct ReceiveConfig {
+    /// `LEDGER_TABLE`.
+    pub ledger_table: String,
+    /// `{FULFILL,SUBSCRIPTION,DISPUTE,PAYOUT}_QUEUE_URL`, in [`Processor::ALL`] order.
+    pub queue_urls: [String; 4],
+    /// `STRIPE_WEBHOOK_SECRET` or `STRIPE_WEBHOOK_SECRET_ARN`.
+    pub stripe_secret: Option<SecretSource>,
+    /// `STANDARD_WEBHOOK_SECRET` or `STANDARD_WEBHOOK_SECRET_ARN`.
+    pub standard_secret: Option<SecretSource>,
+    /// `WEBHOOK_TOLERANCE_SECONDS` (default 300, never 0).
+    pub tolerance_secs: u64,
+    /// Everything else the handler needs.
+    pub settings: ReceiveSettings,
+}
+
+/// The environment variable holding each processor's queue URL.
+pub fn queue_url_variable(processor: Processor) -> &'static str {
+    match processor {
+        Processor::Fulfill => "FULFILL_QUEUE_URL",
+        Processor::Subscription => "SUBSCRIPTION_QUEUE_URL",
+        Processor::Dispute => "DISPUTE_QUEUE_URL",
+        Processor::Payout => "PAYOUT_QUEUE_URL",
+    }
+}
+
+impl ReceiveConfig {
+    /// Reads and validates every receive setting.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let queue_urls = Processor::ALL.map(|p| required(env, queue_url_variable(p)));
+        let [f, s, d, p] = queue_urls;
+        let stripe_secret = secret_source(env, "STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_ARN")?;
+        let standard_secret =
+            secret_source(env, "STANDARD_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET_ARN")?;
+        if stripe_secret.is_none() && standard_secret.is_none() {
+            return Err(ConfigError::new(
+                "STRIPE_WEBHOOK_SECRET",
+                "is not set (nor STRIPE_WEBHOOK_SECRET_ARN, nor a STANDARD_WEBHOOK_SECRET pair): no provider could be verified",
+            ));
+        }
+        Ok(Self {
+            ledger_table: required(env, "LEDGER_TABLE")?,
+            queue_urls: [f?, s?, d?, p?],
+            stripe_secret,
+            standard_secret,
+            tolerance_secs: tolerance(env)?,
+            settings: receive_settings(env)?,
+        })
+    }
+
+    /// The queue URL for `processor`.
+    pub fn queue_url(&self, processor: Processor) -> &str {
+        let index = Processor::ALL
+            .iter()
+            .position(|p| *p == processor)
+            .unwrap_or_default();
+        &self.queue_urls[index]
+    }
+}
+
+/// The receive settings shared by the Lambda and the local pipeline.
+pub fn receive_settings(env: &impl Env) -> Result<ReceiveSettings, ConfigError> {
+    let defaults = ReceiveSettings::default();
+    let livemode = match env.var("WEBHOOK_LIVEMODE") {
+        None => defaults.livemode,
+        Some(v) => Livemode::parse(&v)
+            .ok_or_else(|| ConfigError::new("WEBHOOK_LIVEMODE", format!("{v:?} is not test, live or any")))?,
+    };
+    let routes = match env.var("HANDLED_EVENT_TYPES") {
+        None => Routes::all(),
+        Some(v) => Routes::only(v.split(',').map(str::trim).filter(|s| !s.is_empty())),
+    };
+    Ok(ReceiveSettings {
+        max_body_bytes: number(env, "MAX_BODY_BYTES", defaults.max_body_bytes as u64, 1, 64 << 20)? as usize,
+        lease_millis: number(env, "LEDGER_LEASE_SECONDS", (defaults.lease_millis / 1000) as u64, 1, 3600)? as i64 * 1000,
+        ledger_ttl_secs: number(env, "LEDGER_TTL_DAYS", (defaults.ledger_ttl_secs / 86_400) as u64, 1, 3650)? as i64 * 86_400,
+        livemode,
+        routes,
+    })
+}
+
+/// `WEBHOOK_TOLERANCE_SECONDS`: default 300; 0 is refused rather than meaning "no check".
+pub fn tolerance(env: &impl Env) -> Result<u64, ConfigError> {
+    number(env, "WEBHOOK_TOLERANCE_SECONDS", 300, 1, 86_400)
+}
+
+/// A processor function's configuration.
+#[derive(Clone, Debug)]
+pub struct ProcessorConfig {
+    /// `STATE_TABLE`.
+    pub state_table: String,
+    /// `LEDGER_TABLE`, where by-reference bodies are read.
+    pub ledger_table: String,
+    /// `MARKER_TTL_DAYS` (default 30): how long per-event markers are kept.
+    pub marker_ttl_secs: i64,
+}
+
+impl ProcessorConfig {
+    /// Reads and validates every processor setting.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            state_table: required(env, "STATE_TABLE")?,
+            ledger_table: required(env, "LEDGER_TABLE")?,
+            marker_ttl_secs: number(env, "MARKER_TTL_DAYS", 30, 1, 3650)? as i64 * 86_400,
+        })
+    }
+}
+
+/// A variable that must be set.
+pub fn required(env: &impl Env, name: &'static str) -> Result<String, ConfigError> {
+    env.var(name)
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| ConfigError::new(name, "is not set"))
+}
+
+fn number(env: &impl Env, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let Some(v) = env.var(name) else {
+        return Ok(default);
+    };
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(name, format!("{v:?} is not a whole number")))?;
+    if n < min || n > max {
+        return Err(ConfigError::new(name, format!("{n} is outside {min}..={max}")));
+    }
+    Ok(n)
+}
+
+fn secret_source(
+    env: &impl Env,
+    inline: &'static str,
+    arn: &'static str,
+) -> Result<Option<SecretSource>, ConfigError> {
+    match (env.var(inline), env.var(arn)) {
+        (Some(_), Some(_)) => Err(ConfigError::new(inline, format!("set either {inline} or {arn}, not both"))),
+        (Some(v), None) => {
+            let secrets = split_secrets(&v);
+            if secrets.is_empty() {
+                return Err(ConfigError::new(inline, "holds no secret"));
+            }
+            Ok(Some(SecretSource::Inline(secrets)))
+        }
+        (None, Some(a)) if a.trim().starts_with("arn:") => Ok(Some(SecretSource::SecretsManager(a.trim().to_owned()))),
+        (None, Some(_)) => Err(ConfigError::new(arn, "is not an ARN (arn:aws:secretsmanager:…)")),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Env {
+        move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("LEDGER_TABLE", "ledger"),
+        ("FULFILL_QUEUE_URL", "http://q/f"),
+        ("SUBSCRIPTION_QUEUE_URL", "http://q/s"),
+        ("DISPUTE_QUEUE_URL", "http://q/d"),
+        ("PAYOUT_QUEUE_URL", "http://q/p"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_a,whsec_b"),
+    ];
+
+    #[test]
+    fn complete_environment_is_read_with_defaults() {
+        let c = ReceiveConfig::from_env(&env(BASE)).unwrap();
+        assert_eq!(c.ledger_table, "ledger");
+        assert_eq!(c.queue_url(Processor::Dispute), "http://q/d");
+        assert_eq!(
+            c.stripe_secret,
+            Some(SecretSource::Inline(vec!["whsec_a".into(), "whsec_b".into()]))
+        );
+        assert_eq!(c.tolerance_secs, 300);
+        assert_eq!(c.settings.max_body_bytes, 1 << 20);
+        assert_eq!(c.settings.ledger_ttl_secs, 30 * 86_400);
+    }
+
+    #[test]
+    fn missing_queue_names_the_variable() {
+        let err = ReceiveConfig::from_env(&env(&[("LEDGER_TABLE", "l"), ("STRIPE_WEBHOOK_SECRET", "s")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "FULFILL_QUEUE_URL");
+        assert_eq!(err.to_string(), "FULFILL_QUEUE_URL: is not set");
+    }
+
+    #[test]
+    fn zero_tolerance_is_refused() {
+        let err = tolerance(&env(&[("WEBHOOK_TOLERANCE_SECONDS", "0")])).unwrap_err();
+        assert_eq!(err.variable, "WEBHOOK_TOLERANCE_SECONDS");
+    }
+
+    #[test]
+    fn bad_livemode_and_size_name_their_variables() {
+        assert_eq!(
+            receive_settings(&env(&[("WEBHOOK_LIVEMODE", "prod")])).unwrap_err().variable,
+            "WEBHOOK_LIVEMODE"
+        );
+        assert_eq!(
+            receive_settings(&env(&[("MAX_BODY_BYTES", "1MB")])).unwrap_err().variable,
+            "MAX_BODY_BYTES"
+        );
+    }
+
+    #[test]
+    fn secret_and_arn_together_are_refused_without_echoing_the_secret() {
+        let err = secret_source(
+            &env(&[
+                ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
+                ("STRIPE_WEBHOOK_SECRET_ARN", "arn:aws:secretsmanager:x"),
+            ]),
+            "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_WEBHOOK_SECRET_ARN",
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("topsecret"));
+    }
+
+    #[test]
+    fn no_provider_secret_at_all_is_refused() {
+        let err = ReceiveConfig::from_env(&env(&BASE[..5])).unwrap_err();
+        assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
+    }
+}

@@ -1,1 +1,58 @@
-//! TODO(contract)
+//! Errors shared by every store and queue adapter, so the receive path and the
+//! processors map them to answers and batch failures in one place.
+
+/// A ledger, state or body store failed; the caller answers 5xx or fails the record.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or refused the request; retrying may succeed.
+    #[error("{backend} {operation} failed: {message}")]
+    Unavailable {
+        /// `dynamodb`, `sqlite`, ...
+        backend: &'static str,
+        /// The operation that failed (`claim`, `commit`, ...).
+        operation: &'static str,
+        /// The backend's own message.
+        message: String,
+    },
+    /// A stored item could not be read back; retrying will not help.
+    #[error("stored item {key} is malformed: {message}")]
+    Corrupt {
+        /// The item's key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// A backend failure with context.
+    pub fn unavailable(
+        backend: &'static str,
+        operation: &'static str,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        Self::Unavailable {
+            backend,
+            operation,
+            message: message.to_string(),
+        }
+    }
+
+    /// A malformed stored item.
+    pub fn corrupt(key: impl std::fmt::Display, message: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Sending to a processor queue failed; the delivery is answered 503 and retried.
+#[derive(Debug, thiserror::Error)]
+#[error("sending to the {queue} queue failed: {message}")]
+pub struct QueueError {
+    /// The processor queue.
+    pub queue: &'static str,
+    /// The backend's own message.
+    pub message: String,
+}

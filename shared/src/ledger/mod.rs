@@ -1,1 +1,235 @@
-//! TODO(contract)
+//! The ledger: one record per delivered event, claimed with a conditional write
+//! so that each event is enqueued once however often the provider sends it.
+//!
+//! A claim succeeds when no record exists or the existing `RECEIVED` record's
+//! lease has expired (its holder crashed). A failed claim reports the record it
+//! lost to, so the answer needs no second read.
+
+pub mod memory;
+#[cfg(feature = "aws")]
+pub mod dynamodb;
+#[cfg(feature = "local")]
+pub mod sqlite;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::route::IgnoreReason;
+use crate::verify::Provider;
+
+pub use memory::MemoryLedger;
+
+/// Identifies one event from one provider.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LedgerKey {
+    /// Who sent it.
+    pub provider: Provider,
+    /// The provider's event id.
+    pub event_id: String,
+}
+
+impl LedgerKey {
+    /// A key for `event_id` from `provider`.
+    pub fn new(provider: Provider, event_id: impl Into<String>) -> Self {
+        Self {
+            provider,
+            event_id: event_id.into(),
+        }
+    }
+
+    /// The single-string form used as a partition key (`stripe#evt_…`).
+    pub fn partition_key(&self) -> String {
+        format!("{}#{}", self.provider.as_str(), self.event_id)
+    }
+}
+
+impl std::fmt::Display for LedgerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.provider, self.event_id)
+    }
+}
+
+/// Where an event stands in the receive path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LedgerStatus {
+    /// Claimed by an invocation that holds a lease; not yet enqueued.
+    Received,
+    /// Durably on its processor's queue.
+    Enqueued,
+    /// Acknowledged and recorded, deliberately not processed.
+    Ignored,
+}
+
+impl LedgerStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "RECEIVED",
+            Self::Enqueued => "ENQUEUED",
+            Self::Ignored => "IGNORED",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RECEIVED" => Some(Self::Received),
+            "ENQUEUED" => Some(Self::Enqueued),
+            "IGNORED" => Some(Self::Ignored),
+            _ => None,
+        }
+    }
+}
+
+/// Everything recorded when an event is claimed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The event.
+    pub key: LedgerKey,
+    /// Its type.
+    pub event_type: String,
+    /// When the provider created it (unix seconds).
+    pub created: i64,
+    /// Live or test mode, when known.
+    pub livemode: Option<bool>,
+    /// The object it is about, when known.
+    pub object_id: Option<String>,
+    /// Now, in unix milliseconds.
+    pub now_millis: i64,
+    /// Until when (unix milliseconds) this claim excludes other invocations.
+    pub lease_until_millis: i64,
+    /// When the record may be deleted (unix seconds; DynamoDB TTL).
+    pub expires_at: i64,
+}
+
+/// The outcome of a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This invocation owns the event now (`attempts` counts claims, this one included).
+    Claimed {
+        /// How many times the event has been claimed.
+        attempts: u32,
+    },
+    /// The event was already enqueued or ignored: a duplicate delivery.
+    Done(LedgerStatus),
+    /// Another invocation holds a live lease on the event.
+    InFlight {
+        /// When its lease ends (unix milliseconds).
+        lease_until_millis: i64,
+    },
+}
+
+/// A ledger record as stored, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The event.
+    pub key: LedgerKey,
+    /// Where it stands.
+    pub status: LedgerStatus,
+    /// Its type.
+    pub event_type: String,
+    /// When the provider created it (unix seconds).
+    pub created: i64,
+    /// When payhook first received it (unix milliseconds).
+    pub received_at_millis: i64,
+    /// How many times it was claimed.
+    pub attempts: u32,
+    /// The queue it went to, once enqueued.
+    pub queue: Option<String>,
+    /// The queue's message id, once enqueued.
+    pub message_id: Option<String>,
+    /// Why it was ignored, if it was.
+    pub ignore_reason: Option<String>,
+    /// The object it is about, when known.
+    pub object_id: Option<String>,
+    /// Live or test mode, when known.
+    pub livemode: Option<bool>,
+}
+
+/// Idempotent receipt of events.
+pub trait Ledger: Send + Sync {
+    /// Claims `req.key` with one conditional write.
+    fn claim(&self, req: &ClaimRequest) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Records that the claimed event is on `queue` as `message_id`.
+    fn mark_enqueued(
+        &self,
+        key: &LedgerKey,
+        queue: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records that the claimed event is deliberately not processed.
+    fn mark_ignored(
+        &self,
+        key: &LedgerKey,
+        reason: IgnoreReason,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives up a claim after a failure so that the provider's retry proceeds at
+    /// once; only a `RECEIVED` record is removed.
+    fn release(&self, key: &LedgerKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Event bodies too large for a queue message, kept where processors can read them.
+pub trait BodyStore: Send + Sync {
+    /// Keeps `body` for the event `key`, replacing an earlier copy.
+    fn put_body(
+        &self,
+        key: &LedgerKey,
+        body: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The body kept for `key`, if any.
+    fn get_body(
+        &self,
+        key: &LedgerKey,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+}
+
+impl<T: Ledger> Ledger for std::sync::Arc<T> {
+    fn claim(&self, req: &ClaimRequest) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        (**self).claim(req)
+    }
+
+    fn mark_enqueued(
+        &self,
+        key: &LedgerKey,
+        queue: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).mark_enqueued(key, queue, message_id)
+    }
+
+    fn mark_ignored(
+        &self,
+        key: &LedgerKey,
+        reason: IgnoreReason,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).mark_ignored(key, reason)
+    }
+
+    fn release(&self, key: &LedgerKey) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release(key)
+    }
+}
+
+impl<T: BodyStore> BodyStore for std::sync::Arc<T> {
+    fn put_body(
+        &self,
+        key: &LedgerKey,
+        body: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_body(key, body)
+    }
+
+    fn get_body(
+        &self,
+        key: &LedgerKey,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        (**self).get_body(key)
+    }
+}

@@ -1,1 +1,417 @@
-//! TODO(contract)
+//! The processors: apply each queued event to its business state exactly once,
+//! in any order, and perform each resulting side effect once.
+//!
+//! A [`Domain`] (one per business area) is pure: given the current state and an
+//! event it decides the new state and the effects. The [`Runner`] does the rest
+//! for every backend alike: fetch by-reference bodies, parse, load, commit the
+//! state with the event's marker (retrying on a concurrent change), perform the
+//! effects through [`Effects`], and report which records failed.
+
+pub mod dispute;
+pub mod effects;
+pub mod fulfill;
+pub mod payout;
+pub mod subscription;
+
+use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::error::StoreError;
+use crate::event::{self, Envelope, EventError};
+use crate::ledger::BodyStore;
+use crate::queue::{EventMessage, MessageError, Payload};
+use crate::route::Processor;
+use crate::state::{
+    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateStore,
+};
+use crate::telemetry::{self, Metric};
+use crate::verify::Verified;
+
+pub use effects::{EffectContext, EffectError, Effects, LogEffects};
+
+/// How many times a record re-reads and re-decides after concurrent changes.
+const MAX_CONFLICT_RETRIES: u32 = 8;
+
+/// A business area's rules: which object an event concerns and how it changes it.
+pub trait Domain: Send + Sync {
+    /// The state kept per object.
+    type State: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync;
+    /// The side effects transitions cause.
+    type Effect: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync;
+
+    /// The processor (queue, metric dimension, marker namespace).
+    const PROCESSOR: Processor;
+
+    /// The object `event` concerns; `None` when it concerns nothing kept here.
+    fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError>;
+
+    /// Decides what `event` does to `current` (`None`: no state yet). Must be
+    /// deterministic: order, duplicates and terminal states are handled here.
+    fn apply(
+        &self,
+        current: Option<&Self::State>,
+        event: &Envelope<'_>,
+    ) -> Result<Decision<Self::State, Self::Effect>, ProcessError>;
+}
+
+/// What one event does to one object's state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision<S, E> {
+    /// The state changes; the effects happen once.
+    Apply {
+        /// The new state.
+        state: S,
+        /// The effects of this transition, in order.
+        effects: Vec<E>,
+    },
+    /// Newer (or terminal) state is already there: nothing changes.
+    Stale,
+}
+
+/// Why a record could not be applied. It is reported as a batch item failure
+/// and retried; a permanent one reaches the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The queue message itself is unusable.
+    #[error("unusable message: {0}")]
+    Message(#[from] MessageError),
+    /// A by-reference body is missing from the body store.
+    #[error("event body for {0} is not in the body store")]
+    BodyMissing(String),
+    /// The body is not a valid event.
+    #[error("event cannot be parsed: {0}")]
+    Event(#[from] EventError),
+    /// The event's object lacks what this processor needs.
+    #[error("{event_type} event {event_id}: {message}")]
+    Object {
+        /// The event.
+        event_id: String,
+        /// Its type.
+        event_type: String,
+        /// What is missing or wrong.
+        message: String,
+    },
+    /// Stored state could not be read back as this processor's state.
+    #[error("stored state of {key} is unreadable: {message}")]
+    State {
+        /// The object.
+        key: String,
+        /// The decode error.
+        message: String,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A side effect failed; the state is committed and the effect stays pending.
+    #[error("side effect {id} failed: {source}")]
+    Effect {
+        /// The effect's idempotency key.
+        id: String,
+        /// Why.
+        source: EffectError,
+    },
+    /// The object kept changing under this record.
+    #[error("{0} changed concurrently {MAX_CONFLICT_RETRIES} times; will retry")]
+    Contended(String),
+    /// Applying the record panicked.
+    #[error("processing panicked: {0}")]
+    Panicked(String),
+}
+
+impl ProcessError {
+    /// An error about the event's object.
+    pub fn object(event: &Envelope<'_>, message: impl Into<String>) -> Self {
+        Self::Object {
+            event_id: event.id.to_string(),
+            event_type: event.event_type.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What happened to one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// First application: state changed (or was recorded stale/skipped) now.
+    Recorded(Outcome),
+    /// The event had already been applied; nothing changed.
+    Duplicate,
+}
+
+/// One record of a batch, as the queue delivered it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The queue's id for it, reported back when it fails.
+    pub id: String,
+    /// The decoded message, or why it could not be decoded.
+    pub message: Result<EventMessage, MessageError>,
+}
+
+/// Applies batches of events for one [`Domain`].
+#[derive(Debug)]
+pub struct Runner<D, S, B, F, C> {
+    domain: D,
+    store: S,
+    bodies: B,
+    effects: F,
+    clock: C,
+    marker_ttl_secs: i64,
+}
+
+impl<D, S, B, F, C> Runner<D, S, B, F, C>
+where
+    D: Domain,
+    S: StateStore,
+    B: BodyStore,
+    F: Effects<D::Effect>,
+    C: Clock,
+{
+    /// A runner; markers are kept `marker_ttl_secs` (longer than any redelivery).
+    pub fn new(domain: D, store: S, bodies: B, effects: F, clock: C, marker_ttl_secs: i64) -> Self {
+        Self {
+            domain,
+            store,
+            bodies,
+            effects,
+            clock,
+            marker_ttl_secs,
+        }
+    }
+
+    /// The state store, for inspection.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The effects, for inspection.
+    pub fn effects(&self) -> &F {
+        &self.effects
+    }
+
+    /// Applies a batch concurrently and returns the ids of the records that failed.
+    /// A panic in one record fails that record only.
+    pub async fn run_batch(&self, deliveries: Vec<Delivery>) -> Vec<String> {
+        let results = join_all(deliveries.into_iter().map(|delivery| {
+            let span = tracing::info_span!(
+                "record",
+                processor = D::PROCESSOR.as_str(),
+                message_id = %delivery.id,
+                event_id = tracing::field::Empty,
+                event_type = tracing::field::Empty,
+            );
+            async move {
+                let outcome = AssertUnwindSafe(self.run_one(delivery.message))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(ProcessError::Panicked(panic_message(&panic))));
+                (delivery.id, outcome)
+            }
+            .instrument(span)
+        }))
+        .await;
+        results
+            .into_iter()
+            .filter_map(|(id, outcome)| match outcome {
+                Ok(_) => None,
+                Err(err) => {
+                    tracing::error!(message_id = %id, error = %err, "record failed");
+                    telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Failed, 1.0)]);
+                    Some(id)
+                }
+            })
+            .collect()
+    }
+
+    /// Applies one record.
+    pub async fn run_one(
+        &self,
+        message: Result<EventMessage, MessageError>,
+    ) -> Result<RecordOutcome, ProcessError> {
+        let message = message?;
+        let span = tracing::Span::current();
+        span.record("event_id", message.event_id.as_str());
+        span.record("event_type", message.event_type.as_str());
+        let body = match &message.payload {
+            Payload::Inline(body) => body.clone(),
+            Payload::Stored => {
+                let key = message.key();
+                self.bodies
+                    .get_body(&key)
+                    .await?
+                    .ok_or_else(|| ProcessError::BodyMissing(key.to_string()))?
+            }
+        };
+        // The body was verified by receive; the queue is trusted, so the
+        // envelope is parsed as the verified payload it was.
+        let verified = Verified {
+            body: &body,
+            timestamp: message.created,
+            delivery_id: Some(&message.event_id),
+        };
+        let envelope = event::parse(message.provider, &verified)?;
+        let outcome = self.apply(&envelope).await?;
+        let lag = (self.clock.now_millis() - envelope.created * 1000).max(0) as f64;
+        let metric = match outcome {
+            RecordOutcome::Duplicate => Metric::Duplicate,
+            RecordOutcome::Recorded(Outcome::Stale) => Metric::Stale,
+            RecordOutcome::Recorded(_) => Metric::Applied,
+        };
+        telemetry::emit(D::PROCESSOR.as_str(), &[(metric, 1.0), (Metric::LagMillis, lag)]);
+        tracing::info!(outcome = ?outcome, "record processed");
+        Ok(outcome)
+    }
+
+    async fn apply(&self, event: &Envelope<'_>) -> Result<RecordOutcome, ProcessError> {
+        let key = self.domain.key(event)?;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let current = match &key {
+                Some(key) => self.store.load(key).await?,
+                None => None,
+            };
+            let state = current
+                .as_ref()
+                .map(|item| {
+                    serde_json::from_value::<D::State>(item.data.clone()).map_err(|e| {
+                        ProcessError::State {
+                            key: item.key.to_string(),
+                            message: e.to_string(),
+                        }
+                    })
+                })
+                .transpose()?;
+            let decision = match &key {
+                Some(_) => self.domain.apply(state.as_ref(), event)?,
+                None => Decision::Stale,
+            };
+            let now = self.clock.now_millis();
+            let (outcome, item, fresh) = match (decision, &key) {
+                (Decision::Apply { state, effects }, Some(key)) => {
+                    let item = self.next_item(key, current.as_ref(), event, state, &effects, now)?;
+                    let fresh = item.pending[item.pending.len() - effects.len()..].to_vec();
+                    (Outcome::Applied, Some(item), fresh)
+                }
+                (_, None) => (Outcome::Skipped, None, Vec::new()),
+                (Decision::Stale, Some(_)) => (Outcome::Stale, None, Vec::new()),
+            };
+            let commit = Commit {
+                marker: Marker {
+                    processor: D::PROCESSOR,
+                    event_id: event.id.to_string(),
+                    event_type: event.event_type.to_string(),
+                    key: key.clone(),
+                    outcome,
+                    at_millis: now,
+                },
+                expected_version: current.as_ref().map(|i| i.version),
+                item,
+                marker_expires_at: now / 1000 + self.marker_ttl_secs,
+            };
+            match self.store.commit(&commit).await? {
+                CommitResult::Committed => {
+                    if let Some(key) = &key {
+                        self.perform(key, &fresh).await?;
+                    }
+                    return Ok(RecordOutcome::Recorded(outcome));
+                }
+                CommitResult::Duplicate => {
+                    // A redelivery: finish what an earlier attempt committed
+                    // but did not get to perform.
+                    if let Some(item) = &current {
+                        let mine: Vec<_> = item
+                            .pending
+                            .iter()
+                            .filter(|p| p.event_id == event.id)
+                            .cloned()
+                            .collect();
+                        self.perform(&item.key, &mine).await?;
+                    }
+                    return Ok(RecordOutcome::Duplicate);
+                }
+                CommitResult::Conflict => {
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
+                    tokio::time::sleep(Duration::from_millis(5 + jitter)).await;
+                }
+            }
+        }
+        Err(ProcessError::Contended(
+            key.map_or_else(String::new, |k| k.to_string()),
+        ))
+    }
+
+    fn next_item(
+        &self,
+        key: &StateKey,
+        current: Option<&StateItem>,
+        event: &Envelope<'_>,
+        state: D::State,
+        effects: &[D::Effect],
+        now: i64,
+    ) -> Result<StateItem, ProcessError> {
+        let mut pending = current.map(|i| i.pending.clone()).unwrap_or_default();
+        for (n, effect) in effects.iter().enumerate() {
+            pending.push(PendingEffect {
+                id: format!("{}:{}:{n}", D::PROCESSOR.as_str(), event.id),
+                event_id: event.id.to_string(),
+                effect: serde_json::to_value(effect).map_err(|e| ProcessError::State {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })?,
+            });
+        }
+        Ok(StateItem {
+            key: key.clone(),
+            version: current.map_or(1, |i| i.version + 1),
+            last_created: current.map_or(event.created, |i| i.last_created.max(event.created)),
+            last_event_id: event.id.to_string(),
+            last_event_type: event.event_type.to_string(),
+            updated_at_millis: now,
+            data: serde_json::to_value(&state).map_err(|e| ProcessError::State {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?,
+            pending,
+        })
+    }
+
+    async fn perform(&self, key: &StateKey, pending: &[PendingEffect]) -> Result<(), ProcessError> {
+        for p in pending {
+            let effect: D::Effect =
+                serde_json::from_value(p.effect.clone()).map_err(|e| ProcessError::State {
+                    key: key.to_string(),
+                    message: format!("pending effect {}: {e}", p.id),
+                })?;
+            let ctx = EffectContext {
+                processor: D::PROCESSOR,
+                idempotency_key: p.id.clone(),
+                event_id: p.event_id.clone(),
+                key: key.clone(),
+            };
+            self.effects
+                .perform(&effect, &ctx)
+                .await
+                .map_err(|source| ProcessError::Effect {
+                    id: p.id.clone(),
+                    source,
+                })?;
+            self.store.complete_effects(key, std::slice::from_ref(&p.id)).await?;
+            telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Effect, 1.0)]);
+        }
+        Ok(())
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_owned())
+}

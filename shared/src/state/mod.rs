@@ -1,1 +1,258 @@
-//! TODO(contract)
+//! Business state: one item per order, subscription, dispute, payout or
+//! account, changed only by conditional commits that also write a per-event
+//! marker, so that a replayed event changes nothing.
+//!
+//! Side effects are committed as *pending* in the same write as the state
+//! change that causes them, then performed and removed. A crash in between
+//! leaves them pending; the redelivery of the same event performs them.
+
+pub mod memory;
+#[cfg(feature = "aws")]
+pub mod dynamodb;
+#[cfg(feature = "local")]
+pub mod sqlite;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::route::Processor;
+
+pub use memory::MemoryStateStore;
+
+/// The kinds of business object payhook keeps state for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateKind {
+    /// A payment, keyed by payment intent id.
+    Order,
+    /// A subscription, keyed by subscription id.
+    Subscription,
+    /// A dispute, keyed by dispute id.
+    Dispute,
+    /// A payout, keyed by payout id.
+    Payout,
+    /// A connected account, keyed by account id.
+    Account,
+}
+
+impl StateKind {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Order => "order",
+            Self::Subscription => "subscription",
+            Self::Dispute => "dispute",
+            Self::Payout => "payout",
+            Self::Account => "account",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Order,
+            Self::Subscription,
+            Self::Dispute,
+            Self::Payout,
+            Self::Account,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Identifies one business object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StateKey {
+    /// What it is.
+    pub kind: StateKind,
+    /// The provider's id for it.
+    pub id: String,
+}
+
+impl StateKey {
+    /// A key for `id` of `kind`.
+    pub fn new(kind: StateKind, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The single-string form used as a partition key (`order#pi_…`).
+    pub fn partition_key(&self) -> String {
+        format!("{}#{}", self.kind.as_str(), self.id)
+    }
+}
+
+impl std::fmt::Display for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.partition_key())
+    }
+}
+
+/// A side effect committed with a transition and not yet performed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingEffect {
+    /// Unique per transition (`{processor}:{event_id}:{n}`): the idempotency key
+    /// handed to the effect, stable across retries.
+    pub id: String,
+    /// The event whose transition caused it; only that event's redelivery performs it.
+    pub event_id: String,
+    /// The processor's effect, as JSON.
+    pub effect: serde_json::Value,
+}
+
+/// One business object's state as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateItem {
+    /// Which object.
+    pub key: StateKey,
+    /// Incremented by every write; commits are conditional on it.
+    pub version: u64,
+    /// The `created` of the newest event applied (unix seconds).
+    pub last_created: i64,
+    /// The last event applied.
+    pub last_event_id: String,
+    /// Its type.
+    pub last_event_type: String,
+    /// When it was last written (unix milliseconds).
+    pub updated_at_millis: i64,
+    /// The processor's typed state, as JSON.
+    pub data: serde_json::Value,
+    /// Effects committed but not yet performed.
+    pub pending: Vec<PendingEffect>,
+}
+
+/// What a processor did with one event, as recorded in its marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The event changed state.
+    Applied,
+    /// Newer state was already there; the event changed nothing.
+    Stale,
+    /// The event carries nothing this processor keeps (e.g. an invoice without a subscription).
+    Skipped,
+}
+
+impl Outcome {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "applied" => Some(Self::Applied),
+            "stale" => Some(Self::Stale),
+            "skipped" => Some(Self::Skipped),
+            _ => None,
+        }
+    }
+}
+
+/// The record that an event was handled by a processor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Which processor.
+    pub processor: Processor,
+    /// Which event.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// The object it concerned, if any.
+    pub key: Option<StateKey>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// When (unix milliseconds).
+    pub at_millis: i64,
+}
+
+/// One atomic write: the marker for an event and, when it changed state, the new item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    /// The marker to create; the commit fails as [`CommitResult::Duplicate`] if it exists.
+    pub marker: Marker,
+    /// The new item, written only if the stored one still has `expected_version`.
+    pub item: Option<StateItem>,
+    /// The version the stored item must have; `None` means it must not exist yet.
+    pub expected_version: Option<u64>,
+    /// When the marker may be deleted (unix seconds; DynamoDB TTL).
+    pub marker_expires_at: i64,
+}
+
+/// How a commit ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitResult {
+    /// Marker and item written.
+    Committed,
+    /// The event's marker already existed: nothing written.
+    Duplicate,
+    /// The item changed since it was read: nothing written; reload and decide again.
+    Conflict,
+}
+
+/// Durable business state.
+pub trait StateStore: Send + Sync {
+    /// The current item for `key`.
+    fn load(
+        &self,
+        key: &StateKey,
+    ) -> impl Future<Output = Result<Option<StateItem>, StoreError>> + Send;
+
+    /// Writes `commit` atomically: marker (must be new) and item (version-checked).
+    fn commit(&self, commit: &Commit)
+    -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
+
+    /// Removes performed effects from `key`'s pending list and bumps its version;
+    /// ids already gone are ignored.
+    fn complete_effects(
+        &self,
+        key: &StateKey,
+        effect_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The marker `processor` wrote for `event_id`, if any.
+    fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<Marker>, StoreError>> + Send;
+}
+
+impl<T: StateStore> StateStore for std::sync::Arc<T> {
+    fn load(
+        &self,
+        key: &StateKey,
+    ) -> impl Future<Output = Result<Option<StateItem>, StoreError>> + Send {
+        (**self).load(key)
+    }
+
+    fn commit(&self, commit: &Commit) -> impl Future<Output = Result<CommitResult, StoreError>> + Send {
+        (**self).commit(commit)
+    }
+
+    fn complete_effects(
+        &self,
+        key: &StateKey,
+        effect_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).complete_effects(key, effect_ids)
+    }
+
+    fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<Marker>, StoreError>> + Send {
+        (**self).marker(processor, event_id)
+    }
+}

@@ -1,0 +1,157 @@
+//! An in-process ledger with the same conditional semantics as the durable
+//! ones, for unit tests of the receive path.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus};
+use crate::error::StoreError;
+use crate::route::IgnoreReason;
+
+#[derive(Debug)]
+struct Record {
+    entry: LedgerEntry,
+    lease_until_millis: i64,
+}
+
+/// A ledger in a `HashMap`; `fail_claims` and friends inject store failures.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    records: Mutex<HashMap<LedgerKey, Record>>,
+    bodies: Mutex<HashMap<LedgerKey, String>>,
+    failing: Mutex<Option<&'static str>>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call of `operation` (`claim`, `mark`, `release`, `body`) fail.
+    pub fn fail(&self, operation: Option<&'static str>) {
+        *lock(&self.failing) = operation;
+    }
+
+    /// The stored record for `key`.
+    pub fn entry(&self, key: &LedgerKey) -> Option<LedgerEntry> {
+        lock(&self.records).get(key).map(|r| r.entry.clone())
+    }
+
+    /// How many records exist.
+    pub fn len(&self) -> usize {
+        lock(&self.records).len()
+    }
+
+    /// Whether the ledger holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), StoreError> {
+        match *lock(&self.failing) {
+            Some(op) if op == operation => {
+                Err(StoreError::unavailable("memory", operation, "injected failure"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Ledger for MemoryLedger {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
+        self.check("claim")?;
+        let mut records = lock(&self.records);
+        let attempts = match records.get(&req.key) {
+            None => 1,
+            Some(r) => match r.entry.status {
+                LedgerStatus::Received if r.lease_until_millis < req.now_millis => {
+                    r.entry.attempts + 1
+                }
+                LedgerStatus::Received => {
+                    return Ok(Claim::InFlight {
+                        lease_until_millis: r.lease_until_millis,
+                    });
+                }
+                done => return Ok(Claim::Done(done)),
+            },
+        };
+        records.insert(
+            req.key.clone(),
+            Record {
+                entry: LedgerEntry {
+                    key: req.key.clone(),
+                    status: LedgerStatus::Received,
+                    event_type: req.event_type.clone(),
+                    created: req.created,
+                    received_at_millis: req.now_millis,
+                    attempts,
+                    queue: None,
+                    message_id: None,
+                    ignore_reason: None,
+                    object_id: req.object_id.clone(),
+                    livemode: req.livemode,
+                },
+                lease_until_millis: req.lease_until_millis,
+            },
+        );
+        Ok(Claim::Claimed { attempts })
+    }
+
+    async fn mark_enqueued(
+        &self,
+        key: &LedgerKey,
+        queue: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        self.check("mark")?;
+        let mut records = lock(&self.records);
+        let r = records
+            .get_mut(key)
+            .ok_or_else(|| StoreError::corrupt(key, "no claim to mark enqueued"))?;
+        r.entry.status = LedgerStatus::Enqueued;
+        r.entry.queue = Some(queue.to_owned());
+        r.entry.message_id = Some(message_id.to_owned());
+        Ok(())
+    }
+
+    async fn mark_ignored(&self, key: &LedgerKey, reason: IgnoreReason) -> Result<(), StoreError> {
+        self.check("mark")?;
+        let mut records = lock(&self.records);
+        let r = records
+            .get_mut(key)
+            .ok_or_else(|| StoreError::corrupt(key, "no claim to mark ignored"))?;
+        r.entry.status = LedgerStatus::Ignored;
+        r.entry.ignore_reason = Some(reason.as_str().to_owned());
+        Ok(())
+    }
+
+    async fn release(&self, key: &LedgerKey) -> Result<(), StoreError> {
+        self.check("release")?;
+        let mut records = lock(&self.records);
+        if records
+            .get(key)
+            .is_some_and(|r| r.entry.status == LedgerStatus::Received)
+        {
+            records.remove(key);
+        }
+        Ok(())
+    }
+}
+
+impl BodyStore for MemoryLedger {
+    async fn put_body(&self, key: &LedgerKey, body: &str) -> Result<(), StoreError> {
+        self.check("body")?;
+        lock(&self.bodies).insert(key.clone(), body.to_owned());
+        Ok(())
+    }
+
+    async fn get_body(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
+        self.check("body")?;
+        Ok(lock(&self.bodies).get(key).cloned())
+    }
+}

@@ -1,0 +1,97 @@
+//! An in-process state store with the same conditional semantics as the
+//! durable ones, for unit tests of the processors.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{Commit, CommitResult, Marker, StateItem, StateKey, StateStore};
+use crate::error::StoreError;
+use crate::route::Processor;
+
+/// State in `HashMap`s; `fail` injects store failures.
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    items: Mutex<HashMap<StateKey, StateItem>>,
+    markers: Mutex<HashMap<(Processor, String), Marker>>,
+    failing: Mutex<Option<&'static str>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call of `operation` (`load`, `commit`, `complete`) fail, or none.
+    pub fn fail(&self, operation: Option<&'static str>) {
+        *lock(&self.failing) = operation;
+    }
+
+    /// Every item, for assertions.
+    pub fn items(&self) -> HashMap<StateKey, StateItem> {
+        lock(&self.items).clone()
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), StoreError> {
+        match *lock(&self.failing) {
+            Some(op) if op == operation => {
+                Err(StoreError::unavailable("memory", operation, "injected failure"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl StateStore for MemoryStateStore {
+    async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
+        self.check("load")?;
+        Ok(lock(&self.items).get(key).cloned())
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
+        self.check("commit")?;
+        let mut items = lock(&self.items);
+        let mut markers = lock(&self.markers);
+        let marker_key = (commit.marker.processor, commit.marker.event_id.clone());
+        if markers.contains_key(&marker_key) {
+            return Ok(CommitResult::Duplicate);
+        }
+        if let Some(item) = &commit.item {
+            let stored = items.get(&item.key).map(|i| i.version);
+            if stored != commit.expected_version {
+                return Ok(CommitResult::Conflict);
+            }
+            items.insert(item.key.clone(), item.clone());
+        }
+        markers.insert(marker_key, commit.marker.clone());
+        Ok(CommitResult::Committed)
+    }
+
+    async fn complete_effects(
+        &self,
+        key: &StateKey,
+        effect_ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.check("complete")?;
+        if let Some(item) = lock(&self.items).get_mut(key) {
+            item.pending.retain(|p| !effect_ids.contains(&p.id));
+            item.version += 1;
+        }
+        Ok(())
+    }
+
+    async fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> Result<Option<Marker>, StoreError> {
+        self.check("load")?;
+        Ok(lock(&self.markers)
+            .get(&(processor, event_id.to_owned()))
+            .cloned())
+    }
+}
