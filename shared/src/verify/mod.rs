@@ -16,6 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 pub use standard::StandardVerifier;
 pub use stripe::StripeVerifier;
@@ -162,7 +163,9 @@ pub enum VerifyError {
         secret_has_whitespace: bool,
     },
     /// The signature is genuine but the body is not UTF-8, so it cannot be an event.
-    #[error("body is not valid UTF-8 (byte {valid_up_to} starts an invalid sequence); the signature is genuine")]
+    #[error(
+        "body is not valid UTF-8 (byte {valid_up_to} starts an invalid sequence); the signature is genuine"
+    )]
     BodyNotUtf8 {
         /// Length of the longest valid UTF-8 prefix.
         valid_up_to: usize,
@@ -221,7 +224,9 @@ pub enum ConfigError {
         count: usize,
     },
     /// A tolerance of 0 s was configured; it would reject every delivery, not disable the check.
-    #[error("timestamp tolerance must be at least 1 s (0 does not mean \"no check\"; the default is 300 s)")]
+    #[error(
+        "timestamp tolerance must be at least 1 s (0 does not mean \"no check\"; the default is 300 s)"
+    )]
     ZeroTolerance,
     /// A negative tolerance was configured.
     #[error("timestamp tolerance must be at least 1 s, got {secs} s")]
@@ -318,7 +323,10 @@ impl FromStr for Tolerance {
 
     /// Parses a setting such as `"300"`; `"0"`, `"-5"` and `"5m"` are refused.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let secs: i64 = s.trim().parse().map_err(|_| ConfigError::ToleranceNotNumber)?;
+        let secs: i64 = s
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::ToleranceNotNumber)?;
         Self::try_from(secs)
     }
 }
@@ -480,9 +488,246 @@ fn parse_unix_seconds(text: &str, field: &'static str) -> Result<i64, VerifyErro
     text.parse().map_err(|_| not_number)
 }
 
+/// The v1 signatures one delivery carries: the first well-formed one decoded
+/// once, and whether the header holds more entries to scan on a miss.
+struct V1Signatures {
+    first: [u8; 32],
+    others: bool,
+}
+
+impl V1Signatures {
+    /// Reads every v1 entry's text from `values`; refuses a header with no v1
+    /// entry, or with no well-formed one (malformed entries are otherwise skipped).
+    fn scan<'h>(
+        values: impl Iterator<Item = &'h str>,
+        decode: fn(&str) -> Option<[u8; 32]>,
+        header: &'static str,
+        expected: &'static str,
+    ) -> Result<Self, VerifyError> {
+        let mut seen = false;
+        let mut others = false;
+        let mut first = None;
+        for value in values {
+            others |= seen;
+            seen = true;
+            if first.is_none() {
+                first = decode(value);
+            }
+        }
+        match first {
+            Some(first) => Ok(Self { first, others }),
+            None if seen => Err(VerifyError::MalformedSignature { header, expected }),
+            None => Err(VerifyError::NoV1Signature { header }),
+        }
+    }
+
+    /// Whether `tag` equals any signature, each compared in constant time;
+    /// `all` re-reads every entry, only when there are several and the first missed.
+    fn contains<I: Iterator<Item = [u8; 32]>>(&self, tag: &[u8], all: impl FnOnce() -> I) -> bool {
+        let eq = |given: &[u8; 32]| bool::from(given.as_slice().ct_eq(tag));
+        eq(&self.first) || (self.others && all().any(|given| eq(&given)))
+    }
+}
+
 /// The verified body as text: a genuine delivery that is not UTF-8 gets a clean error.
 fn utf8_body(body: &[u8]) -> Result<&str, VerifyError> {
     std::str::from_utf8(body).map_err(|e| VerifyError::BodyNotUtf8 {
         valid_up_to: e.valid_up_to(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    const STRIPE_SECRET: &str = "whsec_test_secret_1";
+    const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn tolerance_defaults_to_five_minutes() {
+        // GIVEN no configured tolerance WHEN the default is taken THEN it is 300 s
+        assert_eq!(Tolerance::default(), Tolerance::DEFAULT);
+        assert_eq!(Tolerance::DEFAULT.secs(), 300);
+    }
+
+    #[test]
+    fn tolerance_refuses_zero_and_negative() {
+        // GIVEN zero or negative settings WHEN built THEN each is a configuration error
+        assert_eq!(Tolerance::new(0), Err(ConfigError::ZeroTolerance));
+        assert_eq!(Tolerance::try_from(0_i64), Err(ConfigError::ZeroTolerance));
+        assert_eq!(
+            Tolerance::try_from(-5_i64),
+            Err(ConfigError::NegativeTolerance { secs: -5 })
+        );
+        assert_eq!("0".parse::<Tolerance>(), Err(ConfigError::ZeroTolerance));
+        assert_eq!(
+            "-1".parse::<Tolerance>(),
+            Err(ConfigError::NegativeTolerance { secs: -1 })
+        );
+        assert_eq!(
+            "5m".parse::<Tolerance>(),
+            Err(ConfigError::ToleranceNotNumber)
+        );
+        // AND the zero message says it does not disable the check
+        assert!(
+            ConfigError::ZeroTolerance
+                .to_string()
+                .contains("0 does not mean \"no check\"")
+        );
+    }
+
+    #[test]
+    fn tolerance_accepts_positive_settings() {
+        // GIVEN positive settings WHEN built THEN they keep their value
+        assert_eq!(Tolerance::new(1).map(Tolerance::secs), Ok(1));
+        assert_eq!(" 600 ".parse::<Tolerance>().map(Tolerance::secs), Ok(600));
+        assert_eq!(Tolerance::try_from(60_i64).map(Tolerance::secs), Ok(60));
+    }
+
+    #[test]
+    fn tolerance_check_is_two_sided_and_inclusive() {
+        // GIVEN a 10 s tolerance
+        let tol = Tolerance::new(10).unwrap();
+        // WHEN timestamps at and beyond each edge are checked THEN only the edges pass
+        assert_eq!(tol.check(90, 100), Ok(()));
+        assert_eq!(tol.check(110, 100), Ok(()));
+        assert_eq!(
+            tol.check(89, 100),
+            Err(VerifyError::Stale {
+                age_secs: 11,
+                tolerance_secs: 10
+            })
+        );
+        assert_eq!(
+            tol.check(111, 100),
+            Err(VerifyError::Future {
+                ahead_secs: 11,
+                tolerance_secs: 10
+            })
+        );
+    }
+
+    #[test]
+    fn unconfigured_provider_has_no_scheme() {
+        // GIVEN only Stripe configured
+        let v = Verifiers::from_secrets(vec![STRIPE_SECRET.into()], vec![], Tolerance::DEFAULT)
+            .unwrap();
+        // WHEN each provider is looked up THEN Standard is absent (the route answers 404)
+        assert!(v.scheme(Provider::Stripe).is_some());
+        assert!(v.scheme(Provider::Standard).is_none());
+        assert_eq!(v.providers().collect::<Vec<_>>(), vec![Provider::Stripe]);
+        // AND nothing configured serves nothing
+        assert_eq!(Verifiers::default().providers().count(), 0);
+    }
+
+    #[test]
+    fn scheme_dispatches_to_the_provider_verifier() {
+        // GIVEN both providers configured
+        let v = Verifiers::from_secrets(
+            vec![STRIPE_SECRET.into()],
+            vec![STANDARD_SECRET.into()],
+            Tolerance::DEFAULT,
+        )
+        .unwrap();
+        let body = br#"{"id":"evt_1"}"#;
+        // WHEN a Stripe delivery goes through the Stripe scheme
+        let mut stripe = HeaderMap::new();
+        let value = sign_stripe(STRIPE_SECRET, 1_000, body);
+        stripe.insert("stripe-signature", HeaderValue::from_str(&value).unwrap());
+        // THEN it verifies there and not through the Standard scheme
+        let by_stripe = v
+            .scheme(Provider::Stripe)
+            .unwrap()
+            .verify(&stripe, body, 1_000);
+        assert!(by_stripe.is_ok());
+        let by_standard = v
+            .scheme(Provider::Standard)
+            .unwrap()
+            .verify(&stripe, body, 1_000);
+        assert_eq!(
+            by_standard.unwrap_err(),
+            VerifyError::MissingHeader {
+                header: "webhook-id"
+            }
+        );
+        // AND a Standard delivery verifies through the Standard scheme
+        let mut standard = HeaderMap::new();
+        let sig = sign_standard(STANDARD_SECRET, "msg_1", 1_000, body).unwrap();
+        standard.insert("webhook-id", HeaderValue::from_static("msg_1"));
+        standard.insert("webhook-timestamp", HeaderValue::from_static("1000"));
+        standard.insert("webhook-signature", HeaderValue::from_str(&sig).unwrap());
+        let verified = v
+            .scheme(Provider::Standard)
+            .unwrap()
+            .verify(&standard, body, 1_000)
+            .unwrap();
+        assert_eq!(verified.delivery_id, Some("msg_1"));
+    }
+
+    #[test]
+    fn from_secrets_reports_a_bad_secret() {
+        // GIVEN a Standard secret that is not base64 WHEN built THEN the error says which one
+        let err = Verifiers::from_secrets(
+            vec![],
+            vec![STANDARD_SECRET.into(), "whsec_!!".into()],
+            Tolerance::DEFAULT,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "standard webhook secret 2 of 2 is not base64 after its optional `whsec_` prefix"
+        );
+    }
+
+    #[test]
+    fn verifiers_debug_shows_no_secret() {
+        // GIVEN both providers configured WHEN debug-printed THEN no secret material appears
+        let v = Verifiers::from_secrets(
+            vec![STRIPE_SECRET.into()],
+            vec![STANDARD_SECRET.into()],
+            Tolerance::DEFAULT,
+        )
+        .unwrap();
+        let text = format!("{v:?}");
+        assert!(!text.contains("whsec_"), "{text}");
+        assert!(!text.contains("test_secret"), "{text}");
+        assert!(!text.contains("MfKQ9r8GKYq"), "{text}");
+    }
+
+    #[test]
+    fn every_error_has_a_distinct_code() {
+        // GIVEN one of each variant WHEN their codes are listed THEN none repeats
+        let errors = [
+            VerifyError::MissingHeader { header: "h" },
+            VerifyError::EmptyHeader { header: "h" },
+            VerifyError::DuplicateHeader { header: "h" },
+            VerifyError::HeaderNotText { header: "h" },
+            VerifyError::NoTimestamp,
+            VerifyError::DuplicateTimestamp,
+            VerifyError::TimestampNotNumber { field: "f" },
+            VerifyError::NoV1Signature { header: "h" },
+            VerifyError::MalformedSignature {
+                header: "h",
+                expected: "e",
+            },
+            VerifyError::Stale {
+                age_secs: 1,
+                tolerance_secs: 1,
+            },
+            VerifyError::Future {
+                ahead_secs: 1,
+                tolerance_secs: 1,
+            },
+            VerifyError::Mismatch {
+                secret_has_whitespace: false,
+            },
+            VerifyError::BodyNotUtf8 { valid_up_to: 0 },
+        ];
+        let mut codes: Vec<&str> = errors.iter().map(VerifyError::code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len());
+    }
 }
