@@ -1,0 +1,742 @@
+"""The wiring of template.yaml, checked against the code it deploys.
+
+cfn-lint and `sam validate` check that the template is valid CloudFormation;
+they accept a misspelled `ReportBatchItemFailures` or a visibility timeout
+shorter than the function's. These checks hold the template to what payhook
+needs: every function arm64 on provided.al2023 building a real binary, every
+queue with a dead-letter queue, partial batch failures on every event source,
+exactly the environment variables the binaries read, least-privilege IAM,
+alarms on every dead-letter queue, and the same tables and queues as
+scripts/local_aws.py creates for local runs.
+
+    .venv/bin/python -m unittest discover -s tests/template -v
+"""
+
+import copy
+import importlib.util
+import json
+import re
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cfn  # noqa: E402
+
+ROOT = cfn.ROOT
+
+RUNTIME = "provided.al2023"
+ARCHITECTURES = ["arm64"]
+BUILD_METHOD = "rust-cargolambda"
+PARTIAL_FAILURES = ["ReportBatchItemFailures"]
+MAX_RECEIVE_COUNT = 5
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+SQS_DEFAULT_VISIBILITY = 30
+SQS_DEFAULT_RETENTION = 4 * 24 * 3600
+SAM_DEFAULT_TIMEOUT = 3
+API_GATEWAY_TIMEOUT = 30
+SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET"}
+
+# What each kind of function may do to each resource it uses (and must be able to).
+LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+RECEIVE_LEDGER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+RECEIVE_QUEUE = {"sqs:SendMessage"}
+READ_SECRET = {"secretsmanager:GetSecretValue"}
+CONSUME_QUEUE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+CONSUME_QUEUE_MAY = CONSUME_QUEUE | {"sqs:ChangeMessageVisibility"}
+WRITE_STATE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
+WRITE_STATE_MAY = WRITE_STATE | {"dynamodb:DeleteItem"}
+READ_BODIES = {"dynamodb:GetItem"}
+READ_BODIES_MAY = READ_BODIES | {"dynamodb:Query"}
+# Actions AWS only authorises on `*`.
+STAR_ONLY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"}
+
+
+# ---------------------------------------------------------------- the code's side
+
+class Code:
+    """What the Rust sources say the deployment must provide."""
+
+    def __init__(self, root=ROOT):
+        config = (root / "shared/src/config.rs").read_text()
+        self.binaries = cfn.workspace_binaries(root)
+        self.receive_reads, self.receive_requires = cfn.entry_point_env_vars(config, "ReceiveConfig::from_env")
+        self.processor_reads, self.processor_requires = cfn.entry_point_env_vars(config, "ProcessorConfig::from_env")
+        self.everyone_reads = cfn.direct_env_reads((root / "shared/src/telemetry.rs").read_text())
+        route = (root / "shared/src/route.rs").read_text()
+        self.processors = _processor_names(route)
+        telemetry = (root / "shared/src/telemetry.rs").read_text()
+        self.metrics = set(re.findall(r'Self::\w+\s*=>\s*"([A-Z]\w*)"', _fn_source(telemetry, "Metric::name")))
+
+    def kind(self, binary):
+        """`receive`, `processor`, or None for a binary payhook does not know."""
+        if binary == "receive":
+            return "receive"
+        return "processor" if binary in self.processors else None
+
+    def reads(self, binary):
+        base = self.receive_reads if self.kind(binary) == "receive" else self.processor_reads
+        crate = self.binaries.get(binary)
+        main = crate / "src/main.rs" if crate else None
+        direct = cfn.direct_env_reads(main.read_text()) if main and main.exists() else set()
+        return base | self.everyone_reads | direct
+
+    def requires(self, binary):
+        return self.receive_requires if self.kind(binary) == "receive" else self.processor_requires
+
+
+def _fn_source(src, key):
+    a, b = cfn._functions(src)[key]
+    return src[a:b]
+
+
+def _processor_names(route_src):
+    return set(re.findall(r'Self::\w+\s*=>\s*"([a-z]+)"', _fn_source(route_src, "Processor::as_str")))
+
+
+# ---------------------------------------------------------------- helpers
+
+def _value(template, value):
+    """A literal or a parameter's default, as an int when it is one."""
+    if isinstance(value, dict) and "Ref" in value:
+        value = template.get("Parameters", {}).get(value["Ref"], {}).get("Default")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _functions(template):
+    """`{logical id: (binary, properties with Globals)}` of every serverless function."""
+    out = {}
+    for name, res in cfn.resources(template, "AWS::Serverless::Function").items():
+        binary = res.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        out[name] = (binary, cfn.function_properties(template, name))
+    return out
+
+
+def _sqs_events(props):
+    return [
+        (ev_name, ev.get("Properties", {}))
+        for ev_name, ev in (props.get("Events") or {}).items()
+        if ev.get("Type") == "SQS"
+    ]
+
+
+def _consumers(template):
+    """`{queue logical id: [(function logical id, binary, timeout)]}`."""
+    out = {}
+    for fn, (binary, props) in _functions(template).items():
+        for _, ev in _sqs_events(props):
+            queue = cfn.ref_target(ev.get("Queue"))
+            timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
+            out.setdefault(queue, []).append((fn, binary, timeout))
+    return out
+
+
+def _dead_letter_target(queue):
+    policy = queue.get("Properties", {}).get("RedrivePolicy")
+    return cfn.ref_target(policy.get("deadLetterTargetArn")) if isinstance(policy, dict) else None
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+# ---------------------------------------------------------------- checks
+
+def check_functions(template, code):
+    problems = []
+    deployed = {}
+    for fn, (binary, props) in _functions(template).items():
+        res = template["Resources"][fn]
+        if props.get("Runtime") != RUNTIME:
+            problems.append(f"{fn}: Runtime is {props.get('Runtime')!r}, not {RUNTIME}")
+        if props.get("Architectures") != ARCHITECTURES:
+            problems.append(f"{fn}: Architectures is {props.get('Architectures')!r}, not {ARCHITECTURES}")
+        if res.get("Metadata", {}).get("BuildMethod") != BUILD_METHOD:
+            problems.append(f"{fn}: Metadata.BuildMethod is not {BUILD_METHOD}")
+        if props.get("CodeUri") != ".":
+            problems.append(f"{fn}: CodeUri must be the workspace root `.` (cargo-lambda builds there)")
+        if binary not in code.binaries:
+            problems.append(f"{fn}: BuildProperties.Binary {binary!r} is no binary of functions/*/Cargo.toml")
+            continue
+        if code.kind(binary) is None:
+            problems.append(f"{fn}: binary {binary!r} is neither receive nor a processor in shared/src/route.rs")
+        deployed.setdefault(binary, []).append(fn)
+        log_group = cfn.ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
+        group = template["Resources"].get(log_group, {})
+        if group.get("Type") != "AWS::Logs::LogGroup" or "RetentionInDays" not in group.get("Properties", {}):
+            problems.append(f"{fn}: needs LoggingConfig.LogGroup naming an AWS::Logs::LogGroup with RetentionInDays")
+        timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
+        if code.kind(binary) == "receive" and not (isinstance(timeout, int) and timeout < API_GATEWAY_TIMEOUT):
+            problems.append(f"{fn}: Timeout {timeout} must stay below API Gateway's {API_GATEWAY_TIMEOUT} s")
+        if code.kind(binary) == "receive":
+            routes = [
+                (ev.get("Properties", {}).get("Method", "").upper(), ev.get("Properties", {}).get("Path"))
+                for ev in (props.get("Events") or {}).values()
+                if ev.get("Type") == "HttpApi"
+            ]
+            if ("POST", "/webhooks/{provider}") not in routes:
+                problems.append(f"{fn}: no HttpApi event POST /webhooks/{{provider}}")
+    for binary in code.binaries:
+        if len(deployed.get(binary, [])) != 1:
+            problems.append(f"binary {binary!r} is deployed by {len(deployed.get(binary, []))} functions, not 1")
+    return problems
+
+
+def check_queues(template, code):
+    problems = []
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    dead_letter_queues = {_dead_letter_target(q) for q in queues.values()} - {None}
+    consumers = _consumers(template)
+    for name, queue in queues.items():
+        props = queue.get("Properties", {})
+        if name in dead_letter_queues:
+            if _value(template, props.get("MessageRetentionPeriod")) != DLQ_RETENTION_SECONDS:
+                problems.append(f"{name}: a dead-letter queue keeps messages 14 days ({DLQ_RETENTION_SECONDS} s)")
+            continue
+        target = _dead_letter_target(queue)
+        if target is None:
+            problems.append(f"{name}: no RedrivePolicy with a deadLetterTargetArn")
+        elif target not in queues:
+            problems.append(f"{name}: dead-letter target {target!r} is not a queue of this template")
+        else:
+            count = _value(template, props["RedrivePolicy"].get("maxReceiveCount"))
+            if count != MAX_RECEIVE_COUNT:
+                problems.append(f"{name}: maxReceiveCount is {count!r}, not {MAX_RECEIVE_COUNT}")
+        if name not in consumers:
+            problems.append(f"{name}: no function consumes it")
+        visibility = _value(template, props.get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY))
+        for fn, _, timeout in consumers.get(name, []):
+            if not (isinstance(visibility, int) and isinstance(timeout, int) and visibility >= 6 * timeout):
+                problems.append(
+                    f"{name}: VisibilityTimeout {visibility} is less than 6 x {fn}'s Timeout {timeout}"
+                )
+    for queue, fns in consumers.items():
+        if queue not in queues:
+            problems.append(f"event source queue {queue!r} is not a queue of this template")
+        elif queue in dead_letter_queues:
+            problems.append(f"{queue}: a dead-letter queue must not be consumed (it would retry poison forever)")
+        if len(fns) > 1:
+            problems.append(f"{queue}: consumed by {len(fns)} functions")
+    return problems
+
+
+def check_event_sources(template, code):
+    problems = []
+    params = template.get("Parameters", {})
+    for fn, (binary, props) in _functions(template).items():
+        events = _sqs_events(props)
+        if code.kind(binary) == "processor" and len(events) != 1:
+            problems.append(f"{fn}: a processor needs exactly one SQS event source, has {len(events)}")
+        for ev_name, ev in events:
+            where = f"{fn}.Events.{ev_name}"
+            if ev.get("FunctionResponseTypes") != PARTIAL_FAILURES:
+                problems.append(
+                    f"{where}: FunctionResponseTypes is {ev.get('FunctionResponseTypes')!r}, not {PARTIAL_FAILURES}"
+                )
+            size = _value(template, ev.get("BatchSize", 10))
+            window = _value(template, ev.get("MaximumBatchingWindowInSeconds", 0))
+            if not (isinstance(size, int) and 1 <= size <= 10000):
+                problems.append(f"{where}: BatchSize {size!r} is outside SQS's 1..10000")
+            elif size > 10 and not window:
+                problems.append(f"{where}: BatchSize {size} above 10 needs MaximumBatchingWindowInSeconds >= 1")
+            if not (isinstance(window, int) and 0 <= window <= 300):
+                problems.append(f"{where}: MaximumBatchingWindowInSeconds {window!r} is outside 0..300")
+            concurrency = _value(template, ev.get("ScalingConfig", {}).get("MaximumConcurrency"))
+            if not (isinstance(concurrency, int) and 2 <= concurrency <= 1000):
+                problems.append(f"{where}: ScalingConfig.MaximumConcurrency {concurrency!r} is outside 2..1000")
+            # A parameter must not admit what SQS refuses either.
+            for key, low, high in [("BatchSize", 1, 10000), ("MaximumBatchingWindowInSeconds", 0, 300)]:
+                param = cfn.ref_target(ev.get(key))
+                if param in params:
+                    p = params[param]
+                    if int(p.get("MinValue", -1)) < low or int(p.get("MaxValue", high + 1)) > high:
+                        problems.append(f"parameter {param}: MinValue/MaxValue must lie within {low}..{high}")
+            size_param = cfn.ref_target(ev.get("BatchSize"))
+            if size_param in params and int(params[size_param].get("MaxValue", 10001)) > 10:
+                rules = json.dumps(template.get("Rules", {}))
+                if f'"Ref": "{size_param}"' not in rules:
+                    problems.append(f"parameter {size_param} may exceed 10: a Rules assertion must require a batching window")
+    return problems
+
+
+def check_environment(template, code):
+    problems = []
+    functions = _functions(template)
+    consumed_by = {binary: queue for queue, fns in _consumers(template).items() for _, binary, _ in fns}
+    tables = {}
+    for fn, (binary, props) in functions.items():
+        if code.kind(binary) is None:
+            continue
+        env = (props.get("Environment") or {}).get("Variables") or {}
+        names = set(env)
+        for name in sorted(code.requires(binary) - names):
+            problems.append(f"{fn}: environment lacks {name}, which {binary} requires")
+        for name in sorted(names - code.reads(binary)):
+            problems.append(f"{fn}: environment sets {name}, which nothing in {binary} reads")
+        for name in sorted(names & SECRETS):
+            problems.append(f"{fn}: {name} puts a secret in the environment; give {name}_ARN")
+        for name in sorted(n for n in names if n.endswith("_SECRET_ARN")):
+            target = cfn.ref_target(env[name])
+            if template["Resources"].get(target, {}).get("Type") != "AWS::SecretsManager::Secret":
+                problems.append(f"{fn}: {name} must Ref an AWS::SecretsManager::Secret")
+        if code.kind(binary) == "receive":
+            if not any(f"{s}_ARN" in names for s in SECRETS):
+                problems.append(f"{fn}: no webhook secret ARN: no provider could be verified")
+            for processor in code.processors:
+                var = f"{processor.upper()}_QUEUE_URL"
+                if var in names and cfn.ref_target(env[var]) != consumed_by.get(processor):
+                    problems.append(f"{fn}: {var} does not Ref the queue the {processor} function consumes")
+            lease = _value(template, env.get("LEDGER_LEASE_SECONDS", 30))
+            timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
+            if isinstance(lease, int) and isinstance(timeout, int) and lease <= timeout:
+                problems.append(f"{fn}: LEDGER_LEASE_SECONDS {lease} must outlast its Timeout {timeout}")
+        for var in ("LEDGER_TABLE", "STATE_TABLE"):
+            if var in env:
+                target = cfn.ref_target(env[var])
+                if template["Resources"].get(target, {}).get("Type") != "AWS::DynamoDB::Table":
+                    problems.append(f"{fn}: {var} must Ref an AWS::DynamoDB::Table")
+                tables.setdefault(var, set()).add(target)
+    for var, targets in tables.items():
+        if len(targets) != 1:
+            problems.append(f"{var} names different tables in different functions: {sorted(targets)}")
+    if tables.get("LEDGER_TABLE") and tables.get("LEDGER_TABLE") == tables.get("STATE_TABLE"):
+        problems.append("LEDGER_TABLE and STATE_TABLE are the same table")
+    return problems
+
+
+def _role_statements(template, fn, props):
+    """The statements of a function's role, or a problem when it has no explicit role."""
+    role = cfn.ref_target(props.get("Role"))
+    res = template["Resources"].get(role, {})
+    if res.get("Type") != "AWS::IAM::Role":
+        return None, f"{fn}: needs an explicit AWS::IAM::Role (SAM's generated role adds logs:* on *)"
+    if props.get("Policies"):
+        return None, f"{fn}: Policies are ignored with an explicit Role"
+    role_props = res.get("Properties", {})
+    if role_props.get("ManagedPolicyArns"):
+        return None, f"{role}: managed policies grant more than the function needs"
+    documents = [p.get("PolicyDocument", {}) for p in role_props.get("Policies", [])]
+    for name, pol in cfn.resources(template).items():
+        if pol.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy"):
+            if role in cfn.sub_targets(pol.get("Properties", {}).get("Roles", [])) or role in cfn.sub_targets(
+                pol.get("Properties", {}).get("RoleName")
+            ):
+                documents.append(pol.get("Properties", {}).get("PolicyDocument", {}))
+    statements = [s for d in documents for s in _as_list(d.get("Statement", []))]
+    return statements, None
+
+
+def _grants(template, fn, statements):
+    """`{logical id: actions}` granted by `statements`, and problems with their form."""
+    grants, problems = {}, []
+    for s in statements:
+        if s.get("Effect") != "Allow":
+            continue
+        if "NotAction" in s or "NotResource" in s:
+            problems.append(f"{fn}: NotAction/NotResource grant everything else")
+            continue
+        actions = set(_as_list(s.get("Action", [])))
+        for action in actions:
+            if "*" in action:
+                problems.append(f"{fn}: action {action!r} is a wildcard")
+        for resource in _as_list(s.get("Resource", [])):
+            if isinstance(resource, str):
+                if resource == "*" and actions <= STAR_ONLY:
+                    continue
+                problems.append(f"{fn}: resource {resource!r} is not a resource of this stack")
+                continue
+            targets = cfn.sub_targets(resource)
+            if not targets:
+                problems.append(f"{fn}: resource {resource!r} names nothing of this stack")
+            for target in targets:
+                grants.setdefault(target, set()).update(actions)
+    return grants, problems
+
+
+def check_iam(template, code):
+    problems = []
+    functions = _functions(template)
+    consumed_by = {binary: queue for queue, fns in _consumers(template).items() for _, binary, _ in fns}
+    for fn, (binary, props) in functions.items():
+        kind = code.kind(binary)
+        if kind is None:
+            continue
+        statements, problem = _role_statements(template, fn, props)
+        if problem:
+            problems.append(problem)
+            continue
+        grants, form_problems = _grants(template, fn, statements)
+        problems += form_problems
+        env = (props.get("Environment") or {}).get("Variables") or {}
+        ledger = cfn.ref_target(env.get("LEDGER_TABLE"))
+        log_group = cfn.ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
+        # (may, must) per resource this function uses.
+        if kind == "receive":
+            allowed = {ledger: (RECEIVE_LEDGER, RECEIVE_LEDGER), log_group: (LOGS, LOGS)}
+            for p in code.processors:
+                allowed[consumed_by.get(p)] = (RECEIVE_QUEUE, RECEIVE_QUEUE)
+            for name, value in env.items():
+                if name.endswith("_SECRET_ARN"):
+                    allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
+        else:
+            state = cfn.ref_target(env.get("STATE_TABLE"))
+            allowed = {
+                consumed_by.get(binary): (CONSUME_QUEUE_MAY, CONSUME_QUEUE),
+                state: (WRITE_STATE_MAY, WRITE_STATE),
+                ledger: (READ_BODIES_MAY, READ_BODIES),
+                log_group: (LOGS, LOGS),
+            }
+        allowed.pop(None, None)
+        for target, actions in sorted(grants.items()):
+            if target not in allowed:
+                problems.append(f"{fn}: role grants {sorted(actions)} on {target}, which {binary} does not use")
+                continue
+            extra = actions - allowed[target][0]
+            if extra:
+                problems.append(f"{fn}: role grants {sorted(extra)} on {target}, more than {binary} needs")
+        for target, (_, must) in sorted(allowed.items()):
+            missing = must - grants.get(target, set())
+            if missing:
+                problems.append(f"{fn}: role lacks {sorted(missing)} on {target}")
+    return problems
+
+
+def check_tables(template, code):
+    problems = []
+    functions = _functions(template)
+    roles = {}
+    for _, (binary, props) in functions.items():
+        for var in ("LEDGER_TABLE", "STATE_TABLE"):
+            target = cfn.ref_target(((props.get("Environment") or {}).get("Variables") or {}).get(var))
+            if target:
+                roles[target] = var
+    for name, table in cfn.resources(template, "AWS::DynamoDB::Table").items():
+        props = table.get("Properties", {})
+        if props.get("KeySchema") != [{"AttributeName": "pk", "KeyType": "HASH"}]:
+            problems.append(f"{name}: key schema must be `pk` (HASH) alone")
+        if {"AttributeName": "pk", "AttributeType": "S"} not in props.get("AttributeDefinitions", []):
+            problems.append(f"{name}: `pk` must be a string")
+        ttl = props.get("TimeToLiveSpecification", {})
+        if ttl.get("AttributeName") != "expires_at" or ttl.get("Enabled") is not True:
+            problems.append(f"{name}: TTL must be enabled on `expires_at`")
+        if props.get("BillingMode") != "PAY_PER_REQUEST":
+            problems.append(f"{name}: BillingMode must be PAY_PER_REQUEST (on-demand)")
+        if roles.get(name) == "STATE_TABLE":
+            pitr = props.get("PointInTimeRecoverySpecification", {})
+            if pitr.get("PointInTimeRecoveryEnabled") is not True:
+                problems.append(f"{name}: the state table needs point-in-time recovery")
+    return problems
+
+
+def _alarms(template):
+    return [a.get("Properties", {}) for a in cfn.resources(template, "AWS::CloudWatch::Alarm").values()]
+
+
+def _alarmed(template, namespace, metric, dimension, value):
+    for a in _alarms(template):
+        if a.get("Namespace") == namespace and a.get("MetricName") == metric:
+            for d in a.get("Dimensions", []):
+                if d.get("Name") == dimension and (d.get("Value") == value or cfn.ref_target(d.get("Value")) == value):
+                    return True
+    return False
+
+
+def check_alarms(template, code):
+    problems = []
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    for dlq in sorted({_dead_letter_target(q) for q in queues.values()} - {None}):
+        if not _alarmed(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq):
+            problems.append(f"{dlq}: no alarm on ApproximateNumberOfMessagesVisible")
+    if not _alarmed(template, "payhook", "InvalidSignature", "Function", "receive"):
+        problems.append("no alarm on payhook InvalidSignature (Function=receive)")
+    if not (
+        _alarmed(template, "payhook", "BackendError", "Function", "receive")
+        or any(a.get("Namespace") == "AWS/ApiGateway" and a.get("MetricName") == "5xx" for a in _alarms(template))
+    ):
+        problems.append("no alarm on receive's 5xx (AWS/ApiGateway 5xx or payhook BackendError)")
+    for fn, (binary, _) in _functions(template).items():
+        if code.kind(binary) == "processor":
+            if not _alarmed(template, "AWS/Lambda", "Errors", "FunctionName", fn):
+                problems.append(f"{fn}: no alarm on AWS/Lambda Errors")
+            if not _alarmed(template, "payhook", "Failed", "Function", binary):
+                problems.append(f"{fn}: no alarm on payhook Failed (Function={binary})")
+    for a in _alarms(template):
+        if "AlarmActions" not in a:
+            problems.append(f"alarm on {a.get('MetricName')} notifies no one (AlarmActions)")
+    return problems
+
+
+def check_dashboard(template, code):
+    bodies = [
+        json.dumps(d.get("Properties", {}).get("DashboardBody"))
+        for d in cfn.resources(template, "AWS::CloudWatch::Dashboard").values()
+    ]
+    if not bodies:
+        return ["no AWS::CloudWatch::Dashboard"]
+    return [
+        f"dashboard does not show the EMF metric {m}"
+        for m in sorted(code.metrics)
+        if not any(f'\\"{m}\\"' in b for b in bodies)
+    ]
+
+
+CHECKS = [
+    check_functions,
+    check_queues,
+    check_event_sources,
+    check_environment,
+    check_iam,
+    check_tables,
+    check_alarms,
+    check_dashboard,
+]
+
+
+def problems(template, code):
+    """Every problem every check finds."""
+    return [p for check in CHECKS for p in check(template, code)]
+
+
+# ---------------------------------------------------------------- tests
+
+class TemplateWiring(unittest.TestCase):
+    """template.yaml as it is."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.text = (ROOT / "template.yaml").read_text()
+        cls.template = cfn.load(cls.text)
+        cls.code = Code()
+
+    def assertNoProblems(self, check):
+        found = check(self.template, self.code)
+        self.assertEqual(found, [], "\n" + "\n".join(found))
+
+    def test_code_is_read_as_expected(self):
+        # GIVEN the Rust sources THEN the parse finds what config.rs plainly says
+        self.assertEqual(len(self.code.binaries), 5)
+        self.assertEqual(self.code.processors, {"fulfill", "subscription", "dispute", "payout"})
+        self.assertLessEqual({"LEDGER_TABLE", "FULFILL_QUEUE_URL", "PAYOUT_QUEUE_URL"}, self.code.receive_requires)
+        self.assertIn("STRIPE_WEBHOOK_SECRET_ARN", self.code.receive_reads)
+        self.assertIn("WEBHOOK_LIVEMODE", self.code.receive_reads)
+        self.assertEqual(self.code.processor_requires, {"STATE_TABLE", "LEDGER_TABLE"})
+        self.assertNotIn("STATE_TABLE", self.code.receive_reads)
+        self.assertIn("InvalidSignature", self.code.metrics)
+
+    def test_every_function_builds_a_real_arm64_binary(self):
+        self.assertNoProblems(check_functions)
+
+    def test_every_queue_has_a_dead_letter_queue_and_room_to_retry(self):
+        self.assertNoProblems(check_queues)
+
+    def test_every_event_source_reports_partial_failures_within_limits(self):
+        self.assertNoProblems(check_event_sources)
+
+    def test_environment_is_exactly_what_the_binaries_read(self):
+        self.assertNoProblems(check_environment)
+
+    def test_iam_names_only_what_each_function_uses(self):
+        self.assertNoProblems(check_iam)
+
+    def test_tables_have_the_shared_key_and_ttl(self):
+        self.assertNoProblems(check_tables)
+
+    def test_dead_letters_errors_and_bad_signatures_raise_alarms(self):
+        self.assertNoProblems(check_alarms)
+
+    def test_dashboard_shows_every_emf_metric(self):
+        self.assertNoProblems(check_dashboard)
+
+    def test_outputs_give_a_webhook_url_per_provider(self):
+        outputs = json.dumps(self.template.get("Outputs", {}))
+        for provider in ("stripe", "standard"):
+            self.assertIn(f"/webhooks/{provider}", outputs)
+
+
+class CheckerCatchesMistakes(unittest.TestCase):
+    """Each check fails on a template that is wrong in the way it guards against."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.text = (ROOT / "template.yaml").read_text()
+        cls.code = Code()
+
+    def found(self, template):
+        return "\n".join(problems(template, self.code))
+
+    def mutated(self, old, new, count=1):
+        self.assertIn(old, self.text)
+        return cfn.load(self.text.replace(old, new, count))
+
+    def template(self):
+        return copy.deepcopy(cfn.load(self.text))
+
+    def test_misspelled_report_batch_item_failures(self):
+        found = self.found(self.mutated("[ReportBatchItemFailures]", "[ReportBatchItemFailure]"))
+        self.assertIn("FunctionResponseTypes", found)
+
+    def test_batch_size_beyond_sqs_limit(self):
+        t = self.template()
+        t["Resources"]["FulfillFunction"]["Properties"]["Events"]["Queue"]["Properties"]["BatchSize"] = 20000
+        self.assertIn("BatchSize 20000 is outside", self.found(t))
+
+    def test_batch_size_above_10_without_window(self):
+        t = self.template()
+        t["Parameters"]["BatchSize"]["Default"] = 50
+        self.assertIn("needs MaximumBatchingWindowInSeconds", self.found(t))
+
+    def test_visibility_shorter_than_timeout(self):
+        t = self.template()
+        t["Resources"]["DisputeQueue"]["Properties"]["VisibilityTimeout"] = 20
+        self.assertIn("DisputeQueue: VisibilityTimeout 20 is less than 6 x DisputeFunction", self.found(t))
+
+    def test_longer_global_timeout_outgrows_visibility(self):
+        t = self.template()
+        t["Globals"]["Function"]["Timeout"] = 60
+        self.assertIn("VisibilityTimeout 180 is less than 6 x FulfillFunction's Timeout 60", self.found(t))
+
+    def test_unknown_architecture_under_globals(self):
+        found = self.found(self.mutated("Architectures: [arm64]", "Architectures: [arm65]"))
+        for fn in ("ReceiveFunction", "FulfillFunction", "PayoutFunction"):
+            self.assertIn(f"{fn}: Architectures is ['arm65']", found)
+
+    def test_queue_without_dead_letter_queue(self):
+        t = self.template()
+        del t["Resources"]["PayoutQueue"]["Properties"]["RedrivePolicy"]
+        self.assertIn("PayoutQueue: no RedrivePolicy", self.found(t))
+
+    def test_binary_that_does_not_exist(self):
+        t = self.template()
+        t["Resources"]["DisputeFunction"]["Metadata"]["BuildProperties"]["Binary"] = "disputes"
+        self.assertIn("'disputes' is no binary", self.found(t))
+
+    def test_environment_variable_nothing_reads(self):
+        t = self.template()
+        t["Resources"]["FulfillFunction"]["Properties"]["Environment"]["Variables"]["FULFILL_QUEUE_URL"] = "x"
+        self.assertIn("FulfillFunction: environment sets FULFILL_QUEUE_URL, which nothing in fulfill reads", self.found(t))
+
+    def test_missing_required_variable(self):
+        t = self.template()
+        del t["Resources"]["PayoutFunction"]["Properties"]["Environment"]["Variables"]["STATE_TABLE"]
+        self.assertIn("PayoutFunction: environment lacks STATE_TABLE", self.found(t))
+
+    def test_secret_in_environment(self):
+        t = self.template()
+        t["Resources"]["ReceiveFunction"]["Properties"]["Environment"]["Variables"]["STRIPE_WEBHOOK_SECRET"] = "whsec_x"
+        self.assertIn("STRIPE_WEBHOOK_SECRET puts a secret in the environment", self.found(t))
+
+    def test_queue_urls_crossed(self):
+        t = self.template()
+        env = t["Resources"]["ReceiveFunction"]["Properties"]["Environment"]["Variables"]
+        env["FULFILL_QUEUE_URL"], env["DISPUTE_QUEUE_URL"] = env["DISPUTE_QUEUE_URL"], env["FULFILL_QUEUE_URL"]
+        self.assertIn("FULFILL_QUEUE_URL does not Ref the queue the fulfill function consumes", self.found(t))
+
+    def test_receive_granted_the_state_table(self):
+        t = self.template()
+        statements = t["Resources"]["ReceiveRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements.append({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": {"Fn::GetAtt": ["StateTable", "Arn"]}})
+        self.assertIn("on StateTable, which receive does not use", self.found(t))
+
+    def test_processor_granted_another_processors_queue(self):
+        t = self.template()
+        statements = t["Resources"]["FulfillRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[1]["Resource"] = [statements[1]["Resource"], {"Fn::GetAtt": ["PayoutQueue", "Arn"]}]
+        self.assertIn("on PayoutQueue, which fulfill does not use", self.found(t))
+
+    def test_wildcard_resource(self):
+        t = self.template()
+        statements = t["Resources"]["PayoutRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements.append({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"})
+        self.assertIn("resource '*' is not a resource of this stack", self.found(t))
+
+    def test_processor_writing_the_ledger(self):
+        t = self.template()
+        statements = t["Resources"]["SubscriptionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[3]["Action"] = ["dynamodb:GetItem", "dynamodb:PutItem"]
+        self.assertIn("['dynamodb:PutItem'] on LedgerTable, more than subscription needs", self.found(t))
+
+    def test_processor_that_cannot_poll_its_queue(self):
+        t = self.template()
+        statements = t["Resources"]["DisputeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        del statements[1]
+        self.assertIn("DisputeFunction: role lacks", self.found(t))
+
+    def test_dead_letter_queue_without_alarm(self):
+        t = self.template()
+        del t["Resources"]["SubscriptionDeadLetterAlarm"]
+        self.assertIn("SubscriptionDeadLetterQueue: no alarm", self.found(t))
+
+    def test_state_table_without_point_in_time_recovery(self):
+        t = self.template()
+        del t["Resources"]["StateTable"]["Properties"]["PointInTimeRecoverySpecification"]
+        self.assertIn("StateTable: the state table needs point-in-time recovery", self.found(t))
+
+
+class LocalResourcesMatchTemplate(unittest.TestCase):
+    """scripts/local_aws.py creates, on moto, the tables and queues the template defines."""
+
+    @classmethod
+    def setUpClass(cls):
+        path = ROOT / "scripts/local_aws.py"
+        spec = importlib.util.spec_from_file_location("local_aws", path)
+        cls.local = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cls.local)
+        cls.template = cfn.load_file()
+
+    def _name(self, props, key):
+        """A `${AWS::StackName}-suffix` name as its suffix."""
+        value = props.get(key, {})
+        text = value.get("Fn::Sub") if isinstance(value, dict) else value
+        self.assertIsInstance(text, str, f"{key} should be a !Sub of ${{AWS::StackName}}-…")
+        self.assertTrue(text.startswith("${AWS::StackName}-"), text)
+        return text[len("${AWS::StackName}-"):]
+
+    def test_same_tables(self):
+        tables = cfn.resources(self.template, "AWS::DynamoDB::Table")
+        local = self.local.RESOURCES["tables"]
+        self.assertEqual(set(local), set(tables))
+        for logical_id, spec in local.items():
+            props = tables[logical_id]["Properties"]
+            self.assertEqual(spec["name"], self._name(props, "TableName"))
+            key = spec["partition_key"]
+            self.assertEqual(props["KeySchema"], [{"AttributeName": key["name"], "KeyType": "HASH"}])
+            self.assertIn({"AttributeName": key["name"], "AttributeType": key["type"]}, props["AttributeDefinitions"])
+            self.assertEqual(props["TimeToLiveSpecification"], {"AttributeName": spec["ttl_attribute"], "Enabled": True})
+            self.assertEqual(props["BillingMode"], spec["billing_mode"])
+
+    def test_same_queues_and_dead_letter_queues(self):
+        queues = cfn.resources(self.template, "AWS::SQS::Queue")
+        local = self.local.RESOURCES["queues"]
+        dead = {spec["dead_letter"]["logical_id"] for spec in local.values()}
+        self.assertEqual(set(local) | dead, set(queues))
+        for logical_id, spec in local.items():
+            props = queues[logical_id]["Properties"]
+            self.assertEqual(spec["name"], self._name(props, "QueueName"))
+            self.assertEqual(spec["visibility_timeout"], props.get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY))
+            self.assertEqual(spec["retention_seconds"], props.get("MessageRetentionPeriod", SQS_DEFAULT_RETENTION))
+            dl = spec["dead_letter"]
+            self.assertEqual(_dead_letter_target(queues[logical_id]), dl["logical_id"])
+            self.assertEqual(int(props["RedrivePolicy"]["maxReceiveCount"]), dl["max_receive_count"])
+            dl_props = queues[dl["logical_id"]]["Properties"]
+            self.assertEqual(dl["name"], self._name(dl_props, "QueueName"))
+            self.assertEqual(dl["retention_seconds"], dl_props.get("MessageRetentionPeriod", SQS_DEFAULT_RETENTION))
+
+    def test_environment_names_match(self):
+        # local_aws.py prints the exports the functions read: the same names as the template's.
+        receive_env = cfn.function_properties(self.template, "ReceiveFunction")["Environment"]["Variables"]
+        for logical_id, spec in self.local.RESOURCES["queues"].items():
+            self.assertEqual(cfn.ref_target(receive_env[spec["env"]]), logical_id)
+        for logical_id, spec in self.local.RESOURCES["tables"].items():
+            users = [
+                fn for fn in _functions(self.template)
+                if cfn.ref_target(cfn.function_properties(self.template, fn)["Environment"]["Variables"].get(spec["env"]))
+                == logical_id
+            ]
+            self.assertTrue(users, f"no function reads {spec['env']} as {logical_id}")
+
+
+if __name__ == "__main__":
+    unittest.main()
