@@ -343,3 +343,249 @@ fn accepted(env: &Envelope<'_>, outcome: &str, extra: serde_json::Value) -> Answ
         body,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ledger::{LedgerStatus, MemoryLedger};
+    use crate::queue::MemoryQueue;
+    use crate::route::Processor;
+    use crate::verify::{Tolerance, sign_stripe};
+
+    const SECRET: &str = "whsec_test_receive";
+    const NOW: i64 = 1_750_000_000;
+
+    type TestReceiver = Receiver<MemoryLedger, MemoryQueue, ManualClock>;
+
+    fn receiver_with(settings: ReceiveSettings, queue: MemoryQueue) -> (TestReceiver, ManualClock) {
+        let clock = ManualClock::at_secs(NOW);
+        let verifiers =
+            Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
+        let r = Receiver::new(verifiers, MemoryLedger::new(), queue, clock.clone(), settings);
+        (r, clock)
+    }
+
+    fn receiver() -> (TestReceiver, ManualClock) {
+        receiver_with(ReceiveSettings::default(), MemoryQueue::new())
+    }
+
+    fn event(id: &str, event_type: &str, livemode: bool) -> String {
+        json!({
+            "id": id,
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": NOW - 5,
+            "data": { "object": { "id": "pi_123", "object": "payment_intent", "amount": 2000 } },
+            "livemode": livemode,
+            "pending_webhooks": 1,
+            "request": { "id": null, "idempotency_key": null },
+            "type": event_type,
+        })
+        .to_string()
+    }
+
+    fn signed(body: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "stripe-signature",
+            sign_stripe(SECRET, NOW, body.as_bytes()).parse().unwrap(),
+        );
+        h
+    }
+
+    async fn post(r: &TestReceiver, body: &str) -> Answer {
+        r.handle(&Method::POST, "stripe", &signed(body), body.as_bytes()).await
+    }
+
+    #[tokio::test]
+    async fn first_delivery_enqueues_once_on_the_routed_queue() {
+        // GIVEN a fresh receiver WHEN a signed payment event arrives
+        let (r, _) = receiver();
+        let body = event("evt_1", "payment_intent.succeeded", false);
+        let a = post(&r, &body).await;
+        // THEN it is answered 200 and sits on the fulfill queue, marked enqueued
+        assert_eq!(a.status, StatusCode::OK, "{a:?}");
+        assert_eq!(a.body["duplicate"], false);
+        assert_eq!(a.body["queue"], "fulfill");
+        let sent = r.queue().sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, Processor::Fulfill);
+        assert_eq!(sent[0].1.payload, Payload::Inline(body));
+        assert_eq!(sent[0].1.object_id.as_deref(), Some("pi_123"));
+        let entry = r.ledger().entry(&LedgerKey::new(Provider::Stripe, "evt_1")).unwrap();
+        assert_eq!(entry.status, crate::ledger::LedgerStatus::Enqueued);
+        assert_eq!(entry.queue.as_deref(), Some("fulfill"));
+    }
+
+    #[tokio::test]
+    async fn duplicate_delivery_enqueues_once() {
+        let (r, _) = receiver();
+        let body = event("evt_dup", "invoice.paid", false);
+        assert_eq!(post(&r, &body).await.status, StatusCode::OK);
+        // WHEN the provider retries the same event
+        let again = post(&r, &body).await;
+        // THEN it is a 200 duplicate and nothing more is sent
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.body["duplicate"], true);
+        assert_eq!(r.queue().sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn delivery_during_anothers_lease_is_409_then_taken_over_after_it() {
+        // GIVEN an invocation that claimed the event and crashed before sending
+        let (r, clock) = receiver();
+        let body = event("evt_crash", "payout.paid", false);
+        let key = LedgerKey::new(Provider::Stripe, "evt_crash");
+        let claim = ClaimRequest {
+            key: key.clone(),
+            event_type: "payout.paid".into(),
+            created: NOW,
+            livemode: Some(false),
+            object_id: None,
+            now_millis: NOW * 1000,
+            lease_until_millis: NOW * 1000 + r.settings().lease_millis,
+            expires_at: NOW + 100,
+        };
+        assert!(matches!(r.ledger().claim(&claim).await.unwrap(), Claim::Claimed { .. }));
+        // WHEN the provider retries inside the lease THEN 409 and nothing sent
+        let a = post(&r, &body).await;
+        assert_eq!(a.status, StatusCode::CONFLICT);
+        assert!(r.queue().sent().is_empty());
+        // WHEN it retries after the lease THEN the event is enqueued
+        clock.advance_secs(31);
+        let body_later = body.clone();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "stripe-signature",
+            sign_stripe(SECRET, NOW + 31, body_later.as_bytes()).parse().unwrap(),
+        );
+        let a = r.handle(&Method::POST, "stripe", &h, body_later.as_bytes()).await;
+        assert_eq!(a.status, StatusCode::OK, "{a:?}");
+        assert_eq!(r.queue().sent().len(), 1);
+        assert_eq!(r.ledger().entry(&key).unwrap().attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn queue_failure_is_503_and_releases_the_lease() {
+        let (r, _) = receiver();
+        let body = event("evt_q", "charge.dispute.created", false);
+        r.queue().fail(true);
+        let a = post(&r, &body).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.body["message"].as_str().unwrap().contains("retry"));
+        assert!(r.ledger().is_empty(), "lease released");
+        // WHEN the queue is back THEN the retry proceeds at once
+        r.queue().fail(false);
+        assert_eq!(post(&r, &body).await.status, StatusCode::OK);
+        assert_eq!(r.queue().sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn ledger_failure_is_503_and_nothing_sent() {
+        let (r, _) = receiver();
+        r.ledger().fail(Some("claim"));
+        let a = post(&r, &event("evt_l", "payout.paid", false)).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.queue().sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failure_to_mark_after_send_still_acknowledges() {
+        // GIVEN a ledger that fails after the send
+        let (r, _) = receiver();
+        r.ledger().fail(Some("mark"));
+        let a = post(&r, &event("evt_m", "payout.paid", false)).await;
+        // THEN the event is durably queued, so the answer is 200
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(r.queue().sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_type_is_recorded_ignored_and_not_enqueued() {
+        let (r, _) = receiver();
+        let a = post(&r, &event("evt_u", "customer.created", false)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["ignored"], "unknown_type");
+        assert!(r.queue().sent().is_empty());
+        let e = r.ledger().entry(&LedgerKey::new(Provider::Stripe, "evt_u")).unwrap();
+        assert_eq!(e.status, LedgerStatus::Ignored);
+        // and its redelivery is a duplicate
+        assert_eq!(post(&r, &event("evt_u", "customer.created", false)).await.body["duplicate"], true);
+    }
+
+    #[tokio::test]
+    async fn livemode_mismatch_is_recorded_not_processed() {
+        let settings = ReceiveSettings {
+            livemode: Livemode::Live,
+            ..ReceiveSettings::default()
+        };
+        let (r, _) = receiver_with(settings, MemoryQueue::new());
+        let a = post(&r, &event("evt_t", "payment_intent.succeeded", false)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["ignored"], "livemode_mismatch");
+        assert!(r.queue().sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_event_travels_by_reference() {
+        // GIVEN a queue whose limit is smaller than the event
+        let (r, _) = receiver_with(ReceiveSettings::default(), MemoryQueue::with_limit(4096));
+        let mut v: serde_json::Value = serde_json::from_str(&event("evt_big", "invoice.paid", false)).unwrap();
+        v["data"]["object"]["description"] = json!("x".repeat(10_000));
+        let body = v.to_string();
+        let a = post(&r, &body).await;
+        assert_eq!(a.status, StatusCode::OK);
+        // THEN the message refers to the body, which the body store holds intact
+        let sent = r.queue().sent();
+        assert_eq!(sent[0].1.payload, Payload::Stored);
+        let key = LedgerKey::new(Provider::Stripe, "evt_big");
+        assert_eq!(r.ledger().get_body(&key).await.unwrap(), Some(body));
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_are_clear_4xx_and_write_nothing() {
+        let (r, _) = receiver();
+        let good = event("evt_bad", "payment_intent.succeeded", false);
+        let cases: Vec<(&str, Method, &str, HeaderMap, Vec<u8>, StatusCode)> = vec![
+            ("no header", Method::POST, "stripe", HeaderMap::new(), good.clone().into_bytes(), StatusCode::BAD_REQUEST),
+            ("garbage header", Method::POST, "stripe", {
+                let mut h = HeaderMap::new();
+                h.insert("stripe-signature", "garbage".parse().unwrap());
+                h
+            }, good.clone().into_bytes(), StatusCode::BAD_REQUEST),
+            ("tampered body", Method::POST, "stripe", signed(&good), good.replace("2000", "1"). into_bytes(), StatusCode::BAD_REQUEST),
+            ("not json", Method::POST, "stripe", signed("hello"), b"hello".to_vec(), StatusCode::BAD_REQUEST),
+            ("json array", Method::POST, "stripe", signed("[1,2]"), b"[1,2]".to_vec(), StatusCode::BAD_REQUEST),
+            ("no id", Method::POST, "stripe", signed("{\"type\":\"payout.paid\",\"object\":\"event\",\"created\":1}"), b"{\"type\":\"payout.paid\",\"object\":\"event\",\"created\":1}".to_vec(), StatusCode::BAD_REQUEST),
+            ("empty body", Method::POST, "stripe", signed(""), Vec::new(), StatusCode::BAD_REQUEST),
+            ("wrong method", Method::GET, "stripe", signed(&good), good.clone().into_bytes(), StatusCode::METHOD_NOT_ALLOWED),
+            ("unknown provider", Method::POST, "paypal", signed(&good), good.clone().into_bytes(), StatusCode::NOT_FOUND),
+            ("unconfigured provider", Method::POST, "standard", signed(&good), good.clone().into_bytes(), StatusCode::NOT_FOUND),
+            ("over the cap", Method::POST, "stripe", signed(&good), vec![b' '; 1024 * 1024 + 1], StatusCode::PAYLOAD_TOO_LARGE),
+        ];
+        for (name, method, provider, headers, body, status) in cases {
+            let a = r.handle(&method, provider, &headers, &body).await;
+            assert_eq!(a.status, status, "{name}: {a:?}");
+            let message = a.body["message"].as_str().unwrap_or_default();
+            assert!(!message.is_empty(), "{name} has a message");
+            assert!(!message.contains(SECRET), "{name} leaks no secret");
+        }
+        assert!(r.ledger().is_empty());
+        assert!(r.queue().sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_and_future_timestamps_are_refused() {
+        let (r, _) = receiver();
+        let body = event("evt_time", "payout.paid", false);
+        for t in [NOW - 301, NOW + 301] {
+            let mut h = HeaderMap::new();
+            h.insert("stripe-signature", sign_stripe(SECRET, t, body.as_bytes()).parse().unwrap());
+            let a = r.handle(&Method::POST, "stripe", &h, body.as_bytes()).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{a:?}");
+            assert!(a.body["message"].as_str().unwrap().contains("tolerance"));
+        }
+        assert!(r.ledger().is_empty());
+    }
+}

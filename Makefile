@@ -1,0 +1,109 @@
+# payhook: every workflow is a target here. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cargo/bin:$(PATH)
+PORT      ?= 4242
+DB        ?= .payhook/dev.db
+EVENT     ?= payment_intent.succeeded
+STACK     ?= payhook
+REGION    ?= us-east-1
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## Install the Python tools (moto, cfn-lint, SAM CLI, cargo-lambda) into .venv, idempotently
+	@scripts/tools.sh
+
+# --- local pipeline -----------------------------------------------------------
+
+.PHONY: dev
+dev: ## Build and run the whole pipeline locally on an embedded SQLite store (port $(PORT))
+	cargo run --release -p payhook -- dev --port $(PORT) --db $(DB)
+
+.PHONY: trigger
+trigger: ## Send a realistic signed event to `make dev` (EVENT=payment_intent.succeeded)
+	@secret=$${STRIPE_WEBHOOK_SECRET:-$$(cargo run --release -q -p payhook -- dev --print-secret --db $(DB))}; \
+	cargo run --release -q -p payhook -- trigger $(EVENT) --to http://127.0.0.1:$(PORT)/webhooks/stripe --secret "$$secret"
+
+# --- tests --------------------------------------------------------------------
+
+.PHONY: test
+test: tools lint test-unit test-aws test-template test-lambda ## Everything CI runs: lint, unit, local e2e, moto integration, template checks, emulator e2e
+
+.PHONY: lint
+lint: ## rustfmt and clippy (warnings are errors)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-features --all-targets -- -D warnings
+
+.PHONY: test-unit
+test-unit: ## Unit tests and the local pipeline end to end (starts its own payhook dev)
+	cargo test --workspace --all-features --exclude payhook-tests
+
+.PHONY: test-aws
+test-aws: tools ## Integration tests against moto server through the real AWS SDK
+	scripts/moto.sh -- cargo test -p payhook-tests --all-features
+
+.PHONY: test-template
+test-template: tools ## cfn-lint, sam validate --lint and our own wiring test of template.yaml
+	scripts/check_template.sh
+
+.PHONY: test-lambda
+test-lambda: tools ## The five real binaries under cargo lambda watch against moto
+	scripts/e2e_lambda.sh
+
+# --- benchmarks ---------------------------------------------------------------
+
+.PHONY: bench
+bench: ## Criterion benches of the receive path and the stripe-node peer comparison
+	cargo bench -p payhook-shared --all-features --bench receive_path
+	bench/peers/compare.sh
+
+.PHONY: bench-coldstart
+bench-coldstart: tools ## Binary size, init time and peak RSS per Lambda function
+	scripts/coldstart.sh
+
+.PHONY: bench-load
+bench-load: ## payhook dev end to end vs Express + stripe-node under load
+	bench/load.sh
+
+# --- AWS ----------------------------------------------------------------------
+
+.PHONY: local-aws
+local-aws: tools ## Start moto server with the deployment's tables and queues; prints the exports
+	scripts/moto.sh --foreground --create
+
+.PHONY: build
+build: tools ## The five arm64 Lambda artifacts (target/lambda/<fn>/bootstrap) via cargo-lambda
+	scripts/build.sh
+
+.PHONY: sam-build
+sam-build: tools ## sam build (runs cargo lambda build --release --arm64 per function)
+	sam build --template-file template.yaml
+
+.PHONY: deploy
+deploy: sam-build ## Deploy with SAM (guided the first time: writes samconfig.toml)
+	@if [ -f samconfig.toml ]; then sam deploy; else sam deploy --guided --stack-name $(STACK) --region $(REGION); fi
+
+.PHONY: logs
+logs: ## Tail a function's CloudWatch logs (FN=receive)
+	sam logs --stack-name $(STACK) --name $(or $(FN),receive) --tail
+
+.PHONY: invoke
+invoke: ## Invoke a function locally with an event file (FN=receive EVENT=events/receive-payment-intent-succeeded.json)
+	cargo lambda invoke $(or $(FN),receive) --data-file $(EVENT)
+
+.PHONY: events
+events: ## Re-sign the sample events in events/ with the configured secret
+	cargo run -q -p payhook -- events --out events
+
+.PHONY: dlq-redrive
+dlq-redrive: ## Move dead-lettered messages back to their queue (QUEUE=fulfill)
+	cargo run -q -p payhook -- dlq redrive --queue $(QUEUE)
+
+.PHONY: destroy
+destroy: ## Delete the deployed stack
+	sam delete --stack-name $(STACK) --region $(REGION)
