@@ -1,1 +1,547 @@
-//! (in progress)
+//! The ledger and body store on the local SQLite database, with exactly the
+//! conditional semantics of the in-memory and DynamoDB ledgers.
+//!
+//! Each call is one operation of the writer's group commit, so the claim's
+//! read-decide-write runs inside one transaction: the conditional write.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus};
+use crate::error::StoreError;
+use crate::local::{Db, OpError, OpResult};
+use crate::route::IgnoreReason;
+use crate::verify::Provider;
+
+/// Every column of a ledger row, in the order [`entry_from_row`] reads them.
+pub(crate) const ENTRY_COLUMNS: &str = "provider, event_id, status, event_type, created, \
+     received_at_millis, attempts, queue, message_id, ignore_reason, object_id, livemode";
+
+/// The ledger table of a local database.
+#[derive(Clone, Debug)]
+pub struct SqliteLedger {
+    db: Db,
+}
+
+impl SqliteLedger {
+    /// The ledger of `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The stored record for `key`, for inspection.
+    pub async fn entry(&self, key: &LedgerKey) -> Result<Option<LedgerEntry>, StoreError> {
+        let key = key.clone();
+        self.db
+            .read("ledger_entry", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM ledger WHERE provider = ?1 AND event_id = ?2"
+                ))?
+                .query_row(params![key.provider.as_str(), key.event_id], entry_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    /// The TTL (unix seconds) stored with `key`'s record, if any.
+    pub async fn expires_at(&self, key: &LedgerKey) -> Result<Option<i64>, StoreError> {
+        let key = key.clone();
+        self.db
+            .read("ledger_entry", move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT expires_at FROM ledger WHERE provider = ?1 AND event_id = ?2",
+                    )?
+                    .query_row(params![key.provider.as_str(), key.event_id], |row| {
+                        row.get(0)
+                    })
+                    .optional()?)
+            })
+            .await
+    }
+}
+
+/// Reads one row selected with [`ENTRY_COLUMNS`].
+pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<LedgerEntry>> {
+    let provider: String = row.get(0)?;
+    let event_id: String = row.get(1)?;
+    let status: String = row.get(2)?;
+    let livemode: Option<i64> = row.get(11)?;
+    let Some(provider) = Provider::from_route(&provider) else {
+        return Ok(Err(OpError::corrupt(
+            format!("{provider}#{event_id}"),
+            format!("unknown provider {provider:?}"),
+        )));
+    };
+    let key = LedgerKey::new(provider, event_id);
+    let Some(status) = LedgerStatus::parse(&status) else {
+        return Ok(Err(OpError::corrupt(
+            key.partition_key(),
+            format!("unknown status {status:?}"),
+        )));
+    };
+    Ok(Ok(LedgerEntry {
+        key,
+        status,
+        event_type: row.get(3)?,
+        created: row.get(4)?,
+        received_at_millis: row.get(5)?,
+        attempts: row.get(6)?,
+        queue: row.get(7)?,
+        message_id: row.get(8)?,
+        ignore_reason: row.get(9)?,
+        object_id: row.get(10)?,
+        livemode: livemode.map(|v| v != 0),
+    }))
+}
+
+fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
+    let existing: Option<(String, i64, u32)> = conn
+        .prepare_cached(
+            "SELECT status, lease_until_millis, attempts FROM ledger WHERE provider = ?1 AND event_id = ?2",
+        )?
+        .query_row(params![req.key.provider.as_str(), req.key.event_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let attempts = match existing {
+        None => 1,
+        Some((status, lease_until_millis, attempts)) => match LedgerStatus::parse(&status) {
+            Some(LedgerStatus::Received) if lease_until_millis < req.now_millis => {
+                attempts.saturating_add(1)
+            }
+            Some(LedgerStatus::Received) => return Ok(Claim::InFlight { lease_until_millis }),
+            Some(done) => return Ok(Claim::Done(done)),
+            None => {
+                return Err(OpError::corrupt(
+                    req.key.partition_key(),
+                    format!("unknown status {status:?}"),
+                ));
+            }
+        },
+    };
+    // A take-over replaces the expired claim whole, as a conditional put would.
+    conn.prepare_cached(
+        "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
+             lease_until_millis, attempts, queue, message_id, ignore_reason, object_id, livemode, expires_at)
+         VALUES (?1, ?2, 'RECEIVED', ?3, ?4, ?5, ?6, ?7, NULL, NULL, NULL, ?8, ?9, ?10)
+         ON CONFLICT (provider, event_id) DO UPDATE SET
+             status = 'RECEIVED', event_type = excluded.event_type, created = excluded.created,
+             received_at_millis = excluded.received_at_millis,
+             lease_until_millis = excluded.lease_until_millis, attempts = excluded.attempts,
+             queue = NULL, message_id = NULL, ignore_reason = NULL,
+             object_id = excluded.object_id, livemode = excluded.livemode,
+             expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        req.key.provider.as_str(),
+        req.key.event_id,
+        req.event_type,
+        req.created,
+        req.now_millis,
+        req.lease_until_millis,
+        attempts,
+        req.object_id,
+        req.livemode.map(i64::from),
+        req.expires_at,
+    ])?;
+    Ok(Claim::Claimed { attempts })
+}
+
+impl Ledger for SqliteLedger {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
+        let req = req.clone();
+        self.db.write("claim", move |conn| claim(conn, &req)).await
+    }
+
+    async fn mark_enqueued(
+        &self,
+        key: &LedgerKey,
+        queue: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let (key, queue, message_id) = (key.clone(), queue.to_owned(), message_id.to_owned());
+        self.db
+            .write("mark", move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE ledger SET status = 'ENQUEUED', queue = ?3, message_id = ?4
+                         WHERE provider = ?1 AND event_id = ?2",
+                    )?
+                    .execute(params![
+                        key.provider.as_str(),
+                        key.event_id,
+                        queue,
+                        message_id
+                    ])?;
+                if changed == 0 {
+                    return Err(OpError::corrupt(key, "no claim to mark enqueued"));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn mark_ignored(&self, key: &LedgerKey, reason: IgnoreReason) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.db
+            .write("mark", move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE ledger SET status = 'IGNORED', ignore_reason = ?3
+                         WHERE provider = ?1 AND event_id = ?2",
+                    )?
+                    .execute(params![
+                        key.provider.as_str(),
+                        key.event_id,
+                        reason.as_str()
+                    ])?;
+                if changed == 0 {
+                    return Err(OpError::corrupt(key, "no claim to mark ignored"));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release(&self, key: &LedgerKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.db
+            .write("release", move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM ledger WHERE provider = ?1 AND event_id = ?2 AND status = 'RECEIVED'",
+                )?
+                .execute(params![key.provider.as_str(), key.event_id])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl BodyStore for SqliteLedger {
+    async fn put_body(&self, key: &LedgerKey, body: &str) -> Result<(), StoreError> {
+        let (key, body) = (key.clone(), body.to_owned());
+        self.db
+            .write("body", move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO bodies (provider, event_id, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (provider, event_id) DO UPDATE SET body = excluded.body",
+                )?
+                .execute(params![key.provider.as_str(), key.event_id, body])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_body(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
+        let key = key.clone();
+        self.db
+            .read("body", move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT body FROM bodies WHERE provider = ?1 AND event_id = ?2",
+                    )?
+                    .query_row(params![key.provider.as_str(), key.event_id], |row| {
+                        row.get(0)
+                    })
+                    .optional()?)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The same scenarios run against the in-memory ledger (the reference) and
+    //! this one, so a condition that differs from the reference fails here.
+
+    use std::future::Future;
+
+    use super::*;
+    use crate::ledger::MemoryLedger;
+    use crate::local::testing::TempDb;
+
+    const NOW: i64 = 1_750_000_000_000;
+    const LEASE: i64 = 30_000;
+
+    /// Reads a record back, whatever the backend.
+    trait Probe: Ledger + BodyStore {
+        fn probe(&self, key: &LedgerKey) -> impl Future<Output = Option<LedgerEntry>>;
+    }
+
+    impl Probe for MemoryLedger {
+        async fn probe(&self, key: &LedgerKey) -> Option<LedgerEntry> {
+            self.entry(key)
+        }
+    }
+
+    impl Probe for SqliteLedger {
+        async fn probe(&self, key: &LedgerKey) -> Option<LedgerEntry> {
+            self.entry(key).await.expect("entry reads")
+        }
+    }
+
+    fn key(id: &str) -> LedgerKey {
+        LedgerKey::new(Provider::Stripe, id)
+    }
+
+    fn request(id: &str, now_millis: i64) -> ClaimRequest {
+        ClaimRequest {
+            key: key(id),
+            event_type: "payment_intent.succeeded".into(),
+            created: 1_749_999_990,
+            livemode: Some(false),
+            object_id: Some("pi_1".into()),
+            now_millis,
+            lease_until_millis: now_millis + LEASE,
+            expires_at: now_millis / 1000 + 86_400,
+        }
+    }
+
+    async fn first_claim_owns_the_event(l: &impl Probe) {
+        // GIVEN an empty ledger
+        // WHEN an event is claimed
+        let claim = l.claim(&request("evt_1", NOW)).await.unwrap();
+        // THEN it is the first attempt and the record says RECEIVED with the event's facts
+        assert_eq!(claim, Claim::Claimed { attempts: 1 });
+        let e = l.probe(&key("evt_1")).await.unwrap();
+        assert_eq!(e.status, LedgerStatus::Received);
+        assert_eq!(e.attempts, 1);
+        assert_eq!(e.event_type, "payment_intent.succeeded");
+        assert_eq!(e.created, 1_749_999_990);
+        assert_eq!(e.received_at_millis, NOW);
+        assert_eq!(e.object_id.as_deref(), Some("pi_1"));
+        assert_eq!(e.livemode, Some(false));
+        assert_eq!((e.queue, e.message_id, e.ignore_reason), (None, None, None));
+    }
+
+    async fn live_lease_reports_in_flight(l: &impl Probe) {
+        // GIVEN a claim whose lease runs until NOW + LEASE
+        l.claim(&request("evt_1", NOW)).await.unwrap();
+        // WHEN another delivery claims before the lease ends, and exactly when it ends
+        let early = l.claim(&request("evt_1", NOW + LEASE - 1)).await.unwrap();
+        let at_end = l.claim(&request("evt_1", NOW + LEASE)).await.unwrap();
+        // THEN both lose to the holder and learn when its lease ends
+        let in_flight = Claim::InFlight {
+            lease_until_millis: NOW + LEASE,
+        };
+        assert_eq!(early, in_flight);
+        assert_eq!(at_end, in_flight);
+        assert_eq!(l.probe(&key("evt_1")).await.unwrap().attempts, 1);
+    }
+
+    async fn expired_lease_is_taken_over_with_attempts_counted(l: &impl Probe) {
+        // GIVEN a claim whose holder crashed
+        l.claim(&request("evt_1", NOW)).await.unwrap();
+        // WHEN a delivery claims after the lease expired
+        let later = NOW + LEASE + 1;
+        let claim = l.claim(&request("evt_1", later)).await.unwrap();
+        // THEN it owns the event as the second attempt, under a new lease
+        assert_eq!(claim, Claim::Claimed { attempts: 2 });
+        let e = l.probe(&key("evt_1")).await.unwrap();
+        assert_eq!(
+            (e.status, e.attempts, e.received_at_millis),
+            (LedgerStatus::Received, 2, later)
+        );
+        assert_eq!(
+            l.claim(&request("evt_1", later + 1)).await.unwrap(),
+            Claim::InFlight {
+                lease_until_millis: later + LEASE
+            }
+        );
+    }
+
+    async fn enqueued_event_is_a_duplicate_even_after_its_lease(l: &impl Probe) {
+        // GIVEN an event claimed and enqueued
+        l.claim(&request("evt_1", NOW)).await.unwrap();
+        l.mark_enqueued(&key("evt_1"), "fulfill", "fulfill-1")
+            .await
+            .unwrap();
+        // WHEN it is delivered again long after its lease
+        let claim = l.claim(&request("evt_1", NOW + 10 * LEASE)).await.unwrap();
+        // THEN the delivery is a duplicate and the record keeps where it went
+        assert_eq!(claim, Claim::Done(LedgerStatus::Enqueued));
+        let e = l.probe(&key("evt_1")).await.unwrap();
+        assert_eq!(e.status, LedgerStatus::Enqueued);
+        assert_eq!(e.queue.as_deref(), Some("fulfill"));
+        assert_eq!(e.message_id.as_deref(), Some("fulfill-1"));
+        assert_eq!(e.attempts, 1);
+    }
+
+    async fn ignored_event_is_a_duplicate(l: &impl Probe) {
+        // GIVEN an event recorded as ignored
+        l.claim(&request("evt_1", NOW)).await.unwrap();
+        l.mark_ignored(&key("evt_1"), IgnoreReason::UnknownType)
+            .await
+            .unwrap();
+        // WHEN it is delivered again
+        let claim = l.claim(&request("evt_1", NOW + 10 * LEASE)).await.unwrap();
+        // THEN it is a duplicate, and the reason is kept
+        assert_eq!(claim, Claim::Done(LedgerStatus::Ignored));
+        let e = l.probe(&key("evt_1")).await.unwrap();
+        assert_eq!(e.ignore_reason.as_deref(), Some("unknown_type"));
+    }
+
+    async fn release_frees_a_claim_for_the_next_delivery(l: &impl Probe) {
+        // GIVEN a claim whose enqueue failed
+        l.claim(&request("evt_1", NOW)).await.unwrap();
+        // WHEN it is released
+        l.release(&key("evt_1")).await.unwrap();
+        // THEN the record is gone and the retry claims at once, afresh
+        assert_eq!(l.probe(&key("evt_1")).await, None);
+        assert_eq!(
+            l.claim(&request("evt_1", NOW + 1)).await.unwrap(),
+            Claim::Claimed { attempts: 1 }
+        );
+    }
+
+    async fn release_never_removes_a_finished_event(l: &impl Probe) {
+        // GIVEN one event enqueued and one ignored
+        l.claim(&request("evt_e", NOW)).await.unwrap();
+        l.mark_enqueued(&key("evt_e"), "fulfill", "fulfill-1")
+            .await
+            .unwrap();
+        l.claim(&request("evt_i", NOW)).await.unwrap();
+        l.mark_ignored(&key("evt_i"), IgnoreReason::NotEnabled)
+            .await
+            .unwrap();
+        // WHEN both are released (and a missing one too)
+        l.release(&key("evt_e")).await.unwrap();
+        l.release(&key("evt_i")).await.unwrap();
+        l.release(&key("evt_missing")).await.unwrap();
+        // THEN both records stand and redeliveries stay duplicates
+        assert_eq!(
+            l.claim(&request("evt_e", NOW + 1)).await.unwrap(),
+            Claim::Done(LedgerStatus::Enqueued)
+        );
+        assert_eq!(
+            l.claim(&request("evt_i", NOW + 1)).await.unwrap(),
+            Claim::Done(LedgerStatus::Ignored)
+        );
+    }
+
+    async fn marking_an_unclaimed_event_fails(l: &impl Probe) {
+        // GIVEN no claim WHEN the event is marked THEN the store reports it and creates nothing
+        assert!(
+            l.mark_enqueued(&key("evt_x"), "fulfill", "m")
+                .await
+                .is_err()
+        );
+        assert!(
+            l.mark_ignored(&key("evt_x"), IgnoreReason::UnknownType)
+                .await
+                .is_err()
+        );
+        assert_eq!(l.probe(&key("evt_x")).await, None);
+    }
+
+    async fn providers_do_not_share_event_ids(l: &impl Probe) {
+        // GIVEN a Stripe event claimed
+        l.claim(&request("evt_1", NOW)).await.unwrap();
+        // WHEN a Standard Webhooks event with the same id is claimed
+        let mut other = request("evt_1", NOW);
+        other.key = LedgerKey::new(Provider::Standard, "evt_1");
+        // THEN it is a different event
+        assert_eq!(
+            l.claim(&other).await.unwrap(),
+            Claim::Claimed { attempts: 1 }
+        );
+    }
+
+    async fn bodies_are_kept_and_replaced(l: &impl Probe) {
+        // GIVEN no body WHEN one is put, then replaced THEN the latest is read back
+        assert_eq!(l.get_body(&key("evt_1")).await.unwrap(), None);
+        l.put_body(&key("evt_1"), "{\"a\":1}").await.unwrap();
+        assert_eq!(
+            l.get_body(&key("evt_1")).await.unwrap().as_deref(),
+            Some("{\"a\":1}")
+        );
+        l.put_body(&key("evt_1"), "{\"a\":2}").await.unwrap();
+        assert_eq!(
+            l.get_body(&key("evt_1")).await.unwrap().as_deref(),
+            Some("{\"a\":2}")
+        );
+        assert_eq!(l.get_body(&key("evt_2")).await.unwrap(), None);
+    }
+
+    macro_rules! conformance {
+        ($($scenario:ident),* $(,)?) => {
+            mod memory {
+                $(
+                    #[tokio::test]
+                    async fn $scenario() {
+                        super::$scenario(&super::MemoryLedger::new()).await;
+                    }
+                )*
+            }
+            mod sqlite {
+                $(
+                    #[tokio::test]
+                    async fn $scenario() {
+                        let t = super::TempDb::new();
+                        super::$scenario(&super::SqliteLedger::new(t.db())).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    conformance!(
+        first_claim_owns_the_event,
+        live_lease_reports_in_flight,
+        expired_lease_is_taken_over_with_attempts_counted,
+        enqueued_event_is_a_duplicate_even_after_its_lease,
+        ignored_event_is_a_duplicate,
+        release_frees_a_claim_for_the_next_delivery,
+        release_never_removes_a_finished_event,
+        marking_an_unclaimed_event_fails,
+        providers_do_not_share_event_ids,
+        bodies_are_kept_and_replaced,
+    );
+
+    #[tokio::test]
+    async fn ledger_record_keeps_its_ttl_and_survives_a_restart() {
+        // GIVEN an enqueued event in a database
+        let mut t = TempDb::new();
+        let ledger = SqliteLedger::new(t.db());
+        ledger.claim(&request("evt_1", NOW)).await.unwrap();
+        ledger
+            .mark_enqueued(&key("evt_1"), "fulfill", "fulfill-1")
+            .await
+            .unwrap();
+        // WHEN the database is closed and opened again
+        let ledger = SqliteLedger::new(t.reopen());
+        // THEN the record, with its TTL, is still there and still a duplicate
+        assert_eq!(
+            ledger.expires_at(&key("evt_1")).await.unwrap(),
+            Some(NOW / 1000 + 86_400)
+        );
+        assert_eq!(
+            ledger.claim(&request("evt_1", NOW + 1)).await.unwrap(),
+            Claim::Done(LedgerStatus::Enqueued)
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_deliveries_of_one_event_claim_it_once() {
+        // GIVEN one event delivered 50 times at once
+        let t = TempDb::new();
+        let ledger = SqliteLedger::new(t.db());
+        let claims = futures_util::future::join_all((0..50).map(|_| {
+            let ledger = ledger.clone();
+            async move { ledger.claim(&request("evt_1", NOW)).await.unwrap() }
+        }))
+        .await;
+        // THEN exactly one delivery owns it; the rest see it in flight
+        let owners = claims
+            .iter()
+            .filter(|c| matches!(c, Claim::Claimed { .. }))
+            .count();
+        assert_eq!(owners, 1);
+        assert!(
+            claims
+                .iter()
+                .all(|c| matches!(c, Claim::Claimed { attempts: 1 } | Claim::InFlight { .. }))
+        );
+    }
+}

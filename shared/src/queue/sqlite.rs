@@ -1,1 +1,897 @@
-//! (in progress)
+//! Durable processor queues in the local SQLite database, with the SQS
+//! behaviour the processors rely on.
+//!
+//! Sending inserts a row into the `messages` table under the processor's queue
+//! and wakes that processor's worker once the insert is committed. A consumer
+//! receives a batch of visible messages, which become invisible for the
+//! visibility timeout and count one more receive; it then settles the batch:
+//! successes are deleted, failures become visible again after a backoff, and
+//! a message that has been received `max_receive_count` times moves to the
+//! processor's dead-letter queue instead, from where it can be listed and
+//! redriven. A receive is identified by its receive count (the receipt), so a
+//! stale consumer can never settle a newer receive of the same message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, Row, params};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+use super::{EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
+use crate::error::{QueueError, StoreError};
+use crate::local::{Db, OpResult};
+use crate::route::Processor;
+
+/// The SQS behaviour of the local queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// How long a received message stays invisible while its consumer works (SQS: `VisibilityTimeout`).
+    pub visibility_timeout_millis: i64,
+    /// Receives after which a failing message moves to the dead-letter queue (SQS: `maxReceiveCount`).
+    pub max_receive_count: u32,
+    /// The wait before a failed message is visible again; doubles with each
+    /// receive and never exceeds the visibility timeout.
+    pub retry_backoff_millis: i64,
+}
+
+impl Default for QueueSettings {
+    /// SQS's 30 s visibility and the template's 5 receives; failures retry after
+    /// 1, 2, 4, 8 s so a local poison message reaches its DLQ in seconds.
+    fn default() -> Self {
+        Self {
+            visibility_timeout_millis: 30_000,
+            max_receive_count: 5,
+            retry_backoff_millis: 1_000,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// How long a message that failed its `receive_count`-th receive waits.
+    pub fn backoff_millis(&self, receive_count: u32) -> i64 {
+        let doublings = receive_count.saturating_sub(1).min(20);
+        self.retry_backoff_millis
+            .saturating_mul(1_i64 << doublings)
+            .min(self.visibility_timeout_millis)
+            .max(0)
+    }
+}
+
+/// The processor queues of a local database; clones share the wake-ups.
+#[derive(Clone, Debug)]
+pub struct SqliteQueue {
+    db: Db,
+    settings: QueueSettings,
+    wake: Arc<[Notify; 4]>,
+}
+
+/// A message handed to a consumer, invisible to others until settled or timed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The queue's id for the message (`{queue}-{n}`), stable across receives.
+    pub message_id: String,
+    /// This receive's receipt: settling needs it.
+    pub receipt: Receipt,
+    /// The message body.
+    pub body: String,
+    /// The message attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// When it was sent (unix milliseconds).
+    pub sent_at_millis: i64,
+}
+
+impl Received {
+    /// The event it carries, or why it cannot be used.
+    pub fn message(&self) -> Result<EventMessage, MessageError> {
+        EventMessage::from_parts(Some(&self.body), |name| {
+            self.attributes.get(name).map(String::as_str)
+        })
+    }
+}
+
+/// Identifies one receive of one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    seq: i64,
+    /// Which receive of the message this is (1 for the first).
+    pub receive_count: u32,
+}
+
+/// What became of a settled batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Settled {
+    /// Successes deleted.
+    pub deleted: usize,
+    /// Failures that will be retried.
+    pub retried: usize,
+    /// Failures moved to the dead-letter queue.
+    pub dead_lettered: usize,
+    /// Receipts that no longer matched (the message was received again meanwhile).
+    pub stale: usize,
+}
+
+/// A message in a dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// The message id.
+    pub message_id: String,
+    /// The processor queue it came from.
+    pub queue: String,
+    /// The dead-letter queue it is in.
+    pub dead_letter_queue: String,
+    /// `stripe` or `standard`.
+    pub provider: String,
+    /// The event.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// How many times it was received before it was dead-lettered.
+    pub receive_count: u32,
+    /// The last failure recorded for it, if any.
+    pub last_error: Option<String>,
+    /// When it was first sent (unix milliseconds).
+    pub sent_at_millis: i64,
+    /// When it was dead-lettered (unix milliseconds).
+    pub dead_at_millis: i64,
+    /// How many times it was redriven before.
+    pub redrives: u32,
+}
+
+/// How many messages one queue holds, by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct QueueDepth {
+    /// The processor queue.
+    pub queue: String,
+    /// Visible now.
+    pub ready: u64,
+    /// Waiting out a retry backoff.
+    pub delayed: u64,
+    /// Received and not yet settled.
+    pub in_flight: u64,
+    /// In its dead-letter queue.
+    pub dead: u64,
+}
+
+/// The name of `processor`'s dead-letter queue.
+pub fn dead_letter_queue(processor: Processor) -> String {
+    format!("{}-dlq", processor.as_str())
+}
+
+fn index(processor: Processor) -> usize {
+    Processor::ALL
+        .iter()
+        .position(|p| *p == processor)
+        .unwrap_or_default()
+}
+
+fn message_id(queue: &str, seq: i64) -> String {
+    format!("{queue}-{seq}")
+}
+
+fn queue_error(processor: Processor, err: StoreError) -> QueueError {
+    QueueError {
+        queue: processor.as_str(),
+        message: err.to_string(),
+    }
+}
+
+const DEAD_LETTER_COLUMNS: &str = "seq, queue, provider, event_id, event_type, receive_count, last_error, \
+     sent_at_millis, dead_at_millis, redrives";
+
+fn dead_letter_from_row(row: &Row<'_>) -> rusqlite::Result<DeadLetter> {
+    let queue: String = row.get(1)?;
+    Ok(DeadLetter {
+        message_id: message_id(&queue, row.get(0)?),
+        dead_letter_queue: format!("{queue}-dlq"),
+        queue,
+        provider: row.get(2)?,
+        event_id: row.get(3)?,
+        event_type: row.get(4)?,
+        receive_count: row.get(5)?,
+        last_error: row.get(6)?,
+        sent_at_millis: row.get(7)?,
+        dead_at_millis: row.get::<_, Option<i64>>(8)?.unwrap_or_default(),
+        redrives: row.get(9)?,
+    })
+}
+
+fn receive(
+    conn: &Connection,
+    processor: Processor,
+    max: usize,
+    now: i64,
+    settings: &QueueSettings,
+) -> OpResult<Vec<Received>> {
+    let queue = processor.as_str();
+    // SQS moves a message to its DLQ when a receive would exceed maxReceiveCount:
+    // the consumer of its last receive died without settling it.
+    conn.prepare_cached(
+        "UPDATE messages SET dead = 1, dead_at_millis = ?2, in_flight = 0,
+             last_error = COALESCE(last_error, 'not settled within the visibility timeout')
+         WHERE queue = ?1 AND dead = 0 AND visible_at_millis <= ?2 AND receive_count >= ?3",
+    )?
+    .execute(params![queue, now, settings.max_receive_count])?;
+    let mut received = conn
+        .prepare_cached(
+            "UPDATE messages SET visible_at_millis = ?2 + ?4, receive_count = receive_count + 1, in_flight = 1
+             WHERE seq IN (SELECT seq FROM messages
+                           WHERE queue = ?1 AND dead = 0 AND visible_at_millis <= ?2
+                           ORDER BY visible_at_millis, seq LIMIT ?3)
+             RETURNING seq, receive_count, body, attributes, sent_at_millis",
+        )?
+        .query_map(
+            params![queue, now, i64::try_from(max).unwrap_or(i64::MAX), settings.visibility_timeout_millis],
+            |row| {
+                let seq: i64 = row.get(0)?;
+                let attributes: String = row.get(3)?;
+                Ok(Received {
+                    message_id: message_id(queue, seq),
+                    receipt: Receipt {
+                        seq,
+                        receive_count: row.get(1)?,
+                    },
+                    body: row.get(2)?,
+                    // Unreadable attributes leave the message unusable: it fails
+                    // in the processor and reaches the DLQ like any poison message.
+                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                    sent_at_millis: row.get(4)?,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    received.sort_by_key(|r| r.receipt.seq);
+    Ok(received)
+}
+
+fn settle(
+    conn: &Connection,
+    done: &[Receipt],
+    failed: &[(Receipt, Option<String>)],
+    now: i64,
+    settings: &QueueSettings,
+) -> OpResult<Settled> {
+    let mut settled = Settled::default();
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM messages WHERE seq = ?1 AND receive_count = ?2 AND dead = 0",
+    )?;
+    for receipt in done {
+        match delete.execute(params![receipt.seq, receipt.receive_count])? {
+            0 => settled.stale += 1,
+            _ => settled.deleted += 1,
+        }
+    }
+    let mut dead_letter = conn.prepare_cached(
+        "UPDATE messages SET dead = 1, dead_at_millis = ?3, in_flight = 0, last_error = ?4
+         WHERE seq = ?1 AND receive_count = ?2 AND dead = 0",
+    )?;
+    let mut retry = conn.prepare_cached(
+        "UPDATE messages SET visible_at_millis = ?3, in_flight = 0, last_error = ?4
+         WHERE seq = ?1 AND receive_count = ?2 AND dead = 0",
+    )?;
+    for (receipt, error) in failed {
+        let changed = if receipt.receive_count >= settings.max_receive_count {
+            let n = dead_letter.execute(params![receipt.seq, receipt.receive_count, now, error])?;
+            settled.dead_lettered += n;
+            n
+        } else {
+            let visible_at = now.saturating_add(settings.backoff_millis(receipt.receive_count));
+            let n = retry.execute(params![
+                receipt.seq,
+                receipt.receive_count,
+                visible_at,
+                error
+            ])?;
+            settled.retried += n;
+            n
+        };
+        if changed == 0 {
+            settled.stale += 1;
+        }
+    }
+    Ok(settled)
+}
+
+impl SqliteQueue {
+    /// The queues of `db`.
+    pub fn new(db: Db, settings: QueueSettings) -> Self {
+        Self {
+            db,
+            settings,
+            wake: Arc::new(std::array::from_fn(|_| Notify::new())),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Completes when something was sent or redriven to `processor`'s queue
+    /// since the last wake-up (a wake-up sent while nobody waits is kept).
+    pub fn notified(&self, processor: Processor) -> Notified<'_> {
+        self.wake[index(processor)].notified()
+    }
+
+    /// Wakes `processor`'s consumer, e.g. to make it notice a stop request.
+    pub fn wake(&self, processor: Processor) {
+        self.wake[index(processor)].notify_one();
+    }
+
+    /// Receives up to `max` visible messages from `processor`'s queue, making
+    /// them invisible for the visibility timeout.
+    pub async fn receive(
+        &self,
+        processor: Processor,
+        max: usize,
+    ) -> Result<Vec<Received>, StoreError> {
+        let now = self.db.now_millis();
+        let settings = self.settings;
+        self.db
+            .write("receive", move |conn| {
+                receive(conn, processor, max, now, &settings)
+            })
+            .await
+    }
+
+    /// Settles received messages in one write: `done` are deleted; each of
+    /// `failed` (with its error) is retried after a backoff or, on its last
+    /// allowed receive, dead-lettered.
+    pub async fn settle(
+        &self,
+        done: Vec<Receipt>,
+        failed: Vec<(Receipt, Option<String>)>,
+    ) -> Result<Settled, StoreError> {
+        if done.is_empty() && failed.is_empty() {
+            return Ok(Settled::default());
+        }
+        let now = self.db.now_millis();
+        let settings = self.settings;
+        self.db
+            .write("settle", move |conn| {
+                settle(conn, &done, &failed, now, &settings)
+            })
+            .await
+    }
+
+    /// Makes every received-but-unsettled message visible at once. Only for
+    /// start-up, when the process that received them is known to be gone.
+    pub async fn release_in_flight(&self) -> Result<usize, StoreError> {
+        let now = self.db.now_millis();
+        let released = self
+            .db
+            .write("release_in_flight", move |conn| {
+                Ok(conn.execute(
+                    "UPDATE messages SET visible_at_millis = ?1, in_flight = 0 WHERE in_flight = 1 AND dead = 0",
+                    [now],
+                )?)
+            })
+            .await?;
+        for p in Processor::ALL {
+            self.wake(p);
+        }
+        Ok(released)
+    }
+
+    /// Dead letters, newest first: of one processor's DLQ, or of all.
+    pub async fn dead_letters(
+        &self,
+        processor: Option<Processor>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .read("dead_letters", move |conn| {
+                Ok(conn
+                    .prepare_cached(&format!(
+                        "SELECT {DEAD_LETTER_COLUMNS} FROM messages
+                         WHERE dead = 1 AND (?1 IS NULL OR queue = ?1)
+                         ORDER BY dead_at_millis DESC, seq DESC LIMIT ?2"
+                    ))?
+                    .query_map(
+                        params![processor.map(Processor::as_str), limit],
+                        dead_letter_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
+    /// Moves dead letters back to their queues (one processor's, or all) with a
+    /// fresh receive count, visible at once; returns how many moved.
+    pub async fn redrive(&self, processor: Option<Processor>) -> Result<usize, StoreError> {
+        let now = self.db.now_millis();
+        let moved = self
+            .db
+            .write("redrive", move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE messages SET dead = 0, receive_count = 0, in_flight = 0,
+                             visible_at_millis = ?2, dead_at_millis = NULL, redrives = redrives + 1
+                         WHERE dead = 1 AND (?1 IS NULL OR queue = ?1)",
+                    )?
+                    .execute(params![processor.map(Processor::as_str), now])?)
+            })
+            .await?;
+        for p in Processor::ALL {
+            if processor.is_none_or(|only| only == p) {
+                self.wake(p);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// How many messages each processor's queue and DLQ hold.
+    pub async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let now = self.db.now_millis();
+        self.db
+            .read("depths", move |conn| {
+                let mut depths: Vec<QueueDepth> = Processor::ALL
+                    .iter()
+                    .map(|p| QueueDepth {
+                        queue: p.as_str().to_owned(),
+                        ..QueueDepth::default()
+                    })
+                    .collect();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT queue,
+                         SUM(dead = 0 AND in_flight = 0 AND visible_at_millis <= ?1),
+                         SUM(dead = 0 AND in_flight = 0 AND visible_at_millis > ?1),
+                         SUM(dead = 0 AND in_flight = 1),
+                         SUM(dead = 1)
+                     FROM messages GROUP BY queue",
+                )?;
+                let mut rows = stmt.query([now])?;
+                while let Some(row) = rows.next()? {
+                    let queue: String = row.get(0)?;
+                    if let Some(d) = depths.iter_mut().find(|d| d.queue == queue) {
+                        let count = |i| {
+                            row.get::<_, i64>(i)
+                                .map(|n| u64::try_from(n).unwrap_or_default())
+                        };
+                        d.ready = count(1)?;
+                        d.delayed = count(2)?;
+                        d.in_flight = count(3)?;
+                        d.dead = count(4)?;
+                    }
+                }
+                Ok(depths)
+            })
+            .await
+    }
+}
+
+impl Queue for SqliteQueue {
+    /// SQS's limit, so large events take the same by-reference path as on AWS.
+    fn max_message_bytes(&self) -> usize {
+        SQS_MAX_MESSAGE_BYTES
+    }
+
+    async fn send(
+        &self,
+        processor: Processor,
+        message: &EventMessage,
+    ) -> Result<String, QueueError> {
+        let attributes: BTreeMap<&str, String> = message.attributes().into_iter().collect();
+        let attributes = serde_json::to_string(&attributes).map_err(|e| QueueError {
+            queue: processor.as_str(),
+            message: e.to_string(),
+        })?;
+        let (provider, event_id, event_type, body) = (
+            message.provider.as_str(),
+            message.event_id.clone(),
+            message.event_type.clone(),
+            message.body(),
+        );
+        let now = self.db.now_millis();
+        let id = self
+            .db
+            .write("send", move |conn| {
+                let seq: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO messages (queue, provider, event_id, event_type, body, attributes,
+                             sent_at_millis, visible_at_millis)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING seq",
+                    )?
+                    .query_row(
+                        params![processor.as_str(), provider, event_id, event_type, body, attributes, now],
+                        |row| row.get(0),
+                    )?;
+                Ok(message_id(processor.as_str(), seq))
+            })
+            .await
+            .map_err(|e| queue_error(processor, e))?;
+        self.wake(processor);
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::local::testing::TempDb;
+    use crate::queue::{MemoryQueue, Payload};
+    use crate::verify::Provider;
+
+    const SETTINGS: QueueSettings = QueueSettings {
+        visibility_timeout_millis: 30_000,
+        max_receive_count: 3,
+        retry_backoff_millis: 1_000,
+    };
+
+    fn event(id: &str) -> EventMessage {
+        EventMessage {
+            provider: Provider::Stripe,
+            event_id: id.into(),
+            event_type: "payment_intent.succeeded".into(),
+            object_id: Some("pi_1".into()),
+            created: 1_750_000_000,
+            livemode: Some(false),
+            payload: Payload::Inline(format!("{{\"id\":\"{id}\"}}")),
+        }
+    }
+
+    fn queue(t: &TempDb) -> SqliteQueue {
+        SqliteQueue::new(t.db(), SETTINGS)
+    }
+
+    async fn ids(q: &SqliteQueue, p: Processor, max: usize) -> Vec<String> {
+        q.receive(p, max)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message().unwrap().event_id)
+            .collect()
+    }
+
+    async fn sends_get_distinct_ids_and_the_sqs_size_limit(q: &impl Queue) {
+        // GIVEN a queue WHEN two events are sent THEN each gets its own id, under SQS's limit
+        let a = q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        let b = q.send(Processor::Fulfill, &event("evt_2")).await.unwrap();
+        assert_ne!(a, b);
+        assert_eq!(q.max_message_bytes(), SQS_MAX_MESSAGE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn memory_sends_get_distinct_ids_and_the_sqs_size_limit() {
+        sends_get_distinct_ids_and_the_sqs_size_limit(&MemoryQueue::new()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_sends_get_distinct_ids_and_the_sqs_size_limit() {
+        let t = TempDb::new();
+        sends_get_distinct_ids_and_the_sqs_size_limit(&queue(&t)).await;
+    }
+
+    #[tokio::test]
+    async fn sent_message_round_trips_inline_and_by_reference() {
+        // GIVEN an inline and a by-reference message
+        let t = TempDb::new();
+        let q = queue(&t);
+        let inline = event("evt_1");
+        let stored = EventMessage {
+            payload: Payload::Stored,
+            livemode: None,
+            object_id: None,
+            ..event("evt_2")
+        };
+        let id = q.send(Processor::Fulfill, &inline).await.unwrap();
+        q.send(Processor::Fulfill, &stored).await.unwrap();
+        // WHEN they are received
+        let got = q.receive(Processor::Fulfill, 10).await.unwrap();
+        // THEN each decodes to exactly what was sent, under the id send returned
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].message_id, id);
+        assert_eq!(got[0].message().unwrap(), inline);
+        assert_eq!(got[1].message().unwrap(), stored);
+        assert_eq!(got[0].receipt.receive_count, 1);
+    }
+
+    #[tokio::test]
+    async fn received_message_is_invisible_until_its_visibility_timeout() {
+        // GIVEN a received, unsettled message
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        assert_eq!(ids(&q, Processor::Fulfill, 10).await, ["evt_1"]);
+        // WHEN receiving again before the timeout THEN nothing is visible
+        t.clock().advance_secs(29);
+        assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
+        // WHEN the timeout passes THEN it is delivered again, counting a second receive
+        t.clock().advance_secs(1);
+        let again = q.receive(Processor::Fulfill, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receipt.receive_count, 2);
+    }
+
+    #[tokio::test]
+    async fn batch_takes_at_most_n_oldest_first_from_its_own_queue() {
+        // GIVEN five fulfill messages and one dispute message
+        let t = TempDb::new();
+        let q = queue(&t);
+        for n in 1..=5 {
+            q.send(Processor::Fulfill, &event(&format!("evt_{n}")))
+                .await
+                .unwrap();
+        }
+        q.send(Processor::Dispute, &event("evt_d")).await.unwrap();
+        // WHEN fulfill receives batches of three
+        // THEN it gets the oldest three, then the other two, never the dispute
+        assert_eq!(
+            ids(&q, Processor::Fulfill, 3).await,
+            ["evt_1", "evt_2", "evt_3"]
+        );
+        assert_eq!(ids(&q, Processor::Fulfill, 3).await, ["evt_4", "evt_5"]);
+        assert_eq!(ids(&q, Processor::Dispute, 3).await, ["evt_d"]);
+        assert!(ids(&q, Processor::Payout, 3).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn settled_success_is_deleted_for_good() {
+        // GIVEN a received message
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        let got = q.receive(Processor::Fulfill, 1).await.unwrap();
+        // WHEN it is settled as done
+        let settled = q.settle(vec![got[0].receipt], vec![]).await.unwrap();
+        // THEN it is deleted and never comes back
+        assert_eq!(settled.deleted, 1);
+        t.clock().advance_secs(3600);
+        assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_message_returns_after_a_doubling_backoff() {
+        // GIVEN a message that fails its first receive
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        let got = q.receive(Processor::Fulfill, 1).await.unwrap();
+        let settled = q
+            .settle(vec![], vec![(got[0].receipt, Some("boom".into()))])
+            .await
+            .unwrap();
+        assert_eq!(settled.retried, 1);
+        // THEN it is invisible for the first backoff (1 s), then delivered as the second receive
+        assert!(ids(&q, Processor::Fulfill, 1).await.is_empty());
+        t.clock().advance_secs(1);
+        let second = q.receive(Processor::Fulfill, 1).await.unwrap();
+        assert_eq!(second[0].receipt.receive_count, 2);
+        // AND after failing again it waits twice as long
+        q.settle(vec![], vec![(second[0].receipt, None)])
+            .await
+            .unwrap();
+        t.clock().advance_secs(1);
+        assert!(ids(&q, Processor::Fulfill, 1).await.is_empty());
+        t.clock().advance_secs(1);
+        assert_eq!(ids(&q, Processor::Fulfill, 1).await, ["evt_1"]);
+    }
+
+    #[tokio::test]
+    async fn message_failing_its_last_receive_moves_to_the_dead_letter_queue() {
+        // GIVEN a poison message and max_receive_count = 3
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Dispute, &event("evt_poison"))
+            .await
+            .unwrap();
+        q.send(Processor::Dispute, &event("evt_ok")).await.unwrap();
+        // WHEN it fails three receives (the good one succeeds beside it)
+        let mut outcome = Settled::default();
+        for _ in 0..3 {
+            let got = q.receive(Processor::Dispute, 10).await.unwrap();
+            let (poison, ok): (Vec<_>, Vec<_>) = got
+                .into_iter()
+                .partition(|r| r.message().unwrap().event_id == "evt_poison");
+            outcome = q
+                .settle(
+                    ok.iter().map(|r| r.receipt).collect(),
+                    poison
+                        .iter()
+                        .map(|r| (r.receipt, Some("unusable object".into())))
+                        .collect(),
+                )
+                .await
+                .unwrap();
+            t.clock().advance_secs(60);
+        }
+        // THEN the third failure dead-letters it: it is listed, with its error, and no longer delivered
+        assert_eq!(outcome.dead_lettered, 1);
+        assert!(ids(&q, Processor::Dispute, 10).await.is_empty());
+        let dead = q.dead_letters(None, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].event_id, "evt_poison");
+        assert_eq!(dead[0].queue, "dispute");
+        assert_eq!(dead[0].dead_letter_queue, "dispute-dlq");
+        assert_eq!(dead[0].receive_count, 3);
+        assert_eq!(dead[0].last_error.as_deref(), Some("unusable object"));
+        assert!(
+            q.dead_letters(Some(Processor::Fulfill), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn message_whose_consumer_died_on_its_last_receive_is_dead_lettered() {
+        // GIVEN a message received max_receive_count times and never settled (consumer crashed)
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Payout, &event("evt_1")).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(ids(&q, Processor::Payout, 1).await.len(), 1);
+            t.clock().advance_secs(30);
+        }
+        // WHEN it becomes visible again THEN the next receive moves it to the DLQ instead, as SQS does
+        assert!(ids(&q, Processor::Payout, 1).await.is_empty());
+        let dead = q.dead_letters(Some(Processor::Payout), 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(
+            dead[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("visibility"))
+        );
+    }
+
+    #[tokio::test]
+    async fn stale_receipt_cannot_settle_a_newer_receive() {
+        // GIVEN a message whose first receive timed out and was received again
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        let first = q.receive(Processor::Fulfill, 1).await.unwrap();
+        t.clock().advance_secs(30);
+        let second = q.receive(Processor::Fulfill, 1).await.unwrap();
+        // WHEN the slow first consumer settles with its old receipt
+        let settled = q.settle(vec![first[0].receipt], vec![]).await.unwrap();
+        // THEN nothing happens to the message; the current receipt still settles it
+        assert_eq!(
+            settled,
+            Settled {
+                stale: 1,
+                ..Settled::default()
+            }
+        );
+        assert_eq!(
+            q.settle(vec![second[0].receipt], vec![])
+                .await
+                .unwrap()
+                .deleted,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn redrive_returns_dead_letters_with_a_fresh_receive_count() {
+        // GIVEN dead letters in two processors' DLQs
+        let t = TempDb::new();
+        let q = SqliteQueue::new(
+            t.db(),
+            QueueSettings {
+                max_receive_count: 1,
+                ..SETTINGS
+            },
+        );
+        for p in [Processor::Fulfill, Processor::Subscription] {
+            q.send(p, &event(&format!("evt_{p}"))).await.unwrap();
+            let got = q.receive(p, 1).await.unwrap();
+            q.settle(vec![], vec![(got[0].receipt, Some("bug".into()))])
+                .await
+                .unwrap();
+        }
+        assert_eq!(q.dead_letters(None, 10).await.unwrap().len(), 2);
+        // WHEN only fulfill's DLQ is redriven
+        assert_eq!(q.redrive(Some(Processor::Fulfill)).await.unwrap(), 1);
+        // THEN its message is delivered at once as a first receive; the other stays dead
+        let back = q.receive(Processor::Fulfill, 10).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].receipt.receive_count, 1);
+        let dead = q.dead_letters(None, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].queue, "subscription");
+        // AND redriving everything takes the rest, counting the redrive
+        assert_eq!(q.redrive(None).await.unwrap(), 1);
+        assert_eq!(q.dead_letters(None, 10).await.unwrap().len(), 0);
+        q.settle(vec![], vec![(back[0].receipt, None)])
+            .await
+            .unwrap();
+        assert_eq!(q.dead_letters(None, 10).await.unwrap()[0].redrives, 1);
+    }
+
+    #[tokio::test]
+    async fn send_wakes_the_processor_consumer() {
+        // GIVEN a consumer waiting on its queue
+        let t = TempDb::new();
+        let q = queue(&t);
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.notified(Processor::Dispute).await })
+        };
+        tokio::task::yield_now().await;
+        // WHEN a message is sent to it THEN the consumer wakes at once
+        q.send(Processor::Dispute, &event("evt_1")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn restart_releases_unsettled_messages_at_once() {
+        // GIVEN a message received by a process that then died
+        let mut t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        q.send(Processor::Fulfill, &event("evt_2")).await.unwrap();
+        assert_eq!(ids(&q, Processor::Fulfill, 1).await, ["evt_1"]);
+        // WHEN the database is reopened and in-flight messages are released
+        let q = SqliteQueue::new(t.reopen(), SETTINGS);
+        assert_eq!(q.release_in_flight().await.unwrap(), 1);
+        // THEN both are delivered without waiting out the visibility timeout,
+        // the interrupted one counting its second receive
+        let got = q.receive(Processor::Fulfill, 10).await.unwrap();
+        let seen: Vec<_> = got
+            .iter()
+            .map(|r| (r.message().unwrap().event_id, r.receipt.receive_count))
+            .collect();
+        assert_eq!(seen, [("evt_1".to_owned(), 2), ("evt_2".to_owned(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn depths_count_each_state() {
+        // GIVEN one dead, one in-flight, one delayed and one ready message
+        let t = TempDb::new();
+        let q = SqliteQueue::new(
+            t.db(),
+            QueueSettings {
+                max_receive_count: 2,
+                ..SETTINGS
+            },
+        );
+        q.send(Processor::Fulfill, &event("evt_dead"))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let got = q.receive(Processor::Fulfill, 1).await.unwrap();
+            q.settle(vec![], vec![(got[0].receipt, None)])
+                .await
+                .unwrap();
+            t.clock().advance_secs(1);
+        }
+        for id in ["evt_in_flight", "evt_delayed", "evt_ready"] {
+            q.send(Processor::Fulfill, &event(id)).await.unwrap();
+        }
+        assert_eq!(ids(&q, Processor::Fulfill, 1).await, ["evt_in_flight"]);
+        let delayed = q.receive(Processor::Fulfill, 1).await.unwrap();
+        q.settle(vec![], vec![(delayed[0].receipt, None)])
+            .await
+            .unwrap();
+        // WHEN depths are read THEN each state is counted once
+        let fulfill = q.depths().await.unwrap().remove(0);
+        assert_eq!(fulfill.queue, "fulfill");
+        assert_eq!(
+            (
+                fulfill.ready,
+                fulfill.in_flight,
+                fulfill.delayed,
+                fulfill.dead
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_never_exceeds_the_visibility_timeout() {
+        let s = QueueSettings::default();
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 60].map(|n| s.backoff_millis(n)),
+            [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+        );
+    }
+}

@@ -1,1 +1,623 @@
-//! (in progress)
+//! Business state on the local SQLite database, with exactly the conditional
+//! semantics of the in-memory and DynamoDB stores.
+//!
+//! A commit is one operation of the writer's group commit, hence one
+//! transaction: the marker must be new (else `Duplicate`), then the item's
+//! version must be the expected one (else `Conflict`), then both are written.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    StateStore,
+};
+use crate::error::StoreError;
+use crate::local::{Db, OpError, OpResult};
+use crate::route::Processor;
+
+/// Every column of a state row, in the order [`item_from_row`] reads them.
+pub(crate) const ITEM_COLUMNS: &str = "kind, id, version, last_created, last_event_id, last_event_type, updated_at_millis, data, pending";
+
+/// Every column of a marker row, in the order [`marker_from_row`] reads them.
+pub(crate) const MARKER_COLUMNS: &str =
+    "processor, event_id, event_type, kind, object_id, outcome, at_millis";
+
+/// The state and marker tables of a local database.
+#[derive(Clone, Debug)]
+pub struct SqliteStateStore {
+    db: Db,
+}
+
+impl SqliteStateStore {
+    /// The state store of `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The TTL (unix seconds) stored with a marker, if it exists.
+    pub async fn marker_expires_at(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let event_id = event_id.to_owned();
+        self.db
+            .read("marker", move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT expires_at FROM markers WHERE processor = ?1 AND event_id = ?2",
+                    )?
+                    .query_row(params![processor.as_str(), event_id], |row| row.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+}
+
+/// Reads one row selected with [`ITEM_COLUMNS`].
+pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<StateItem>> {
+    let kind: String = row.get(0)?;
+    let id: String = row.get(1)?;
+    let version: i64 = row.get(2)?;
+    let data: String = row.get(7)?;
+    let pending: String = row.get(8)?;
+    let name = format!("{kind}#{id}");
+    let Some(kind) = StateKind::parse(&kind) else {
+        return Ok(Err(OpError::corrupt(name, "unknown kind")));
+    };
+    let Ok(version) = u64::try_from(version) else {
+        return Ok(Err(OpError::corrupt(
+            name,
+            format!("negative version {version}"),
+        )));
+    };
+    let data: serde_json::Value = match serde_json::from_str(&data) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(OpError::corrupt(name, format!("data: {e}")))),
+    };
+    let pending: Vec<PendingEffect> = match serde_json::from_str(&pending) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(OpError::corrupt(name, format!("pending: {e}")))),
+    };
+    Ok(Ok(StateItem {
+        key: StateKey::new(kind, id),
+        version,
+        last_created: row.get(3)?,
+        last_event_id: row.get(4)?,
+        last_event_type: row.get(5)?,
+        updated_at_millis: row.get(6)?,
+        data,
+        pending,
+    }))
+}
+
+/// Reads one row selected with [`MARKER_COLUMNS`].
+pub(crate) fn marker_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<Marker>> {
+    let processor: String = row.get(0)?;
+    let event_id: String = row.get(1)?;
+    let kind: Option<String> = row.get(3)?;
+    let object_id: Option<String> = row.get(4)?;
+    let outcome: String = row.get(5)?;
+    let name = format!("{processor}#{event_id}");
+    let Some(processor) = Processor::from_name(&processor) else {
+        return Ok(Err(OpError::corrupt(name, "unknown processor")));
+    };
+    let Some(outcome) = Outcome::parse(&outcome) else {
+        return Ok(Err(OpError::corrupt(
+            name,
+            format!("unknown outcome {outcome:?}"),
+        )));
+    };
+    let key = match (kind, object_id) {
+        (Some(kind), Some(id)) => match StateKind::parse(&kind) {
+            Some(kind) => Some(StateKey::new(kind, id)),
+            None => {
+                return Ok(Err(OpError::corrupt(
+                    name,
+                    format!("unknown kind {kind:?}"),
+                )));
+            }
+        },
+        _ => None,
+    };
+    Ok(Ok(Marker {
+        processor,
+        event_id,
+        event_type: row.get(2)?,
+        key,
+        outcome,
+        at_millis: row.get(6)?,
+    }))
+}
+
+fn load(conn: &Connection, key: &StateKey) -> OpResult<Option<StateItem>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ITEM_COLUMNS} FROM state_items WHERE kind = ?1 AND id = ?2"
+    ))?
+    .query_row(params![key.kind.as_str(), key.id], item_from_row)
+    .optional()?
+    .transpose()
+}
+
+fn put_item(conn: &Connection, item: &StateItem) -> OpResult<()> {
+    let version = i64::try_from(item.version).map_err(|_| {
+        OpError::corrupt(&item.key, format!("version {} is too large", item.version))
+    })?;
+    let data = serde_json::to_string(&item.data).map_err(|e| OpError::corrupt(&item.key, e))?;
+    let pending =
+        serde_json::to_string(&item.pending).map_err(|e| OpError::corrupt(&item.key, e))?;
+    conn.prepare_cached(
+        "INSERT INTO state_items (kind, id, version, last_created, last_event_id, last_event_type,
+             updated_at_millis, data, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (kind, id) DO UPDATE SET
+             version = excluded.version, last_created = excluded.last_created,
+             last_event_id = excluded.last_event_id, last_event_type = excluded.last_event_type,
+             updated_at_millis = excluded.updated_at_millis, data = excluded.data,
+             pending = excluded.pending",
+    )?
+    .execute(params![
+        item.key.kind.as_str(),
+        item.key.id,
+        version,
+        item.last_created,
+        item.last_event_id,
+        item.last_event_type,
+        item.updated_at_millis,
+        data,
+        pending,
+    ])?;
+    Ok(())
+}
+
+fn commit(conn: &Connection, commit: &Commit) -> OpResult<CommitResult> {
+    let marker = &commit.marker;
+    let seen = conn
+        .prepare_cached("SELECT 1 FROM markers WHERE processor = ?1 AND event_id = ?2")?
+        .exists(params![marker.processor.as_str(), marker.event_id])?;
+    if seen {
+        return Ok(CommitResult::Duplicate);
+    }
+    if let Some(item) = &commit.item {
+        let stored: Option<i64> = conn
+            .prepare_cached("SELECT version FROM state_items WHERE kind = ?1 AND id = ?2")?
+            .query_row(params![item.key.kind.as_str(), item.key.id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let stored = stored
+            .map(|v| {
+                u64::try_from(v)
+                    .map_err(|_| OpError::corrupt(&item.key, format!("negative version {v}")))
+            })
+            .transpose()?;
+        if stored != commit.expected_version {
+            return Ok(CommitResult::Conflict);
+        }
+        put_item(conn, item)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO markers (processor, event_id, event_type, kind, object_id, outcome, at_millis, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        marker.processor.as_str(),
+        marker.event_id,
+        marker.event_type,
+        marker.key.as_ref().map(|k| k.kind.as_str()),
+        marker.key.as_ref().map(|k| k.id.as_str()),
+        marker.outcome.as_str(),
+        marker.at_millis,
+        commit.marker_expires_at,
+    ])?;
+    Ok(CommitResult::Committed)
+}
+
+impl StateStore for SqliteStateStore {
+    async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
+        let key = key.clone();
+        self.db.read("load", move |conn| load(conn, &key)).await
+    }
+
+    async fn commit(&self, c: &Commit) -> Result<CommitResult, StoreError> {
+        let c = c.clone();
+        self.db.write("commit", move |conn| commit(conn, &c)).await
+    }
+
+    async fn complete_effects(
+        &self,
+        key: &StateKey,
+        effect_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let (key, effect_ids) = (key.clone(), effect_ids.to_vec());
+        self.db
+            .write("complete", move |conn| {
+                if let Some(mut item) = load(conn, &key)? {
+                    item.pending.retain(|p| !effect_ids.contains(&p.id));
+                    item.version += 1;
+                    put_item(conn, &item)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> Result<Option<Marker>, StoreError> {
+        let event_id = event_id.to_owned();
+        self.db
+            .read("load", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {MARKER_COLUMNS} FROM markers WHERE processor = ?1 AND event_id = ?2"
+                ))?
+                .query_row(params![processor.as_str(), event_id], marker_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The same scenarios run against the in-memory store (the reference) and
+    //! this one, so a condition that differs from the reference fails here.
+
+    use super::*;
+    use crate::local::testing::TempDb;
+    use crate::state::MemoryStateStore;
+
+    const AT: i64 = 1_750_000_000_000;
+
+    fn key(id: &str) -> StateKey {
+        StateKey::new(StateKind::Order, id)
+    }
+
+    fn item(id: &str, version: u64, event_id: &str, pending: &[&str]) -> StateItem {
+        StateItem {
+            key: key(id),
+            version,
+            last_created: 1_749_999_000 + version as i64,
+            last_event_id: event_id.into(),
+            last_event_type: "payment_intent.succeeded".into(),
+            updated_at_millis: AT,
+            data: serde_json::json!({ "status": "succeeded", "amount": 2000, "v": version }),
+            pending: pending
+                .iter()
+                .map(|id| PendingEffect {
+                    id: (*id).into(),
+                    event_id: event_id.into(),
+                    effect: serde_json::json!({ "effect": "fulfil_order", "id": id }),
+                })
+                .collect(),
+        }
+    }
+
+    fn commit(
+        processor: Processor,
+        event_id: &str,
+        item: Option<StateItem>,
+        expected_version: Option<u64>,
+    ) -> Commit {
+        Commit {
+            marker: Marker {
+                processor,
+                event_id: event_id.into(),
+                event_type: "payment_intent.succeeded".into(),
+                key: item.as_ref().map(|i| i.key.clone()),
+                outcome: if item.is_some() {
+                    Outcome::Applied
+                } else {
+                    Outcome::Skipped
+                },
+                at_millis: AT,
+            },
+            item,
+            expected_version,
+            marker_expires_at: AT / 1000 + 86_400,
+        }
+    }
+
+    async fn first_commit_creates_item_and_marker(s: &impl StateStore) {
+        // GIVEN no state WHEN an event's first commit expects no item
+        let c = commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &["e1"])),
+            None,
+        );
+        // THEN item and marker are both written, exactly as given
+        assert_eq!(s.commit(&c).await.unwrap(), CommitResult::Committed);
+        assert_eq!(s.load(&key("pi_1")).await.unwrap(), c.item);
+        assert_eq!(
+            s.marker(Processor::Fulfill, "evt_1").await.unwrap(),
+            Some(c.marker)
+        );
+    }
+
+    async fn replayed_event_is_a_duplicate_and_writes_nothing(s: &impl StateStore) {
+        // GIVEN an event already committed
+        let first = item("pi_1", 1, "evt_1", &[]);
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(first.clone()),
+            None,
+        ))
+        .await
+        .unwrap();
+        // WHEN the same event commits again, even with a version that would match
+        let replay = commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 2, "evt_1", &["x"])),
+            Some(1),
+        );
+        // THEN it is a duplicate and the item is untouched
+        assert_eq!(s.commit(&replay).await.unwrap(), CommitResult::Duplicate);
+        assert_eq!(s.load(&key("pi_1")).await.unwrap(), Some(first));
+    }
+
+    async fn changed_item_conflicts_and_writes_no_marker(s: &impl StateStore) {
+        // GIVEN an item at version 1
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &[])),
+            None,
+        ))
+        .await
+        .unwrap();
+        // WHEN another event commits as if the item did not exist yet (a stale read)
+        let stale = commit(
+            Processor::Fulfill,
+            "evt_2",
+            Some(item("pi_1", 1, "evt_2", &[])),
+            None,
+        );
+        // THEN it conflicts, leaves no marker, and a re-decided commit succeeds
+        assert_eq!(s.commit(&stale).await.unwrap(), CommitResult::Conflict);
+        assert_eq!(s.marker(Processor::Fulfill, "evt_2").await.unwrap(), None);
+        assert_eq!(
+            s.load(&key("pi_1")).await.unwrap().unwrap().last_event_id,
+            "evt_1"
+        );
+        let fresh = commit(
+            Processor::Fulfill,
+            "evt_2",
+            Some(item("pi_1", 2, "evt_2", &[])),
+            Some(1),
+        );
+        assert_eq!(s.commit(&fresh).await.unwrap(), CommitResult::Committed);
+        assert_eq!(s.load(&key("pi_1")).await.unwrap().unwrap().version, 2);
+    }
+
+    async fn wrong_version_conflicts(s: &impl StateStore) {
+        // GIVEN an item at version 1
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &[])),
+            None,
+        ))
+        .await
+        .unwrap();
+        // WHEN a commit expects version 2 (too new), or a missing item expects one
+        let ahead = commit(
+            Processor::Fulfill,
+            "evt_2",
+            Some(item("pi_1", 3, "evt_2", &[])),
+            Some(2),
+        );
+        let missing = commit(
+            Processor::Fulfill,
+            "evt_3",
+            Some(item("pi_9", 2, "evt_3", &[])),
+            Some(1),
+        );
+        // THEN both conflict and nothing is written
+        assert_eq!(s.commit(&ahead).await.unwrap(), CommitResult::Conflict);
+        assert_eq!(s.commit(&missing).await.unwrap(), CommitResult::Conflict);
+        assert_eq!(s.load(&key("pi_9")).await.unwrap(), None);
+        assert_eq!(s.marker(Processor::Fulfill, "evt_3").await.unwrap(), None);
+    }
+
+    async fn duplicate_is_reported_before_conflict(s: &impl StateStore) {
+        // GIVEN an event committed, then the item moved on
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &[])),
+            None,
+        ))
+        .await
+        .unwrap();
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_2",
+            Some(item("pi_1", 2, "evt_2", &[])),
+            Some(1),
+        ))
+        .await
+        .unwrap();
+        // WHEN the first event is redelivered with its old expectation
+        let replay = commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &[])),
+            None,
+        );
+        // THEN it is a duplicate (done), not a conflict (retry)
+        assert_eq!(s.commit(&replay).await.unwrap(), CommitResult::Duplicate);
+    }
+
+    async fn marker_only_commit_records_the_outcome(s: &impl StateStore) {
+        // GIVEN an event that concerns nothing kept
+        let c = commit(Processor::Subscription, "evt_1", None, None);
+        // WHEN it commits THEN only its marker exists, and a replay is a duplicate
+        assert_eq!(s.commit(&c).await.unwrap(), CommitResult::Committed);
+        assert_eq!(
+            s.marker(Processor::Subscription, "evt_1").await.unwrap(),
+            Some(c.marker.clone())
+        );
+        assert_eq!(s.commit(&c).await.unwrap(), CommitResult::Duplicate);
+    }
+
+    async fn markers_are_per_processor(s: &impl StateStore) {
+        // GIVEN an event committed by one processor
+        s.commit(&commit(Processor::Fulfill, "evt_1", None, None))
+            .await
+            .unwrap();
+        // WHEN another processor commits the same event id THEN it is its own first time
+        assert_eq!(
+            s.commit(&commit(Processor::Dispute, "evt_1", None, None))
+                .await
+                .unwrap(),
+            CommitResult::Committed
+        );
+        assert_eq!(s.marker(Processor::Payout, "evt_1").await.unwrap(), None);
+    }
+
+    async fn completing_effects_removes_them_and_bumps_the_version(s: &impl StateStore) {
+        // GIVEN an item with two pending effects
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &["a", "b"])),
+            None,
+        ))
+        .await
+        .unwrap();
+        // WHEN one of them (and an unknown id) is completed
+        s.complete_effects(&key("pi_1"), &["a".into(), "zzz".into()])
+            .await
+            .unwrap();
+        // THEN only the other stays pending, and the version moved so stale commits conflict
+        let after = s.load(&key("pi_1")).await.unwrap().unwrap();
+        assert_eq!(
+            after
+                .pending
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(after.version, 2);
+        assert_eq!(after.data["v"], 1);
+        // AND completing on a missing item creates nothing
+        s.complete_effects(&key("pi_none"), &["a".into()])
+            .await
+            .unwrap();
+        assert_eq!(s.load(&key("pi_none")).await.unwrap(), None);
+    }
+
+    macro_rules! conformance {
+        ($($scenario:ident),* $(,)?) => {
+            mod memory {
+                $(
+                    #[tokio::test]
+                    async fn $scenario() {
+                        super::$scenario(&super::MemoryStateStore::new()).await;
+                    }
+                )*
+            }
+            mod sqlite {
+                $(
+                    #[tokio::test]
+                    async fn $scenario() {
+                        let t = super::TempDb::new();
+                        super::$scenario(&super::SqliteStateStore::new(t.db())).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    conformance!(
+        first_commit_creates_item_and_marker,
+        replayed_event_is_a_duplicate_and_writes_nothing,
+        changed_item_conflicts_and_writes_no_marker,
+        wrong_version_conflicts,
+        duplicate_is_reported_before_conflict,
+        marker_only_commit_records_the_outcome,
+        markers_are_per_processor,
+        completing_effects_removes_them_and_bumps_the_version,
+    );
+
+    #[tokio::test]
+    async fn concurrent_commits_of_one_version_let_exactly_one_win() {
+        // GIVEN an item at version 1 and 20 events that all read it
+        let t = TempDb::new();
+        let s = SqliteStateStore::new(t.db());
+        s.commit(&commit(
+            Processor::Fulfill,
+            "evt_0",
+            Some(item("pi_1", 1, "evt_0", &[])),
+            None,
+        ))
+        .await
+        .unwrap();
+        // WHEN they all commit version 2 at once
+        let results = futures_util::future::join_all((1..=20).map(|n| {
+            let s = s.clone();
+            async move {
+                let id = format!("evt_{n}");
+                s.commit(&commit(
+                    Processor::Fulfill,
+                    &id,
+                    Some(item("pi_1", 2, &id, &[])),
+                    Some(1),
+                ))
+                .await
+                .unwrap()
+            }
+        }))
+        .await;
+        // THEN one commits, every other conflicts
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| **r == CommitResult::Committed)
+                .count(),
+            1
+        );
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| **r == CommitResult::Conflict)
+                .count(),
+            19
+        );
+    }
+
+    #[tokio::test]
+    async fn marker_keeps_its_ttl_and_state_survives_a_restart() {
+        // GIVEN a committed item
+        let mut t = TempDb::new();
+        let s = SqliteStateStore::new(t.db());
+        let c = commit(
+            Processor::Fulfill,
+            "evt_1",
+            Some(item("pi_1", 1, "evt_1", &["a"])),
+            None,
+        );
+        s.commit(&c).await.unwrap();
+        // WHEN the database is reopened
+        let s = SqliteStateStore::new(t.reopen());
+        // THEN item, marker and the marker's TTL are all there
+        assert_eq!(s.load(&key("pi_1")).await.unwrap(), c.item);
+        assert_eq!(
+            s.marker(Processor::Fulfill, "evt_1").await.unwrap(),
+            Some(c.marker)
+        );
+        assert_eq!(
+            s.marker_expires_at(Processor::Fulfill, "evt_1")
+                .await
+                .unwrap(),
+            Some(AT / 1000 + 86_400)
+        );
+    }
+}

@@ -1,0 +1,733 @@
+//! The one SQLite database behind local mode: opening, the schema and its
+//! migrations, and the connection model every local adapter shares.
+//!
+//! **Writes** go to one writer thread that owns the only write connection. It
+//! takes every operation waiting on its channel, runs each inside its own
+//! savepoint of a single `BEGIN IMMEDIATE` transaction, commits once, and only
+//! then answers each caller: a group commit. Under load one commit (and, with
+//! [`Durability::Full`], one fsync) covers dozens of operations, and no caller
+//! hears "done" before its write is committed.
+//!
+//! **Reads** run on a small pool of read-only connections on tokio's blocking
+//! pool; in WAL mode they see every committed write and never wait on the writer.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::LocalError;
+use crate::clock::{Clock, SystemClock};
+use crate::error::StoreError;
+
+/// The backend name in [`StoreError`]s.
+pub(crate) const BACKEND: &str = "sqlite";
+
+/// The most operations one group commit takes; bounds a caller's wait.
+const MAX_GROUP: usize = 512;
+
+/// How long a connection waits for another process's lock (e.g. `payhook dlq`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: ledger, bodies, state, markers, queues, meta.
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE ledger (
+        provider           TEXT    NOT NULL,
+        event_id           TEXT    NOT NULL,
+        status             TEXT    NOT NULL,
+        event_type         TEXT    NOT NULL,
+        created            INTEGER NOT NULL,
+        received_at_millis INTEGER NOT NULL,
+        lease_until_millis INTEGER NOT NULL,
+        attempts           INTEGER NOT NULL,
+        queue              TEXT,
+        message_id         TEXT,
+        ignore_reason      TEXT,
+        object_id          TEXT,
+        livemode           INTEGER,
+        expires_at         INTEGER NOT NULL,
+        PRIMARY KEY (provider, event_id)
+    );
+    CREATE INDEX ledger_newest ON ledger (received_at_millis DESC);
+    CREATE INDEX ledger_type_newest ON ledger (event_type, received_at_millis DESC);
+    CREATE INDEX ledger_expiry ON ledger (expires_at);
+
+    CREATE TABLE bodies (
+        provider TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        body     TEXT NOT NULL,
+        PRIMARY KEY (provider, event_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE state_items (
+        kind              TEXT    NOT NULL,
+        id                TEXT    NOT NULL,
+        version           INTEGER NOT NULL,
+        last_created      INTEGER NOT NULL,
+        last_event_id     TEXT    NOT NULL,
+        last_event_type   TEXT    NOT NULL,
+        updated_at_millis INTEGER NOT NULL,
+        data              TEXT    NOT NULL,
+        pending           TEXT    NOT NULL,
+        PRIMARY KEY (kind, id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE markers (
+        processor  TEXT    NOT NULL,
+        event_id   TEXT    NOT NULL,
+        event_type TEXT    NOT NULL,
+        kind       TEXT,
+        object_id  TEXT,
+        outcome    TEXT    NOT NULL,
+        at_millis  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (processor, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX markers_event ON markers (event_id);
+    CREATE INDEX markers_object ON markers (kind, object_id, at_millis);
+    CREATE INDEX markers_expiry ON markers (expires_at);
+
+    CREATE TABLE messages (
+        seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue              TEXT    NOT NULL,
+        dead               INTEGER NOT NULL DEFAULT 0,
+        provider           TEXT    NOT NULL,
+        event_id           TEXT    NOT NULL,
+        event_type         TEXT    NOT NULL,
+        body               TEXT    NOT NULL,
+        attributes         TEXT    NOT NULL,
+        sent_at_millis     INTEGER NOT NULL,
+        visible_at_millis  INTEGER NOT NULL,
+        receive_count      INTEGER NOT NULL DEFAULT 0,
+        in_flight          INTEGER NOT NULL DEFAULT 0,
+        last_error         TEXT,
+        dead_at_millis     INTEGER,
+        redrives           INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX messages_ready ON messages (queue, dead, visible_at_millis, seq);
+    CREATE INDEX messages_event ON messages (event_id);
+    ",
+];
+
+/// How hard a commit presses data to disk before callers are answered.
+///
+/// Both keep everything acknowledged across a `kill -9`: in WAL mode a commit
+/// is complete once its frames are written to the WAL file, and a killed
+/// process does not take the operating system's file cache with it. They
+/// differ only when the machine itself stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a power loss or kernel crash may roll back the
+    /// last commits (never corrupt the file); the fastest setting.
+    Normal,
+    /// `synchronous=FULL`: each group commit is fsynced before anyone is
+    /// answered, so an acknowledged delivery survives power loss too. Group
+    /// commit makes its cost one fsync per batch of operations, not per write.
+    #[default]
+    Full,
+}
+
+impl Durability {
+    /// Parses `normal` or `full`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "normal" => Some(Self::Normal),
+            "full" => Some(Self::Full),
+            _ => None,
+        }
+    }
+
+    /// The `PRAGMA synchronous` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+/// How to open the database.
+#[derive(Clone)]
+pub struct DbOptions {
+    /// The `synchronous` setting of the writer.
+    pub durability: Durability,
+    /// How many read connections are kept open.
+    pub readers: usize,
+    /// The clock leases, visibility timeouts and TTLs are measured with.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            readers: 4,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for DbOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbOptions")
+            .field("durability", &self.durability)
+            .field("readers", &self.readers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one database operation failed, before it is named as a [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpError {
+    /// SQLite refused or failed.
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    /// A stored row cannot be read back.
+    #[error("stored item {key} is malformed: {message}")]
+    Corrupt {
+        /// The row's key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The operation panicked; its writes were rolled back.
+    #[error("operation panicked")]
+    Panicked,
+    /// The group's transaction could not begin; the operation did not run.
+    #[error("the transaction could not begin")]
+    NotStarted,
+}
+
+impl OpError {
+    /// A malformed row.
+    pub(crate) fn corrupt(key: impl std::fmt::Display, message: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn into_store(self, operation: &'static str) -> StoreError {
+        match self {
+            Self::Corrupt { key, message } => StoreError::Corrupt { key, message },
+            other => StoreError::unavailable(BACKEND, operation, other),
+        }
+    }
+}
+
+/// The result type of database operations.
+pub(crate) type OpResult<T> = Result<T, OpError>;
+
+/// Called with the group's commit outcome; answers the operation's caller.
+type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
+/// One write operation: runs inside the group's transaction (or, given `None`,
+/// is abandoned because the transaction could not start), then waits for the commit.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Finish + Send>;
+
+/// A handle to the database; cheap to clone, shared by every local adapter.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    max_readers: usize,
+    clock: Arc<dyn Clock>,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Db {
+    /// Opens (creating if needed, with its directory) the database at `path`,
+    /// brings its schema up to date and starts the writer thread.
+    pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Self, LocalError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LocalError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| LocalError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut writer = Connection::open(&path).map_err(open_err)?;
+        configure_writer(&writer, options.durability).map_err(open_err)?;
+        migrate(&mut writer, &path)?;
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("payhook-sqlite-writer".into())
+            .spawn(move || write_loop(&writer, &rx))
+            .map_err(|source| LocalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                readers: Mutex::new(Vec::new()),
+                max_readers: options.readers.max(1),
+                clock: options.clock,
+                durability: options.durability,
+            }),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The durability setting in force.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Now, by the database's clock (unix milliseconds).
+    pub fn now_millis(&self) -> i64 {
+        self.inner.clock.now_millis()
+    }
+
+    /// Stops taking writes, lets the writer commit what it has, and waits for it.
+    pub fn close(&self) {
+        drop(lock(&self.inner.writer).take());
+        if let Some(thread) = lock(&self.inner.thread).take() {
+            // A panicked writer has nothing left to flush.
+            let _ = thread.join();
+        }
+        lock(&self.inner.readers).clear();
+    }
+
+    /// Runs `f` in the next group commit; resolves once that commit is durable.
+    pub(crate) async fn write<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(OpError::NotStarted),
+            };
+            Box::new(move |commit: Result<(), &str>| {
+                let out = match (result, commit) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Err(OpError::NotStarted), Err(message)) => Err(StoreError::unavailable(
+                        BACKEND,
+                        operation,
+                        format!("transaction could not begin: {message}"),
+                    )),
+                    (Ok(_), Err(message)) => Err(StoreError::unavailable(
+                        BACKEND,
+                        operation,
+                        format!("commit failed: {message}"),
+                    )),
+                    (Err(err), _) => Err(err.into_store(operation)),
+                };
+                // The caller may have gone away (a dropped request); the write stands.
+                let _ = reply.send(out);
+            })
+        });
+        let sent = match lock(&self.inner.writer).as_ref() {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::unavailable(
+                BACKEND,
+                operation,
+                "the database is closed",
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::unavailable(
+                BACKEND,
+                operation,
+                "the writer stopped before committing",
+            ))
+        })
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub(crate) async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| StoreError::unavailable(BACKEND, operation, e))?
+            .map_err(|e| e.into_store(operation))
+    }
+
+    /// The value stored under `key` in the metadata table, creating it with
+    /// `make` the first time (concurrent creators agree on one value).
+    pub async fn meta_get_or_insert(
+        &self,
+        key: &'static str,
+        make: impl FnOnce() -> String + Send + 'static,
+    ) -> Result<String, StoreError> {
+        self.write("meta", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![key, make()])?;
+            Ok(conn
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    /// The value stored under `key` in the metadata table, if any.
+    pub async fn meta_get(&self, key: &'static str) -> Result<Option<String>, StoreError> {
+        self.read("meta", move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Deletes ledger records and markers whose TTL has passed, and bodies whose
+    /// ledger record is gone (DynamoDB's TTL, done at start-up); returns how many rows went.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now_secs = self.now_millis().div_euclid(1000);
+        self.write("purge", move |conn| {
+            let mut n = conn.execute("DELETE FROM ledger WHERE expires_at < ?1", [now_secs])?;
+            n += conn.execute("DELETE FROM markers WHERE expires_at < ?1", [now_secs])?;
+            n += conn.execute(
+                "DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM ledger l
+                 WHERE l.provider = bodies.provider AND l.event_id = bodies.event_id)",
+                [],
+            )?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> OpResult<T>) -> OpResult<T> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut readers = lock(&self.readers);
+        if readers.len() < self.max_readers && lock(&self.writer).is_some() {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+fn configure_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode WAL refused (got {mode})"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", durability.as_str())?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> OpResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -8_000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LocalError> {
+    let open_err = |source| LocalError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(open_err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(open_err)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(LocalError::Schema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: known,
+        });
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql).map_err(open_err)?;
+        tx.pragma_update(None, "user_version", n as i64 + 1)
+            .map_err(open_err)?;
+    }
+    tx.commit().map_err(open_err)
+}
+
+/// Runs one operation in its own savepoint so that its failure (or panic)
+/// rolls back its writes only, not the rest of the group.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> OpResult<T>) -> OpResult<T> {
+    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or(Err(OpError::Panicked));
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE op")?.execute([])?;
+    result
+}
+
+fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut finishers: Vec<Finish> = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = jobs.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                finishers.extend(group.drain(..).map(|job| job(Some(conn))));
+                conn.execute_batch("COMMIT").map_err(|e| {
+                    // Leave no half-open transaction behind for the next group.
+                    let _ = conn.execute_batch("ROLLBACK");
+                    e.to_string()
+                })
+            }
+            Err(e) => {
+                finishers.extend(group.drain(..).map(|job| job(None)));
+                Err(e.to_string())
+            }
+        };
+        let outcome = match &outcome {
+            Ok(()) => Ok(()),
+            Err(message) => Err(message.as_str()),
+        };
+        for finish in finishers.drain(..) {
+            finish(outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::testing::{NOW_SECS, TempDb};
+
+    fn count(conn: &Connection, table: &str) -> OpResult<i64> {
+        Ok(conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+
+    #[tokio::test]
+    async fn failing_operation_rolls_back_alone_within_its_group() {
+        // GIVEN many concurrent writes, one of which fails after writing
+        let t = TempDb::new();
+        let db = t.db();
+        let writes = (0..40).map(|n| {
+            let db = db.clone();
+            async move {
+                db.write("test", move |conn| {
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?1, 'v')",
+                        [format!("k{n}")],
+                    )?;
+                    if n == 7 {
+                        return Err(OpError::corrupt("k7", "refused after writing"));
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        });
+        let results = futures_util::future::join_all(writes).await;
+        // THEN only that write failed, and only its row is missing
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        assert!(matches!(results[7], Err(StoreError::Corrupt { .. })));
+        assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 39);
+    }
+
+    #[tokio::test]
+    async fn panicking_operation_is_rolled_back_and_the_writer_lives_on() {
+        // GIVEN a write that panics after writing
+        let t = TempDb::new();
+        let db = t.db();
+        let failed = db
+            .write("test", |conn| -> OpResult<()> {
+                conn.execute("INSERT INTO meta (key, value) VALUES ('p', 'v')", [])?;
+                panic!("bug in an operation");
+            })
+            .await;
+        // THEN it fails alone, nothing it wrote stands, and later writes succeed
+        assert!(failed.is_err());
+        db.write("test", |conn| {
+            Ok(conn.execute("INSERT INTO meta (key, value) VALUES ('q', 'v')", [])?)
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn closed_database_refuses_writes_cleanly() {
+        // GIVEN a closed database WHEN a write is attempted THEN it fails as unavailable
+        let t = TempDb::new();
+        let db = t.db();
+        db.close();
+        let err = db.meta_get_or_insert("k", || "v".into()).await.unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn meta_value_is_created_once_and_kept_across_restarts() {
+        // GIVEN a value created on first use
+        let mut t = TempDb::new();
+        let first = t
+            .db()
+            .meta_get_or_insert("secret", || "one".into())
+            .await
+            .unwrap();
+        // WHEN asked again with another candidate, also after a restart
+        let again = t
+            .db()
+            .meta_get_or_insert("secret", || "two".into())
+            .await
+            .unwrap();
+        let db = t.reopen();
+        // THEN the first value stands
+        assert_eq!((first.as_str(), again.as_str()), ("one", "one"));
+        assert_eq!(db.meta_get("secret").await.unwrap().as_deref(), Some("one"));
+        assert_eq!(db.meta_get("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn database_made_by_a_newer_payhook_is_refused() {
+        // GIVEN a database whose schema is newer than this build knows
+        let t = TempDb::new();
+        let newer = MIGRATIONS.len() as i64 + 1;
+        t.db()
+            .write("test", move |conn| {
+                Ok(conn.pragma_update(None, "user_version", newer)?)
+            })
+            .await
+            .unwrap();
+        t.db().close();
+        // WHEN it is opened THEN opening fails, naming both versions
+        let err = Db::open(t.path(), DbOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, LocalError::Schema { found, .. } if found == newer),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn opening_creates_the_directory_in_wal_mode() {
+        // GIVEN a path in a directory that does not exist yet
+        let t = TempDb::new();
+        let path = t.path().with_file_name("nested").join("dir").join("dev.db");
+        // WHEN it is opened THEN the directory and a WAL database exist
+        let db = Db::open(&path, DbOptions::default()).unwrap();
+        let mode: String = db
+            .read("test", |c| {
+                Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(db.durability(), Durability::Full);
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn expired_ledger_records_and_markers_are_purged() {
+        // GIVEN one expired and one live ledger record and marker, and an orphan body
+        let t = TempDb::new();
+        let db = t.db();
+        db.write("test", |conn| {
+            for (id, expires) in [("evt_old", NOW_SECS - 1), ("evt_new", NOW_SECS + 1)] {
+                conn.execute(
+                    "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
+                         lease_until_millis, attempts, expires_at)
+                     VALUES ('stripe', ?1, 'ENQUEUED', 't', 0, 0, 0, 1, ?2)",
+                    params![id, expires],
+                )?;
+                conn.execute(
+                    "INSERT INTO markers (processor, event_id, event_type, outcome, at_millis, expires_at)
+                     VALUES ('fulfill', ?1, 't', 'applied', 0, ?2)",
+                    params![id, expires],
+                )?;
+                conn.execute("INSERT INTO bodies (provider, event_id, body) VALUES ('stripe', ?1, '{}')", [id])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // WHEN expired rows are purged THEN only the expired ones (and their body) go
+        assert_eq!(db.purge_expired().await.unwrap(), 3);
+        for table in ["ledger", "markers", "bodies"] {
+            assert_eq!(
+                db.read("test", move |c| count(c, table)).await.unwrap(),
+                1,
+                "{table}"
+            );
+        }
+    }
+
+    #[test]
+    fn durability_names_parse() {
+        assert_eq!(Durability::parse("Normal"), Some(Durability::Normal));
+        assert_eq!(Durability::parse("full"), Some(Durability::Full));
+        assert_eq!(Durability::parse("off"), None);
+    }
+}
