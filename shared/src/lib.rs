@@ -8,13 +8,13 @@
 //! which backend it runs on.
 
 pub mod clock;
-// pub mod config; (enabled with receive)
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod ledger;
-// pub mod process; (enabled once event::parse lands)
+pub mod process;
 pub mod queue;
-// pub mod receive; (enabled once event::parse lands)
+pub mod receive;
 pub mod route;
 pub mod state;
 pub mod telemetry;

@@ -1,3 +1,7 @@
-fn main() {
-    println!("Hello, world!");
+//! The dispute processor: SQS batches of dispute events.
+//! All logic lives in `payhook_shared`; see `payhook_shared::aws::run_processor`.
+
+#[tokio::main]
+async fn main() -> Result<(), payhook_shared::aws::LambdaError> {
+    payhook_shared::aws::run_processor::<payhook_shared::process::dispute::Disputes>().await
 }

@@ -1,3 +1,7 @@
-fn main() {
-    println!("Hello, world!");
+//! The fulfill processor: SQS batches of payment, checkout, charge and refund events.
+//! All logic lives in `payhook_shared`; see `payhook_shared::aws::run_processor`.
+
+#[tokio::main]
+async fn main() -> Result<(), payhook_shared::aws::LambdaError> {
+    payhook_shared::aws::run_processor::<payhook_shared::process::fulfill::Fulfill>().await
 }

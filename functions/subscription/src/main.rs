@@ -1,3 +1,8 @@
-fn main() {
-    println!("Hello, world!");
+//! The subscription processor: SQS batches of subscription and invoice events.
+//! All logic lives in `payhook_shared`; see `payhook_shared::aws::run_processor`.
+
+#[tokio::main]
+async fn main() -> Result<(), payhook_shared::aws::LambdaError> {
+    payhook_shared::aws::run_processor::<payhook_shared::process::subscription::Subscriptions>()
+        .await
 }

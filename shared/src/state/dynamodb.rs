@@ -1,1 +1,501 @@
-//! (in progress)
+//! Business state on DynamoDB: one table keyed by `pk` (S) holding one item per
+//! object (`order#pi_…`, `subscription#sub_…`, …) and one marker per handled
+//! event (`marker#<processor>#<event id>`, expiring through the `expires_at` TTL).
+//!
+//! A commit is one `TransactWriteItems`: the marker (`attribute_not_exists`) and
+//! the item (`attribute_not_exists` or `version = :expected`). The cancellation
+//! reasons say which condition failed: the marker's means a duplicate, the
+//! item's a concurrent change. A commit without an item is a single
+//! conditional `PutItem` of the marker.
+//!
+//! Item layout: `kind`, `id`, `version`, `last_created`, `last_event_id`,
+//! `last_event_type`, `updated_at` (ms) as top-level attributes; `data` as a
+//! JSON string (the processor's own state, never queried, read back exactly as
+//! written); `pending` as a native map `effect id → {event_id, effect (JSON
+//! string), seq}`, so that [`StateStore::complete_effects`] removes performed
+//! effects with one `UpdateItem` (`REMOVE pending.#id … ADD version :one`)
+//! without reading the item first. `seq` keeps the pending effects in order.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::{
+    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    StateStore,
+};
+use crate::aws::item::{self, Item, ItemExt, PK, n, s};
+use crate::error::StoreError;
+use crate::route::Processor;
+
+/// Attribute names of state items and markers.
+mod a {
+    pub const KIND: &str = "kind";
+    pub const ID: &str = "id";
+    pub const VERSION: &str = "version";
+    pub const LAST_CREATED: &str = "last_created";
+    pub const LAST_EVENT_ID: &str = "last_event_id";
+    pub const LAST_EVENT_TYPE: &str = "last_event_type";
+    pub const UPDATED_AT: &str = "updated_at";
+    pub const DATA: &str = "data";
+    pub const PENDING: &str = "pending";
+    pub const EVENT_ID: &str = "event_id";
+    pub const EFFECT: &str = "effect";
+    pub const SEQ: &str = "seq";
+    pub const PROCESSOR: &str = "processor";
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const OBJECT_KIND: &str = "object_kind";
+    pub const OBJECT_ID: &str = "object_id";
+    pub const OUTCOME: &str = "outcome";
+    pub const AT: &str = "at";
+    pub const EXPIRES_AT: &str = "expires_at";
+}
+
+/// The cancellation reason DynamoDB gives a failed condition.
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// The state store over one DynamoDB table keyed by `pk` (S).
+#[derive(Clone, Debug)]
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStateStore {
+    /// A store over `table`; build it once per process.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, pk: &str, operation: &'static str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| item::unavailable(operation, e))?;
+        Ok(out.item)
+    }
+
+    /// A transaction `Put` of `item` under `condition` (which names `#pk` or `#version`).
+    fn put(&self, item: Item, condition: &str, expected: Option<u64>) -> Result<Put, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        let put = match expected {
+            None => put.expression_attribute_names("#pk", PK),
+            Some(v) => put
+                .expression_attribute_names("#version", a::VERSION)
+                .expression_attribute_values(":expected", n(v)),
+        };
+        put.build()
+            .map_err(|e| StoreError::unavailable(item::BACKEND, "commit", e))
+    }
+
+    async fn commit_marker_only(&self, marker: Item) -> Result<CommitResult, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CommitResult::Committed),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    Ok(CommitResult::Duplicate)
+                }
+                _ => Err(item::unavailable("commit", err)),
+            },
+        }
+    }
+}
+
+impl StateStore for DynamoStateStore {
+    async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
+        let pk = key.partition_key();
+        self.get(&pk, "load")
+            .await?
+            .map(|item| state_from_item(key, &pk, &item))
+            .transpose()
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
+        let marker = marker_to_item(&commit.marker, commit.marker_expires_at);
+        let Some(state) = &commit.item else {
+            return self.commit_marker_only(marker).await;
+        };
+        let marker_put = self.put(marker, "attribute_not_exists(#pk)", None)?;
+        let item_put = match commit.expected_version {
+            None => self.put(state_to_item(state)?, "attribute_not_exists(#pk)", None)?,
+            Some(v) => self.put(state_to_item(state)?, "#version = :expected", Some(v))?,
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(marker_put).build())
+            .transact_items(TransactWriteItem::builder().put(item_put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CommitResult::Committed),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let codes: Vec<Option<String>> = if cancel.cancellation_reasons().is_empty() {
+                        codes_from_message(cancel.message().unwrap_or_default())
+                    } else {
+                        cancel
+                            .cancellation_reasons()
+                            .iter()
+                            .map(|r| r.code().map(str::to_owned))
+                            .collect()
+                    };
+                    cancelled(&codes).ok_or_else(|| item::unavailable("commit", err))
+                }
+                Some(e) if e.code() == Some("TransactionConflictException") => {
+                    Ok(CommitResult::Conflict)
+                }
+                _ => Err(item::unavailable("commit", err)),
+            },
+        }
+    }
+
+    async fn complete_effects(
+        &self,
+        key: &StateKey,
+        effect_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key.partition_key()))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#version", a::VERSION)
+            .expression_attribute_values(":one", n(1));
+        let mut remove = Vec::new();
+        if !effect_ids.is_empty() {
+            update = update.expression_attribute_names("#pending", a::PENDING);
+            for (i, id) in effect_ids.iter().enumerate() {
+                remove.push(format!("#pending.#e{i}"));
+                update = update.expression_attribute_names(format!("#e{i}"), id);
+            }
+        }
+        let expression = if remove.is_empty() {
+            "ADD #version :one".to_owned()
+        } else {
+            format!("REMOVE {} ADD #version :one", remove.join(", "))
+        };
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(()),
+            // No item: nothing pending (as in every backend).
+            Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
+                Ok(())
+            }
+            Err(err) => Err(item::unavailable("complete", err)),
+        }
+    }
+
+    async fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> Result<Option<Marker>, StoreError> {
+        let pk = marker_key(processor, event_id);
+        self.get(&pk, "marker")
+            .await?
+            .map(|item| marker_from_item(&pk, &item))
+            .transpose()
+    }
+}
+
+/// The partition key of `processor`'s marker for `event_id`.
+pub fn marker_key(processor: Processor, event_id: &str) -> String {
+    format!("marker#{}#{event_id}", processor.as_str())
+}
+
+/// Which condition cancelled the transaction (marker first, then item).
+fn cancelled(codes: &[Option<String>]) -> Option<CommitResult> {
+    let failed = |i: usize| codes.get(i).and_then(Option::as_deref) == Some(CONDITION_FAILED);
+    let code_is = |c: &str| codes.iter().flatten().any(|x| x == c);
+    if failed(0) {
+        Some(CommitResult::Duplicate)
+    } else if failed(1) || code_is("TransactionConflict") {
+        // Another writer got there first (or is writing now): reload and decide again.
+        Some(CommitResult::Conflict)
+    } else {
+        None
+    }
+}
+
+/// Reads the reasons out of `"… [ConditionalCheckFailed, None]"` when the
+/// structured list is absent.
+fn codes_from_message(message: &str) -> Vec<Option<String>> {
+    let Some(inner) = message
+        .rfind('[')
+        .and_then(|start| message[start + 1..].split(']').next())
+    else {
+        return Vec::new();
+    };
+    inner
+        .split(',')
+        .map(str::trim)
+        .map(|c| (c != "None" && !c.is_empty()).then(|| c.to_owned()))
+        .collect()
+}
+
+fn json_text(pk: &str, what: &str, value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::corrupt(pk, format!("{what} cannot be written: {e}")))
+}
+
+fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
+    let pk = state.key.partition_key();
+    let pending = state
+        .pending
+        .iter()
+        .enumerate()
+        .map(|(seq, p)| {
+            let entry: Item = [
+                (a::EVENT_ID.to_owned(), s(&p.event_id)),
+                (
+                    a::EFFECT.to_owned(),
+                    s(json_text(&pk, "effect", &p.effect)?),
+                ),
+                (a::SEQ.to_owned(), n(seq)),
+            ]
+            .into();
+            Ok((p.id.clone(), AttributeValue::M(entry)))
+        })
+        .collect::<Result<HashMap<_, _>, StoreError>>()?;
+    Ok([
+        (PK.to_owned(), s(&pk)),
+        (a::KIND.to_owned(), s(state.key.kind.as_str())),
+        (a::ID.to_owned(), s(&state.key.id)),
+        (a::VERSION.to_owned(), n(state.version)),
+        (a::LAST_CREATED.to_owned(), n(state.last_created)),
+        (a::LAST_EVENT_ID.to_owned(), s(&state.last_event_id)),
+        (a::LAST_EVENT_TYPE.to_owned(), s(&state.last_event_type)),
+        (a::UPDATED_AT.to_owned(), n(state.updated_at_millis)),
+        (a::DATA.to_owned(), s(json_text(&pk, "data", &state.data)?)),
+        (a::PENDING.to_owned(), AttributeValue::M(pending)),
+    ]
+    .into())
+}
+
+fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, StoreError> {
+    let parse_json = |what: &str, text: &str| {
+        serde_json::from_str(text)
+            .map_err(|e| StoreError::corrupt(pk, format!("{what} is not JSON: {e}")))
+    };
+    let version = item.req_i64(pk, a::VERSION)?;
+    let mut pending = Vec::new();
+    match item.get(a::PENDING) {
+        None => {}
+        Some(AttributeValue::M(map)) => {
+            for (id, entry) in map {
+                let AttributeValue::M(entry) = entry else {
+                    return Err(StoreError::corrupt(
+                        pk,
+                        format!("pending effect {id} is not a map"),
+                    ));
+                };
+                let seq = entry.req_i64(pk, a::SEQ)?;
+                pending.push((
+                    seq,
+                    PendingEffect {
+                        id: id.clone(),
+                        event_id: entry.req_s(pk, a::EVENT_ID)?.to_owned(),
+                        effect: parse_json("pending effect", entry.req_s(pk, a::EFFECT)?)?,
+                    },
+                ));
+            }
+        }
+        Some(_) => return Err(StoreError::corrupt(pk, "attribute `pending` is not a map")),
+    }
+    pending.sort_by(|(x, a), (y, b)| x.cmp(y).then_with(|| a.id.cmp(&b.id)));
+    Ok(StateItem {
+        key: key.clone(),
+        version: u64::try_from(version)
+            .map_err(|_| StoreError::corrupt(pk, format!("version {version} is negative")))?,
+        last_created: item.req_i64(pk, a::LAST_CREATED)?,
+        last_event_id: item.req_s(pk, a::LAST_EVENT_ID)?.to_owned(),
+        last_event_type: item.req_s(pk, a::LAST_EVENT_TYPE)?.to_owned(),
+        updated_at_millis: item.req_i64(pk, a::UPDATED_AT)?,
+        data: parse_json("data", item.req_s(pk, a::DATA)?)?,
+        pending: pending.into_iter().map(|(_, p)| p).collect(),
+    })
+}
+
+fn marker_to_item(marker: &Marker, expires_at: i64) -> Item {
+    let mut item: Item = [
+        (
+            PK.to_owned(),
+            s(marker_key(marker.processor, &marker.event_id)),
+        ),
+        (a::PROCESSOR.to_owned(), s(marker.processor.as_str())),
+        (a::EVENT_ID.to_owned(), s(&marker.event_id)),
+        (a::EVENT_TYPE.to_owned(), s(&marker.event_type)),
+        (a::OUTCOME.to_owned(), s(marker.outcome.as_str())),
+        (a::AT.to_owned(), n(marker.at_millis)),
+        (a::EXPIRES_AT.to_owned(), n(expires_at)),
+    ]
+    .into();
+    if let Some(key) = &marker.key {
+        item.insert(a::OBJECT_KIND.to_owned(), s(key.kind.as_str()));
+        item.insert(a::OBJECT_ID.to_owned(), s(&key.id));
+    }
+    item
+}
+
+fn marker_from_item(pk: &str, item: &Item) -> Result<Marker, StoreError> {
+    let processor_text = item.req_s(pk, a::PROCESSOR)?;
+    let processor = Processor::from_name(processor_text)
+        .ok_or_else(|| StoreError::corrupt(pk, format!("unknown processor {processor_text:?}")))?;
+    let outcome_text = item.req_s(pk, a::OUTCOME)?;
+    let outcome = Outcome::parse(outcome_text)
+        .ok_or_else(|| StoreError::corrupt(pk, format!("unknown outcome {outcome_text:?}")))?;
+    let key = match (
+        item.opt_s(pk, a::OBJECT_KIND)?,
+        item.opt_s(pk, a::OBJECT_ID)?,
+    ) {
+        (Some(kind), Some(id)) => Some(StateKey::new(
+            StateKind::parse(kind)
+                .ok_or_else(|| StoreError::corrupt(pk, format!("unknown object kind {kind:?}")))?,
+            id,
+        )),
+        _ => None,
+    };
+    Ok(Marker {
+        processor,
+        event_id: item.req_s(pk, a::EVENT_ID)?.to_owned(),
+        event_type: item.req_s(pk, a::EVENT_TYPE)?.to_owned(),
+        key,
+        outcome,
+        at_millis: item.req_i64(pk, a::AT)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(pending: Vec<PendingEffect>) -> StateItem {
+        StateItem {
+            key: StateKey::new(StateKind::Order, "pi_1"),
+            version: 3,
+            last_created: 1_700_000_000,
+            last_event_id: "evt_1".into(),
+            last_event_type: "payment_intent.succeeded".into(),
+            updated_at_millis: 1_700_000_000_123,
+            data: serde_json::json!({ "status": "succeeded", "amount": 2000, "note": null }),
+            pending,
+        }
+    }
+
+    #[test]
+    fn state_item_round_trips_with_pending_order_kept() {
+        // GIVEN an item with three pending effects in a deliberate order
+        let pending: Vec<_> = ["c", "a", "b"]
+            .iter()
+            .map(|id| PendingEffect {
+                id: format!("fulfill:evt_1:{id}"),
+                event_id: "evt_1".into(),
+                effect: serde_json::json!({ "effect": "fulfil", "id": id }),
+            })
+            .collect();
+        let original = item(pending);
+        // WHEN written as a DynamoDB item and read back
+        let stored = state_to_item(&original).unwrap();
+        let back = state_from_item(&original.key, "order#pi_1", &stored).unwrap();
+        // THEN it is unchanged, pending order included
+        assert_eq!(back, original);
+        assert_eq!(stored.get(PK), Some(&s("order#pi_1")));
+    }
+
+    #[test]
+    fn marker_round_trips_with_and_without_object() {
+        // GIVEN markers with and without the object they concerned
+        for key in [Some(StateKey::new(StateKind::Dispute, "dp_1")), None] {
+            let marker = Marker {
+                processor: Processor::Dispute,
+                event_id: "evt_9".into(),
+                event_type: "charge.dispute.created".into(),
+                key,
+                outcome: Outcome::Applied,
+                at_millis: 42,
+            };
+            // WHEN written and read back THEN it is unchanged and keyed by processor and event
+            let stored = marker_to_item(&marker, 99);
+            assert_eq!(stored.get(PK), Some(&s("marker#dispute#evt_9")));
+            assert_eq!(marker_from_item("m", &stored).unwrap(), marker);
+        }
+    }
+
+    #[test]
+    fn cancellation_reasons_decide_duplicate_before_conflict() {
+        // GIVEN the reasons DynamoDB lists per transaction item (marker, item)
+        let cf = Some(CONDITION_FAILED.to_owned());
+        // WHEN the marker's condition failed (alone or with the item's) THEN it is a duplicate
+        assert_eq!(
+            cancelled(&[cf.clone(), None]),
+            Some(CommitResult::Duplicate)
+        );
+        assert_eq!(
+            cancelled(&[cf.clone(), cf.clone()]),
+            Some(CommitResult::Duplicate)
+        );
+        // AND only the item's condition failing is a conflict
+        assert_eq!(cancelled(&[None, cf]), Some(CommitResult::Conflict));
+        // AND a concurrent transaction is a conflict, anything else is not decided here
+        assert_eq!(
+            cancelled(&[None, Some("TransactionConflict".into())]),
+            Some(CommitResult::Conflict)
+        );
+        assert_eq!(cancelled(&[Some("ThrottlingError".into()), None]), None);
+    }
+
+    #[test]
+    fn reasons_are_read_from_the_message_when_not_listed() {
+        // GIVEN the message text DynamoDB (and moto) use
+        let msg = "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]";
+        // WHEN parsed THEN the codes come back in transaction order
+        assert_eq!(
+            codes_from_message(msg),
+            vec![None, Some(CONDITION_FAILED.to_owned())]
+        );
+        assert!(codes_from_message("no list").is_empty());
+    }
+
+    #[test]
+    fn unreadable_data_names_the_item() {
+        // GIVEN a stored item whose data is not JSON
+        let original = item(Vec::new());
+        let mut stored = state_to_item(&original).unwrap();
+        stored.insert(a::DATA.to_owned(), s("{not json"));
+        // WHEN read THEN the error names the item and the attribute
+        let err = state_from_item(&original.key, "order#pi_1", &stored).unwrap_err();
+        assert!(err.to_string().contains("order#pi_1"), "{err}");
+        assert!(err.to_string().contains("data is not JSON"), "{err}");
+    }
+}

@@ -1,0 +1,280 @@
+//! The Lambda entry points: configuration at cold start, then a translation
+//! between the runtime's events and the backend-neutral handlers.
+//!
+//! - [`run_receive`]: API Gateway (HTTP API payload 2.0 or REST API) or a
+//!   Function URL → [`Receiver::handle`] → JSON response.
+//! - [`run_processor`]: an SQS batch → [`Runner::run_batch`] →
+//!   `batchItemFailures` (the event source mapping must enable
+//!   `ReportBatchItemFailures`).
+
+use std::convert::Infallible;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use http::HeaderValue;
+use http::header::CONTENT_TYPE;
+use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::{LambdaEvent, service_fn};
+
+use super::clients::AwsClients;
+use super::secrets::{self, SecretError};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource};
+use crate::ledger::dynamodb::DynamoLedger;
+use crate::ledger::{BodyStore, Ledger};
+use crate::process::{Domain, Effects, LogEffects, Runner};
+use crate::queue::Queue;
+use crate::queue::sqs::{self, SqsQueue};
+use crate::receive::Receiver;
+use crate::state::StateStore;
+use crate::state::dynamodb::DynamoStateStore;
+use crate::telemetry;
+use crate::verify::{self, StandardVerifier, StripeVerifier, Tolerance, Verifiers};
+
+/// The receive handler as deployed.
+pub type AwsReceiver = Receiver<DynamoLedger, SqsQueue, SystemClock>;
+
+/// A processor as deployed.
+pub type AwsRunner<D> = Runner<D, DynamoStateStore, DynamoLedger, LogEffects, SystemClock>;
+
+/// Why a function could not start; the message names the variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A variable is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A secret configured by ARN could not be read.
+    #[error("{variable}: {source}")]
+    Secret {
+        /// The variable holding the ARN.
+        variable: &'static str,
+        /// What went wrong.
+        source: SecretError,
+    },
+    /// A configured secret cannot be used by its verifier.
+    #[error("{variable}: {source}")]
+    Verifier {
+        /// The variable holding the secret (or its ARN).
+        variable: &'static str,
+        /// What is wrong with it.
+        source: verify::ConfigError,
+    },
+}
+
+/// The variable a provider's secret came from, for error messages.
+fn secret_variable(source: &SecretSource, inline: &'static str, arn: &'static str) -> &'static str {
+    match source {
+        SecretSource::Inline(_) => inline,
+        SecretSource::SecretsManager(_) => arn,
+    }
+}
+
+async fn secrets_of(
+    clients: &AwsClients,
+    source: Option<&SecretSource>,
+    inline: &'static str,
+    arn: &'static str,
+) -> Result<Option<(Vec<String>, &'static str)>, StartupError> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let variable = secret_variable(source, inline, arn);
+    let secrets = secrets::resolve(&clients.secrets, source)
+        .await
+        .map_err(|source| StartupError::Secret { variable, source })?;
+    Ok(Some((secrets, variable)))
+}
+
+/// Builds the verifiers, reading any secret configured by ARN once.
+async fn verifiers(
+    clients: &AwsClients,
+    config: &ReceiveConfig,
+) -> Result<Verifiers, StartupError> {
+    let tolerance =
+        Tolerance::new(config.tolerance_secs).map_err(|source| StartupError::Verifier {
+            variable: "WEBHOOK_TOLERANCE_SECONDS",
+            source,
+        })?;
+    let stripe = secrets_of(
+        clients,
+        config.stripe_secret.as_ref(),
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_WEBHOOK_SECRET_ARN",
+    )
+    .await?;
+    let standard = secrets_of(
+        clients,
+        config.standard_secret.as_ref(),
+        "STANDARD_WEBHOOK_SECRET",
+        "STANDARD_WEBHOOK_SECRET_ARN",
+    )
+    .await?;
+    Ok(Verifiers {
+        stripe: stripe
+            .map(|(s, variable)| {
+                StripeVerifier::new(s, tolerance)
+                    .map_err(|source| StartupError::Verifier { variable, source })
+            })
+            .transpose()?,
+        standard: standard
+            .map(|(s, variable)| {
+                StandardVerifier::new(s, tolerance)
+                    .map_err(|source| StartupError::Verifier { variable, source })
+            })
+            .transpose()?,
+    })
+}
+
+/// The receive handler over DynamoDB and SQS, configured from `env`.
+pub async fn receiver_from_env(
+    env: &impl Env,
+    clients: &AwsClients,
+) -> Result<AwsReceiver, StartupError> {
+    let config = ReceiveConfig::from_env(env)?;
+    let verifiers = verifiers(clients, &config).await?;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger_table)
+        .with_body_ttl_secs(config.settings.ledger_ttl_secs);
+    let queue = SqsQueue::new(clients.sqs.clone(), config.queue_urls.clone());
+    tracing::info!(
+        providers = ?verifiers.providers().collect::<Vec<_>>(),
+        ledger_table = %config.ledger_table,
+        "receive configured"
+    );
+    Ok(Receiver::new(
+        verifiers,
+        ledger,
+        queue,
+        SystemClock,
+        config.settings,
+    ))
+}
+
+/// A processor over DynamoDB, configured from `env`.
+pub fn processor_from_env<D: Domain + Default>(
+    env: &impl Env,
+    clients: &AwsClients,
+) -> Result<AwsRunner<D>, StartupError> {
+    let config = ProcessorConfig::from_env(env)?;
+    let store = DynamoStateStore::new(clients.dynamodb.clone(), &config.state_table);
+    let bodies = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger_table);
+    tracing::info!(
+        processor = D::PROCESSOR.as_str(),
+        state_table = %config.state_table,
+        "processor configured"
+    );
+    Ok(Runner::new(
+        D::default(),
+        store,
+        bodies,
+        LogEffects,
+        SystemClock,
+        config.marker_ttl_secs,
+    ))
+}
+
+/// The provider route segment: the `provider` path parameter when the route
+/// declares it (`/webhooks/{provider}`), else the last segment of the path.
+fn provider_segment(request: &Request) -> String {
+    if let Some(p) = request
+        .path_parameters_ref()
+        .and_then(|p| p.first("provider"))
+    {
+        return p.to_owned();
+    }
+    let raw = request.raw_http_path();
+    let path = if raw.is_empty() {
+        request.uri().path()
+    } else {
+        raw
+    };
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Answers one HTTP request with the receive handler. The body is taken as
+/// the runtime gives it: already base64-decoded when the gateway encoded it.
+pub async fn respond<L, Q, C>(receiver: &Receiver<L, Q, C>, request: Request) -> Response<Body>
+where
+    L: Ledger + BodyStore,
+    Q: Queue,
+    C: Clock,
+{
+    let provider = provider_segment(&request);
+    let answer = receiver
+        .handle(
+            request.method(),
+            &provider,
+            request.headers(),
+            request.body().as_ref(),
+        )
+        .await;
+    let mut response = Response::new(Body::Text(answer.body_string()));
+    *response.status_mut() = answer.status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Applies an SQS batch and reports the records to retry.
+pub async fn handle_sqs_event<D, S, B, F, C>(
+    runner: &Runner<D, S, B, F, C>,
+    event: SqsEvent,
+) -> SqsBatchResponse
+where
+    D: Domain,
+    S: StateStore,
+    B: BodyStore,
+    F: Effects<D::Effect>,
+    C: Clock,
+{
+    let deliveries = event.records.iter().map(sqs::delivery).collect();
+    let failed = runner.run_batch(deliveries).await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+/// Logs a start-up failure (so it is in the function's log group) and hands it to the runtime.
+fn fail_start(err: StartupError) -> lambda_runtime::Error {
+    tracing::error!(error = %err, "cold start failed");
+    err.into()
+}
+
+/// The receive function: `POST /webhooks/{provider}`.
+pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
+    telemetry::init_json_logs();
+    let clients = AwsClients::load().await;
+    let receiver = receiver_from_env(&ProcessEnv, &clients)
+        .await
+        .map_err(fail_start)?;
+    let receiver = &receiver;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Infallible>(respond(receiver, request).await)
+    }))
+    .await
+}
+
+/// A processor function: SQS batches of `D`'s events.
+pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::Error> {
+    telemetry::init_json_logs();
+    let clients = AwsClients::load().await;
+    let runner = processor_from_env::<D>(&ProcessEnv, &clients).map_err(fail_start)?;
+    let runner = &runner;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Infallible>(handle_sqs_event(runner, event.payload).await)
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests;

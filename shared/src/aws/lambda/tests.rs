@@ -1,0 +1,285 @@
+//! The HTTP and SQS translations, driven by events shaped exactly as API
+//! Gateway, Function URLs and SQS deliver them, against the memory backends.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::ledger::{LedgerKey, LedgerStatus, MemoryLedger};
+use crate::queue::{MemoryQueue, Payload};
+use crate::receive::ReceiveSettings;
+use crate::route::Processor;
+use crate::verify::{Provider, sign_stripe};
+
+const SECRET: &str = "whsec_lambda_translation";
+const NOW: i64 = 1_741_633_438;
+
+const HTTP_API_V2: &str = include_str!("fixtures/http_api_v2.json");
+const REST_V1: &str = include_str!("fixtures/rest_v1.json");
+const FUNCTION_URL: &str = include_str!("fixtures/function_url.json");
+
+type TestReceiver = Receiver<MemoryLedger, MemoryQueue, ManualClock>;
+
+fn receiver() -> TestReceiver {
+    let verifiers =
+        Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
+    Receiver::new(
+        verifiers,
+        MemoryLedger::new(),
+        MemoryQueue::new(),
+        ManualClock::at_secs(NOW),
+        ReceiveSettings::default(),
+    )
+}
+
+fn event(id: &str) -> String {
+    json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": NOW - 2,
+        "data": { "object": { "id": "pi_3Mtw", "object": "payment_intent", "amount": 2000 } },
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": "req_1", "idempotency_key": "ik_1" },
+        "type": "payment_intent.succeeded",
+    })
+    .to_string()
+}
+
+/// A `payment_intent.succeeded` event around Stripe's published payment intent,
+/// complete enough for the fulfill processor.
+fn fixture_event(id: &str) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/stripe/fixtures3.json"
+    );
+    let fixtures: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut pi = fixtures["resources"]["payment_intent"].clone();
+    pi["status"] = json!("succeeded");
+    let mut event = fixtures["resources"]["event"].clone();
+    event["id"] = json!(id);
+    event["type"] = json!("payment_intent.succeeded");
+    event["created"] = json!(NOW - 2);
+    event["data"] = json!({ "object": pi });
+    event.to_string()
+}
+
+/// Puts a signed `body` into a gateway event fixture, base64-encoded when asked.
+fn gateway_event(fixture: &str, body: &str, base64: bool) -> String {
+    let mut v: Value = serde_json::from_str(fixture).unwrap();
+    let signature = sign_stripe(SECRET, NOW, body.as_bytes());
+    for headers in ["headers", "multiValueHeaders"] {
+        if let Some(h) = v.get_mut(headers).and_then(Value::as_object_mut) {
+            for (name, value) in h.iter_mut() {
+                if name.eq_ignore_ascii_case("stripe-signature") {
+                    *value = if value.is_array() {
+                        json!([signature])
+                    } else {
+                        json!(signature)
+                    };
+                }
+            }
+        }
+    }
+    v["body"] = if base64 {
+        json!(BASE64.encode(body))
+    } else {
+        json!(body)
+    };
+    v["isBase64Encoded"] = json!(base64);
+    v.to_string()
+}
+
+async fn call(r: &TestReceiver, raw_event: &str) -> (StatusCode, String, Value) {
+    let request = lambda_http::request::from_str(raw_event).unwrap();
+    let response = respond(r, request).await;
+    let content_type = response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    (response.status(), content_type, body)
+}
+
+#[tokio::test]
+async fn http_api_v2_delivery_is_enqueued() {
+    // GIVEN a signed Stripe event as API Gateway's HTTP API (payload 2.0) delivers it
+    let r = receiver();
+    let body = event("evt_v2");
+    // WHEN the Lambda answers it
+    let (status, content_type, answer) = call(&r, &gateway_event(HTTP_API_V2, &body, false)).await;
+    // THEN it is a JSON 200 and the exact body is on the fulfill queue
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(content_type, "application/json");
+    assert_eq!(answer["outcome"], "enqueued");
+    let sent = r.queue().sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Processor::Fulfill);
+    assert_eq!(sent[0].1.payload, Payload::Inline(body));
+}
+
+#[tokio::test]
+async fn rest_api_delivery_is_enqueued() {
+    // GIVEN the same kind of delivery through a REST API (payload 1.0, stage `prod`)
+    let r = receiver();
+    let body = event("evt_rest");
+    // WHEN the Lambda answers it THEN it is accepted and recorded as enqueued
+    let (status, _, answer) = call(&r, &gateway_event(REST_V1, &body, false)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let entry = r
+        .ledger()
+        .entry(&LedgerKey::new(Provider::Stripe, "evt_rest"))
+        .unwrap();
+    assert_eq!(entry.status, LedgerStatus::Enqueued);
+}
+
+#[tokio::test]
+async fn function_url_delivery_uses_the_path_for_the_provider() {
+    // GIVEN a Function URL request, which has no path parameters
+    let r = receiver();
+    let body = event("evt_url");
+    // WHEN the Lambda answers it THEN the provider comes from the path's last segment
+    let (status, _, answer) = call(&r, &gateway_event(FUNCTION_URL, &body, false)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(r.queue().sent().len(), 1);
+}
+
+#[tokio::test]
+async fn base64_encoded_body_is_verified_after_decoding() {
+    // GIVEN gateways that base64-encode the body (binary media types, Function URLs)
+    for fixture in [HTTP_API_V2, REST_V1, FUNCTION_URL] {
+        let r = receiver();
+        let body = event("evt_b64");
+        // WHEN the Lambda answers THEN the signature checks against the decoded bytes
+        let (status, _, answer) = call(&r, &gateway_event(fixture, &body, true)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(r.queue().sent()[0].1.payload, Payload::Inline(body));
+    }
+}
+
+#[tokio::test]
+async fn proxy_route_without_provider_parameter_falls_back_to_the_path() {
+    // GIVEN a REST API proxy resource: path parameters name `proxy`, not `provider`
+    let r = receiver();
+    let body = event("evt_proxy");
+    let mut v: Value = serde_json::from_str(&gateway_event(REST_V1, &body, false)).unwrap();
+    v["resource"] = json!("/{proxy+}");
+    v["pathParameters"] = json!({ "proxy": "webhooks/stripe/" });
+    v["path"] = json!("/webhooks/stripe/");
+    // WHEN the Lambda answers THEN the trailing slash does not hide the provider
+    let (status, _, answer) = call(&r, &v.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn unknown_provider_and_wrong_method_get_clear_json_errors() {
+    // GIVEN an unknown provider segment and a GET
+    let r = receiver();
+    let body = event("evt_bad");
+    let mut unknown: Value =
+        serde_json::from_str(&gateway_event(HTTP_API_V2, &body, false)).unwrap();
+    unknown["pathParameters"] = json!({ "provider": "paypal" });
+    let mut get: Value = serde_json::from_str(&gateway_event(HTTP_API_V2, &body, false)).unwrap();
+    get["requestContext"]["http"]["method"] = json!("GET");
+    // WHEN answered THEN 404 and 405 with an error code, and nothing is enqueued
+    let (status, content_type, answer) = call(&r, &unknown.to_string()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(content_type, "application/json");
+    assert_eq!(answer["error"], "unknown_provider");
+    let (status, _, answer) = call(&r, &get.to_string()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer["error"], "method_not_allowed");
+    assert!(r.queue().sent().is_empty());
+    assert!(r.ledger().is_empty());
+}
+
+#[tokio::test]
+async fn tampered_base64_body_is_refused() {
+    // GIVEN a base64 body that decodes to something other than what was signed
+    let r = receiver();
+    let body = event("evt_tamper");
+    let mut v: Value = serde_json::from_str(&gateway_event(HTTP_API_V2, &body, true)).unwrap();
+    v["body"] = json!(BASE64.encode(body.replace("2000", "9000")));
+    // WHEN answered THEN 400 invalid_signature and nothing is recorded
+    let (status, _, answer) = call(&r, &v.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"], "invalid_signature");
+    assert!(r.ledger().is_empty());
+}
+
+fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body)| {
+            let attr = |v: &str| json!({ "stringValue": v, "stringListValues": [], "binaryListValues": [], "dataType": "String" });
+            json!({
+                "messageId": id,
+                "receiptHandle": format!("handle-{id}"),
+                "body": body,
+                "attributes": { "ApproximateReceiveCount": "1", "SentTimestamp": "1741633438390" },
+                "messageAttributes": {
+                    "provider": attr("stripe"),
+                    "event_id": attr(id),
+                    "event_type": attr("payment_intent.succeeded"),
+                    "created": attr(&(NOW - 2).to_string()),
+                },
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payhook-fulfill",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+#[tokio::test]
+async fn sqs_batch_reports_only_the_unusable_record() {
+    // GIVEN a batch with one good record and one whose body is not an event
+    let runner = Runner::new(
+        crate::process::fulfill::Fulfill::default(),
+        crate::state::MemoryStateStore::new(),
+        MemoryLedger::new(),
+        crate::process::effects::RecordingEffects::new(),
+        ManualClock::at_secs(NOW),
+        86_400,
+    );
+    let event = sqs_event(&[
+        ("evt_good", &fixture_event("evt_good")),
+        ("evt_garbage", "not json"),
+    ]);
+    // WHEN the Lambda handles it
+    let response = handle_sqs_event(&runner, event).await;
+    // THEN only the bad record is listed for retry, by its message id
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec!["evt_garbage"]);
+    let wire = serde_json::to_value(&response).unwrap();
+    assert_eq!(
+        wire,
+        json!({ "batchItemFailures": [{ "itemIdentifier": "evt_garbage" }] })
+    );
+}
+
+#[test]
+fn missing_secret_names_its_variable() {
+    // GIVEN an environment with queues and a table but no secret
+    let env = |name: &str| match name {
+        "LEDGER_TABLE" => Some("ledger".to_owned()),
+        n if n.ends_with("_QUEUE_URL") => Some("http://q".to_owned()),
+        _ => None,
+    };
+    // WHEN the configuration is read THEN the start-up error names the variable
+    let err = StartupError::from(ReceiveConfig::from_env(&env).unwrap_err());
+    assert!(
+        err.to_string().starts_with("STRIPE_WEBHOOK_SECRET:"),
+        "{err}"
+    );
+}

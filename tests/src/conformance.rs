@@ -1,0 +1,396 @@
+//! The state-store contract, as one suite every backend runs: the memory store
+//! defines the semantics, and DynamoDB (or any other adapter) must match it.
+//!
+//! Each case uses keys under its own namespace, so a suite can run against a
+//! shared table and several suites can run at once.
+
+use futures_util::future::join_all;
+use payhook_shared::route::Processor;
+use payhook_shared::state::{
+    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    StateStore,
+};
+use serde_json::json;
+
+fn key(ns: &str, id: &str) -> StateKey {
+    StateKey::new(StateKind::Order, format!("pi_{ns}_{id}"))
+}
+
+fn marker(
+    processor: Processor,
+    event_id: &str,
+    key: Option<&StateKey>,
+    outcome: Outcome,
+) -> Marker {
+    Marker {
+        processor,
+        event_id: event_id.to_owned(),
+        event_type: "payment_intent.succeeded".to_owned(),
+        key: key.cloned(),
+        outcome,
+        at_millis: 1_750_000_000_000,
+    }
+}
+
+fn item(key: &StateKey, version: u64, event_id: &str, pending: Vec<PendingEffect>) -> StateItem {
+    StateItem {
+        key: key.clone(),
+        version,
+        last_created: 1_750_000_000 + i64::try_from(version).unwrap_or_default(),
+        last_event_id: event_id.to_owned(),
+        last_event_type: "payment_intent.succeeded".to_owned(),
+        updated_at_millis: 1_750_000_000_000,
+        data: json!({ "status": "succeeded", "amount": 1099, "version": version, "tags": ["a", "b"], "note": null }),
+        pending,
+    }
+}
+
+fn effect(event_id: &str, n: usize) -> PendingEffect {
+    PendingEffect {
+        id: format!("fulfill:{event_id}:{n}"),
+        event_id: event_id.to_owned(),
+        effect: json!({ "effect": "fulfil_order", "n": n }),
+    }
+}
+
+fn commit(marker: Marker, item: Option<StateItem>, expected_version: Option<u64>) -> Commit {
+    Commit {
+        marker,
+        item,
+        expected_version,
+        marker_expires_at: 1_760_000_000,
+    }
+}
+
+/// Runs every case against `store`; `ns` keeps this run's keys apart.
+pub async fn state_store<S: StateStore>(store: &S, ns: &str) {
+    first_commit_writes_item_and_marker(store, ns).await;
+    replayed_event_is_a_duplicate_and_changes_nothing(store, ns).await;
+    commit_from_a_stale_read_conflicts_and_writes_no_marker(store, ns).await;
+    creating_an_existing_item_conflicts(store, ns).await;
+    duplicate_wins_over_conflict(store, ns).await;
+    marker_only_commit_records_the_outcome_once(store, ns).await;
+    markers_are_per_processor(store, ns).await;
+    complete_effects_removes_them_in_order_and_bumps_version(store, ns).await;
+    complete_effects_on_a_missing_item_creates_nothing(store, ns).await;
+    concurrent_commits_from_one_read_let_exactly_one_win(store, ns).await;
+}
+
+/// A new object: the item and the marker are both written and read back unchanged.
+pub async fn first_commit_writes_item_and_marker<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN no state for the object
+    let k = key(ns, "first");
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    // WHEN the first event commits version 1 with two pending effects
+    let it = item(
+        &k,
+        1,
+        &format!("evt_{ns}_1"),
+        vec![effect("e1", 0), effect("e1", 1)],
+    );
+    let m = marker(
+        Processor::Fulfill,
+        &format!("evt_{ns}_1"),
+        Some(&k),
+        Outcome::Applied,
+    );
+    let r = store
+        .commit(&commit(m.clone(), Some(it.clone()), None))
+        .await
+        .unwrap();
+    // THEN it is committed, the item reads back exactly, and the marker is there
+    assert_eq!(r, CommitResult::Committed);
+    assert_eq!(store.load(&k).await.unwrap(), Some(it));
+    assert_eq!(
+        store.marker(Processor::Fulfill, &m.event_id).await.unwrap(),
+        Some(m)
+    );
+}
+
+/// The same event again: `Duplicate`, and neither item nor marker changes.
+pub async fn replayed_event_is_a_duplicate_and_changes_nothing<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an object written by event A
+    let k = key(ns, "replay");
+    let event = format!("evt_{ns}_replay");
+    let v1 = item(&k, 1, &event, vec![]);
+    let m = marker(Processor::Fulfill, &event, Some(&k), Outcome::Applied);
+    assert_eq!(
+        store
+            .commit(&commit(m.clone(), Some(v1.clone()), None))
+            .await
+            .unwrap(),
+        CommitResult::Committed
+    );
+    // WHEN event A is committed again (from the current version, so only the marker can stop it)
+    let mut again = m.clone();
+    again.at_millis += 5;
+    let r = store
+        .commit(&commit(again, Some(item(&k, 2, &event, vec![])), Some(1)))
+        .await
+        .unwrap();
+    // THEN it is a duplicate and nothing changed
+    assert_eq!(r, CommitResult::Duplicate);
+    assert_eq!(store.load(&k).await.unwrap(), Some(v1));
+    assert_eq!(
+        store.marker(Processor::Fulfill, &event).await.unwrap(),
+        Some(m)
+    );
+}
+
+/// A commit computed from version 1 after version 2 landed: `Conflict`, no marker.
+pub async fn commit_from_a_stale_read_conflicts_and_writes_no_marker<S: StateStore>(
+    store: &S,
+    ns: &str,
+) {
+    // GIVEN an object at version 2
+    let k = key(ns, "stale");
+    let a = format!("evt_{ns}_stale_a");
+    let b = format!("evt_{ns}_stale_b");
+    let c = format!("evt_{ns}_stale_c");
+    let m = |e: &str| marker(Processor::Fulfill, e, Some(&k), Outcome::Applied);
+    assert_eq!(
+        store
+            .commit(&commit(m(&a), Some(item(&k, 1, &a, vec![])), None))
+            .await
+            .unwrap(),
+        CommitResult::Committed
+    );
+    let v2 = item(&k, 2, &b, vec![]);
+    assert_eq!(
+        store
+            .commit(&commit(m(&b), Some(v2.clone()), Some(1)))
+            .await
+            .unwrap(),
+        CommitResult::Committed
+    );
+    // WHEN event C commits a version computed from version 1
+    let r = store
+        .commit(&commit(m(&c), Some(item(&k, 2, &c, vec![])), Some(1)))
+        .await
+        .unwrap();
+    // THEN it conflicts, the item is still version 2, and C has no marker (it will retry)
+    assert_eq!(r, CommitResult::Conflict);
+    assert_eq!(store.load(&k).await.unwrap(), Some(v2));
+    assert_eq!(store.marker(Processor::Fulfill, &c).await.unwrap(), None);
+}
+
+/// Expecting no item when one exists is a conflict too.
+pub async fn creating_an_existing_item_conflicts<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an existing object
+    let k = key(ns, "exists");
+    let a = format!("evt_{ns}_exists_a");
+    let b = format!("evt_{ns}_exists_b");
+    let v1 = item(&k, 1, &a, vec![]);
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(v1.clone()),
+            None,
+        ))
+        .await
+        .unwrap();
+    // WHEN another event commits as if it were new
+    let r = store
+        .commit(&commit(
+            marker(Processor::Fulfill, &b, Some(&k), Outcome::Applied),
+            Some(item(&k, 1, &b, vec![])),
+            None,
+        ))
+        .await
+        .unwrap();
+    // THEN it conflicts and the first write stands
+    assert_eq!(r, CommitResult::Conflict);
+    assert_eq!(store.load(&k).await.unwrap(), Some(v1));
+    assert_eq!(store.marker(Processor::Fulfill, &b).await.unwrap(), None);
+}
+
+/// When both the marker exists and the version moved, the answer is `Duplicate`.
+pub async fn duplicate_wins_over_conflict<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an object whose version moved on after event A was applied
+    let k = key(ns, "both");
+    let a = format!("evt_{ns}_both_a");
+    let b = format!("evt_{ns}_both_b");
+    let ma = marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied);
+    store
+        .commit(&commit(ma.clone(), Some(item(&k, 1, &a, vec![])), None))
+        .await
+        .unwrap();
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &b, Some(&k), Outcome::Applied),
+            Some(item(&k, 2, &b, vec![])),
+            Some(1),
+        ))
+        .await
+        .unwrap();
+    // WHEN A is redelivered with a commit computed from version 1
+    let r = store
+        .commit(&commit(ma, Some(item(&k, 2, &a, vec![])), Some(1)))
+        .await
+        .unwrap();
+    // THEN it is reported as the duplicate it is, not as a conflict to retry
+    assert_eq!(r, CommitResult::Duplicate);
+}
+
+/// A stale or skipped event writes only its marker, once.
+pub async fn marker_only_commit_records_the_outcome_once<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an event that changes nothing
+    let event = format!("evt_{ns}_skip");
+    let m = marker(Processor::Subscription, &event, None, Outcome::Skipped);
+    // WHEN its marker is committed twice
+    let first = store.commit(&commit(m.clone(), None, None)).await.unwrap();
+    let second = store
+        .commit(&commit(m.clone(), None, Some(7)))
+        .await
+        .unwrap();
+    // THEN the first records it, the second is a duplicate, and it reads back
+    assert_eq!(first, CommitResult::Committed);
+    assert_eq!(second, CommitResult::Duplicate);
+    assert_eq!(
+        store.marker(Processor::Subscription, &event).await.unwrap(),
+        Some(m)
+    );
+}
+
+/// The same event id handled by two processors keeps two markers.
+pub async fn markers_are_per_processor<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an event applied by the dispute processor
+    let event = format!("evt_{ns}_shared");
+    let d = marker(Processor::Dispute, &event, None, Outcome::Stale);
+    store.commit(&commit(d.clone(), None, None)).await.unwrap();
+    // WHEN the payout processor looks for and records the same event id
+    assert_eq!(store.marker(Processor::Payout, &event).await.unwrap(), None);
+    let p = marker(Processor::Payout, &event, None, Outcome::Skipped);
+    // THEN it is not a duplicate there, and each marker is its own
+    assert_eq!(
+        store.commit(&commit(p.clone(), None, None)).await.unwrap(),
+        CommitResult::Committed
+    );
+    assert_eq!(
+        store.marker(Processor::Dispute, &event).await.unwrap(),
+        Some(d)
+    );
+    assert_eq!(
+        store.marker(Processor::Payout, &event).await.unwrap(),
+        Some(p)
+    );
+}
+
+/// Completing effects removes exactly those ids, keeps the rest in order, and
+/// bumps the version so a commit from the older read conflicts.
+pub async fn complete_effects_removes_them_in_order_and_bumps_version<S: StateStore>(
+    store: &S,
+    ns: &str,
+) {
+    // GIVEN an object at version 1 with four pending effects
+    let k = key(ns, "effects");
+    let a = format!("evt_{ns}_fx_a");
+    let pending: Vec<_> = (0..4).map(|n| effect(&a, n)).collect();
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(item(&k, 1, &a, pending.clone())),
+            None,
+        ))
+        .await
+        .unwrap();
+    // WHEN effects 0 and 2 (and an id that is not pending) are completed
+    store
+        .complete_effects(
+            &k,
+            &[
+                pending[0].id.clone(),
+                pending[2].id.clone(),
+                "fulfill:gone:9".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    // THEN effects 1 and 3 remain, in order, at version 2
+    let now = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(now.pending, vec![pending[1].clone(), pending[3].clone()]);
+    assert_eq!(now.version, 2);
+    // AND completing nothing still bumps the version
+    store.complete_effects(&k, &[]).await.unwrap();
+    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 3);
+    // AND a commit computed from version 1 now conflicts
+    let b = format!("evt_{ns}_fx_b");
+    let r = store
+        .commit(&commit(
+            marker(Processor::Fulfill, &b, Some(&k), Outcome::Applied),
+            Some(item(&k, 2, &b, vec![])),
+            Some(1),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r, CommitResult::Conflict);
+}
+
+/// Completing effects of an object that does not exist is a no-op.
+pub async fn complete_effects_on_a_missing_item_creates_nothing<S: StateStore>(
+    store: &S,
+    ns: &str,
+) {
+    // GIVEN no object WHEN its effects are completed THEN nothing fails and nothing appears
+    let k = key(ns, "ghost");
+    store
+        .complete_effects(&k, &["fulfill:x:0".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(store.load(&k).await.unwrap(), None);
+}
+
+/// Many processors committing from the same read: exactly one wins.
+pub async fn concurrent_commits_from_one_read_let_exactly_one_win<S: StateStore>(
+    store: &S,
+    ns: &str,
+) {
+    // GIVEN an object at version 1
+    let k = key(ns, "race");
+    let a = format!("evt_{ns}_race_a");
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(item(&k, 1, &a, vec![])),
+            None,
+        ))
+        .await
+        .unwrap();
+    // WHEN ten different events commit version 2 at once
+    let commits: Vec<_> = (0..10)
+        .map(|i| {
+            let e = format!("evt_{ns}_race_{i}");
+            commit(
+                marker(Processor::Fulfill, &e, Some(&k), Outcome::Applied),
+                Some(item(&k, 2, &e, vec![])),
+                Some(1),
+            )
+        })
+        .collect();
+    let results = join_all(commits.iter().map(|c| store.commit(c))).await;
+    // THEN exactly one commits, the others conflict, and only the winner has a marker
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r == CommitResult::Committed)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results.iter().all(|r| *r != CommitResult::Duplicate),
+        "{results:?}"
+    );
+    let stored = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(
+        stored.last_event_id,
+        format!("evt_{ns}_race_{}", winners[0])
+    );
+    for (i, c) in commits.iter().enumerate() {
+        let m = store
+            .marker(Processor::Fulfill, &c.marker.event_id)
+            .await
+            .unwrap();
+        assert_eq!(m.is_some(), i == winners[0], "marker of commit {i}");
+    }
+}
