@@ -1,0 +1,629 @@
+//! Disputes (chargebacks): one alert when a dispute opens, the balance
+//! movements it causes, and its outcome once it closes, in any order.
+//!
+//! Every `charge.dispute.*` event carries the whole dispute; the highest-ranked
+//! snapshot (terminal first, then `created`, then [`DISPUTE_STATUS_PRECEDENCE`])
+//! is the dispute. Balance movements are recorded by balance transaction id
+//! from whichever event first lists them, so a replay or a later event listing
+//! the same transaction never counts it twice.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ordering::{OrderKey, Versioned, offer, precedence};
+use super::{Decision, Domain, ProcessError};
+use crate::event::Envelope;
+use crate::event::objects::{BalanceTransaction, Dispute, object_as};
+use crate::route::Processor;
+use crate::state::{StateKey, StateKind};
+
+/// Dispute statuses ranked for snapshots created in the same second: an
+/// inquiry (`warning_*`) comes before a chargeback, a response before review,
+/// and the outcomes last.
+pub const DISPUTE_STATUS_PRECEDENCE: &[(&str, u8)] = &[
+    ("warning_needs_response", 1),
+    ("warning_under_review", 2),
+    ("warning_closed", 3),
+    ("needs_response", 4),
+    ("under_review", 5),
+    ("won", 6),
+    ("lost", 6),
+];
+
+/// Statuses after which a dispute never changes status again.
+const TERMINAL: &[&str] = &["won", "lost"];
+
+/// The dispute processor: one [`DisputeState`] per dispute.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Disputes;
+
+/// One dispute's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DisputeState {
+    /// The highest-ranked dispute snapshot.
+    pub dispute: Option<Versioned<DisputeSnapshot>>,
+    /// Balance movements, by balance transaction id.
+    pub movements: BTreeMap<String, Movement>,
+    /// The final status (`won` or `lost`), once closed.
+    pub outcome: Option<String>,
+    /// Total withdrawn from the balance (minor units, positive).
+    pub withdrawn: i64,
+    /// Total reinstated to the balance (minor units, positive).
+    pub reinstated: i64,
+}
+
+/// What a dispute event says about the dispute.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeSnapshot {
+    /// Stripe's status.
+    pub status: String,
+    /// Why the cardholder disputed, e.g. `fraudulent`.
+    pub reason: Option<String>,
+    /// The disputed amount (minor units).
+    pub amount: i64,
+    /// ISO currency.
+    pub currency: Option<String>,
+    /// `ch_…`.
+    pub charge: Option<String>,
+    /// `pi_…`.
+    pub payment_intent: Option<String>,
+    /// When evidence is due (unix seconds).
+    pub evidence_due_by: Option<i64>,
+}
+
+/// Which way money moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Taken from the balance when the dispute opened.
+    Withdrawn,
+    /// Given back when the dispute was won.
+    Reinstated,
+}
+
+/// One balance transaction of a dispute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    /// Which way.
+    pub direction: Direction,
+    /// The balance change (minor units, signed as Stripe reports it).
+    pub amount: i64,
+    /// Stripe's dispute fee (minor units).
+    pub fee: i64,
+    /// `amount - fee`.
+    pub net: i64,
+    /// ISO currency (the dispute's).
+    pub currency: Option<String>,
+}
+
+/// What a merchant does when a dispute changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum DisputeEffect {
+    /// Gather evidence before the deadline. Once per dispute.
+    Alert {
+        /// `ch_…`.
+        charge: Option<String>,
+        /// `pi_…`.
+        payment_intent: Option<String>,
+        /// Why the cardholder disputed.
+        reason: Option<String>,
+        /// The disputed amount (minor units).
+        amount: i64,
+        /// ISO currency.
+        currency: Option<String>,
+        /// The status it opened in (an inquiry is `warning_needs_response`).
+        status: String,
+        /// When evidence is due (unix seconds).
+        evidence_due_by: Option<i64>,
+    },
+    /// Book the outcome. Once per dispute.
+    Outcome {
+        /// `won` or `lost`.
+        status: String,
+        /// The disputed amount (minor units).
+        amount: i64,
+        /// ISO currency.
+        currency: Option<String>,
+    },
+    /// Book money taken from the balance. Once per balance transaction.
+    FundsWithdrawn {
+        /// `txn_…`.
+        balance_transaction: String,
+        /// The balance change (minor units, negative).
+        amount: i64,
+        /// The dispute fee (minor units).
+        fee: i64,
+        /// ISO currency.
+        currency: Option<String>,
+    },
+    /// Book money given back. Once per balance transaction.
+    FundsReinstated {
+        /// `txn_…`.
+        balance_transaction: String,
+        /// The balance change (minor units, positive).
+        amount: i64,
+        /// The fee returned (minor units, negative when refunded).
+        fee: i64,
+        /// ISO currency.
+        currency: Option<String>,
+    },
+}
+
+impl Domain for Disputes {
+    type State = DisputeState;
+    type Effect = DisputeEffect;
+
+    const PROCESSOR: Processor = Processor::Dispute;
+
+    fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
+        if !event.event_type.starts_with("charge.dispute.") {
+            return Ok(None);
+        }
+        let dispute: Dispute = object_as(event)?;
+        if dispute.id.is_empty() {
+            return Err(ProcessError::object(event, "the dispute has no id"));
+        }
+        Ok(Some(StateKey::new(StateKind::Dispute, dispute.id)))
+    }
+
+    fn apply(
+        &self,
+        current: Option<&DisputeState>,
+        event: &Envelope<'_>,
+    ) -> Result<Decision<DisputeState, DisputeEffect>, ProcessError> {
+        let dispute: Dispute = object_as(event)?;
+        let before = current.cloned().unwrap_or_default();
+        let mut next = before.clone();
+        let mut moved = Vec::new();
+        for txn in &dispute.balance_transactions {
+            if txn.id.is_empty() || next.movements.contains_key(&txn.id) {
+                continue;
+            }
+            let movement = movement(txn, &dispute.currency);
+            moved.push((txn.id.clone(), movement.clone()));
+            next.movements.insert(txn.id.clone(), movement);
+        }
+        let status = dispute.status.as_str().to_owned();
+        let key = OrderKey::of(
+            event,
+            TERMINAL.contains(&status.as_str()),
+            precedence(DISPUTE_STATUS_PRECEDENCE, &status),
+        );
+        offer(
+            &mut next.dispute,
+            key,
+            DisputeSnapshot {
+                status,
+                reason: dispute.reason,
+                amount: dispute.amount,
+                currency: Some(dispute.currency),
+                charge: dispute.charge,
+                payment_intent: dispute.payment_intent,
+                evidence_due_by: dispute.evidence_details.due_by,
+            },
+        );
+        next.derive();
+        if next == before {
+            return Ok(Decision::Stale);
+        }
+        let effects = next.effects_since(&before, moved);
+        Ok(Decision::Apply {
+            state: next,
+            effects,
+        })
+    }
+}
+
+impl DisputeState {
+    /// Recomputes the outcome and totals.
+    fn derive(&mut self) {
+        self.outcome = self
+            .dispute
+            .as_ref()
+            .map(|d| &d.value.status)
+            .filter(|s| TERMINAL.contains(&s.as_str()))
+            .cloned();
+        let total = |direction| {
+            self.movements
+                .values()
+                .filter(|m| m.direction == direction)
+                .map(|m| m.amount.abs())
+                .sum::<i64>()
+        };
+        self.withdrawn = total(Direction::Withdrawn);
+        self.reinstated = total(Direction::Reinstated);
+    }
+
+    /// The effects of going from `before` to `self`, given the newly recorded movements.
+    fn effects_since(&self, before: &Self, moved: Vec<(String, Movement)>) -> Vec<DisputeEffect> {
+        let mut effects = Vec::new();
+        let Some(dispute) = self.dispute.as_ref().map(|d| &d.value) else {
+            return effects;
+        };
+        // The first sighting of an open dispute alerts, whichever event it is.
+        if before.dispute.is_none() && self.outcome.is_none() {
+            effects.push(DisputeEffect::Alert {
+                charge: dispute.charge.clone(),
+                payment_intent: dispute.payment_intent.clone(),
+                reason: dispute.reason.clone(),
+                amount: dispute.amount,
+                currency: dispute.currency.clone(),
+                status: dispute.status.clone(),
+                evidence_due_by: dispute.evidence_due_by,
+            });
+        }
+        for (id, m) in moved {
+            effects.push(match m.direction {
+                Direction::Withdrawn => DisputeEffect::FundsWithdrawn {
+                    balance_transaction: id,
+                    amount: m.amount,
+                    fee: m.fee,
+                    currency: m.currency,
+                },
+                Direction::Reinstated => DisputeEffect::FundsReinstated {
+                    balance_transaction: id,
+                    amount: m.amount,
+                    fee: m.fee,
+                    currency: m.currency,
+                },
+            });
+        }
+        if let Some(status) = &self.outcome {
+            if before.outcome.as_ref() != Some(status) {
+                effects.push(DisputeEffect::Outcome {
+                    status: status.clone(),
+                    amount: dispute.amount,
+                    currency: dispute.currency.clone(),
+                });
+            }
+        }
+        effects
+    }
+}
+
+/// Classifies a dispute's balance transaction: Stripe's reporting category
+/// when it says, else the sign (money leaving the balance is a withdrawal).
+fn movement(txn: &BalanceTransaction, currency: &str) -> Movement {
+    let direction = match txn.reporting_category.as_deref() {
+        Some("dispute_reversal") => Direction::Reinstated,
+        Some("dispute") => Direction::Withdrawn,
+        _ if txn.amount > 0 => Direction::Reinstated,
+        _ => Direction::Withdrawn,
+    };
+    Movement {
+        direction,
+        amount: txn.amount,
+        fee: txn.fee,
+        net: txn.net,
+        currency: Some(currency.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::process::testkit::{
+        self, NOW, deliver, delivery, envelope, fold_envelopes, permutations, resource, runner,
+        state, with,
+    };
+    use crate::state::{Outcome, StateStore};
+
+    const DP: &str = "dp_1";
+    const DUE: i64 = NOW + 14 * 86_400;
+
+    fn key() -> StateKey {
+        StateKey::new(StateKind::Dispute, DP)
+    }
+
+    fn withdrawal() -> Value {
+        with(
+            resource("balance_transaction"),
+            json!({"id": "txn_out", "amount": -5000, "fee": 1500, "net": -6500, "type": "adjustment",
+                   "reporting_category": "dispute", "source": DP}),
+        )
+    }
+
+    fn reinstatement() -> Value {
+        with(
+            resource("balance_transaction"),
+            json!({"id": "txn_back", "amount": 5000, "fee": -1500, "net": 6500, "type": "adjustment",
+                   "reporting_category": "dispute_reversal", "source": DP}),
+        )
+    }
+
+    fn dispute(status: &str, transactions: &[Value]) -> Value {
+        let fixture = resource("dispute");
+        let evidence = with(fixture["evidence_details"].clone(), json!({"due_by": DUE}));
+        with(
+            fixture,
+            json!({
+                "id": DP, "status": status, "amount": 5000, "currency": "usd", "reason": "fraudulent",
+                "charge": "ch_1", "payment_intent": "pi_1", "evidence_details": evidence,
+                "balance_transactions": transactions,
+            }),
+        )
+    }
+
+    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
+        testkit::event(id, event_type, offset, object)
+    }
+
+    /// A chargeback that is won: opened with the withdrawal, evidence
+    /// submitted, won, funds reinstated.
+    fn won() -> Vec<Value> {
+        vec![
+            ev(
+                "evt_1",
+                "charge.dispute.created",
+                1,
+                dispute("needs_response", &[]),
+            ),
+            ev(
+                "evt_2",
+                "charge.dispute.funds_withdrawn",
+                2,
+                dispute("needs_response", &[withdrawal()]),
+            ),
+            ev(
+                "evt_3",
+                "charge.dispute.updated",
+                3,
+                dispute("under_review", &[withdrawal()]),
+            ),
+            ev(
+                "evt_4",
+                "charge.dispute.closed",
+                4,
+                dispute("won", &[withdrawal()]),
+            ),
+            ev(
+                "evt_5",
+                "charge.dispute.funds_reinstated",
+                5,
+                dispute("won", &[withdrawal(), reinstatement()]),
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn won_dispute_alerts_books_funds_and_outcome_once_each() {
+        // GIVEN a runner
+        let runner = runner(Disputes);
+        // WHEN a won chargeback's events arrive in order
+        assert!(deliver(&runner, &won()).await.is_empty());
+        // THEN one alert with the deadline, each movement, and the outcome
+        assert_eq!(
+            runner.effects().effects(),
+            [
+                DisputeEffect::Alert {
+                    charge: Some("ch_1".into()),
+                    payment_intent: Some("pi_1".into()),
+                    reason: Some("fraudulent".into()),
+                    amount: 5000,
+                    currency: Some("usd".into()),
+                    status: "needs_response".into(),
+                    evidence_due_by: Some(DUE),
+                },
+                DisputeEffect::FundsWithdrawn {
+                    balance_transaction: "txn_out".into(),
+                    amount: -5000,
+                    fee: 1500,
+                    currency: Some("usd".into()),
+                },
+                DisputeEffect::Outcome {
+                    status: "won".into(),
+                    amount: 5000,
+                    currency: Some("usd".into()),
+                },
+                DisputeEffect::FundsReinstated {
+                    balance_transaction: "txn_back".into(),
+                    amount: 5000,
+                    fee: -1500,
+                    currency: Some("usd".into()),
+                },
+            ]
+        );
+        let events: Vec<_> = runner
+            .effects()
+            .performed()
+            .into_iter()
+            .map(|(c, _)| c.event_id)
+            .collect();
+        assert_eq!(events, ["evt_1", "evt_2", "evt_4", "evt_5"]);
+        // AND the state holds the outcome and both movements
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.outcome.as_deref(), Some("won"));
+        assert_eq!((s.withdrawn, s.reinstated), (5000, 5000));
+        assert_eq!(s.dispute.unwrap().value.evidence_due_by, Some(DUE));
+    }
+
+    #[tokio::test]
+    async fn every_event_applied_twice_changes_state_once_and_effects_once() {
+        // GIVEN the events delivered once
+        let once = runner(Disputes);
+        deliver(&once, &won()).await;
+        // WHEN each is delivered twice in one batch
+        let twice = runner(Disputes);
+        for (n, e) in won().iter().enumerate() {
+            let batch = vec![delivery(&format!("a{n}"), e), delivery(&format!("b{n}"), e)];
+            assert!(twice.run_batch(batch).await.is_empty());
+        }
+        // THEN the same state and effects
+        assert_eq!(state(&twice, &key()).await, state(&once, &key()).await);
+        assert_eq!(twice.effects().effects(), once.effects().effects());
+    }
+
+    #[test]
+    fn every_permutation_books_each_movement_and_the_outcome_once() {
+        // GIVEN the won dispute's events, parsed once
+        let events = won();
+        let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+        let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+        let (expected, _) = fold_envelopes(&Disputes, envelopes.iter());
+        // WHEN applied in each of the 120 orders
+        for order in permutations(envelopes.len()) {
+            let (state, effects) = fold_envelopes(&Disputes, order.iter().map(|&i| &envelopes[i]));
+            // THEN the state matches, each movement and the outcome are booked once
+            assert_eq!(state, expected, "order {order:?}");
+            let withdrawn = effects
+                .iter()
+                .filter(|e| matches!(e, DisputeEffect::FundsWithdrawn { .. }));
+            let reinstated = effects
+                .iter()
+                .filter(|e| matches!(e, DisputeEffect::FundsReinstated { .. }));
+            let outcomes = effects
+                .iter()
+                .filter(|e| matches!(e, DisputeEffect::Outcome { .. }));
+            assert_eq!(withdrawn.count(), 1, "order {order:?}");
+            assert_eq!(reinstated.count(), 1, "order {order:?}");
+            assert_eq!(outcomes.count(), 1, "order {order:?}");
+            assert!(
+                effects
+                    .iter()
+                    .filter(|e| matches!(e, DisputeEffect::Alert { .. }))
+                    .count()
+                    <= 1
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn lost_dispute_is_final_whatever_arrives_later() {
+        // GIVEN a lost dispute
+        let runner = runner(Disputes);
+        deliver(
+            &runner,
+            &[ev(
+                "evt_9",
+                "charge.dispute.closed",
+                5,
+                dispute("lost", &[withdrawal()]),
+            )],
+        )
+        .await;
+        // WHEN its creation and a newer-stamped review snapshot arrive late
+        deliver(
+            &runner,
+            &[
+                ev(
+                    "evt_1",
+                    "charge.dispute.created",
+                    1,
+                    dispute("needs_response", &[]),
+                ),
+                ev(
+                    "evt_2",
+                    "charge.dispute.updated",
+                    9,
+                    dispute("under_review", &[withdrawal()]),
+                ),
+            ],
+        )
+        .await;
+        // THEN it stays lost, no alert goes out for a decided dispute, and both are stale
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.outcome.as_deref(), Some("lost"));
+        assert_eq!(s.dispute.unwrap().value.status, "lost");
+        let effects = runner.effects().effects();
+        assert_eq!(effects.len(), 2);
+        assert!(matches!(effects[0], DisputeEffect::FundsWithdrawn { .. }));
+        assert!(matches!(&effects[1], DisputeEffect::Outcome { status, .. } if status == "lost"));
+        for id in ["evt_1", "evt_2"] {
+            let marker = runner
+                .store()
+                .marker(Processor::Dispute, id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(marker.outcome, Outcome::Stale);
+        }
+    }
+
+    #[tokio::test]
+    async fn older_event_never_regresses_dispute() {
+        // GIVEN a dispute under review at t=10
+        let runner = runner(Disputes);
+        deliver(
+            &runner,
+            &[ev(
+                "evt_2",
+                "charge.dispute.updated",
+                10,
+                dispute("under_review", &[]),
+            )],
+        )
+        .await;
+        // WHEN the older needs_response snapshot arrives
+        deliver(
+            &runner,
+            &[ev(
+                "evt_1",
+                "charge.dispute.created",
+                2,
+                dispute("needs_response", &[]),
+            )],
+        )
+        .await;
+        // THEN the status stays and the alert (sent on first sight) is not repeated
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.dispute.unwrap().value.status, "under_review");
+        let alerts = runner.effects().effects();
+        assert_eq!(alerts.len(), 1);
+        assert!(
+            matches!(&alerts[0], DisputeEffect::Alert { status, .. } if status == "under_review")
+        );
+    }
+
+    #[test]
+    fn equal_timestamps_follow_dispute_status_precedence() {
+        // GIVEN an inquiry and its escalation created in the same second
+        let bodies = [
+            ev(
+                "evt_b",
+                "charge.dispute.created",
+                3,
+                dispute("warning_needs_response", &[]),
+            )
+            .to_string(),
+            ev(
+                "evt_a",
+                "charge.dispute.updated",
+                3,
+                dispute("needs_response", &[]),
+            )
+            .to_string(),
+        ];
+        let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+        // WHEN applied in either order
+        let (one, _) = fold_envelopes(&Disputes, [&envelopes[0], &envelopes[1]]);
+        let (two, _) = fold_envelopes(&Disputes, [&envelopes[1], &envelopes[0]]);
+        // THEN the chargeback status wins both times
+        assert_eq!(one, two);
+        assert_eq!(one.unwrap().dispute.unwrap().value.status, "needs_response");
+    }
+
+    #[tokio::test]
+    async fn dispute_without_id_fails_to_the_dead_letter_queue() {
+        // GIVEN a dispute event whose object has an empty id
+        let runner = runner(Disputes);
+        let broken = ev(
+            "evt_1",
+            "charge.dispute.created",
+            1,
+            with(dispute("needs_response", &[]), json!({"id": ""})),
+        );
+        // WHEN processed
+        let failed = runner.run_batch(vec![delivery("m1", &broken)]).await;
+        // THEN the record fails with an object error
+        assert_eq!(failed, ["m1"]);
+        let body = broken.to_string();
+        assert!(matches!(
+            Disputes.key(&envelope(&body)),
+            Err(ProcessError::Object { .. })
+        ));
+    }
+}

@@ -1,0 +1,869 @@
+//! Payouts and connected-account health: a payout's status and failure, an
+//! account's ability to take charges and receive payouts, and the bank
+//! accounts and cards payouts go to, in any order.
+//!
+//! `payout.*` events are kept per payout ([`StateKind::Payout`]);
+//! `account.updated` and `account.external_account.*` per account
+//! ([`StateKind::Account`]). For an external account event the account is the
+//! event's `account` (Connect) or else the external account's own `account`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ordering::{IdRef, OrderKey, Versioned, offer, precedence, view};
+use super::{Decision, Domain, ProcessError};
+use crate::event::Envelope;
+use crate::event::objects::{Account, Payout, object_as};
+use crate::route::Processor;
+use crate::state::{StateKey, StateKind};
+
+/// Payout statuses ranked for snapshots created in the same second. Among the
+/// terminal ones `failed` ranks highest: a bank can return a payout already
+/// reported `paid` (Stripe then sends `payout.failed`), never the reverse.
+pub const PAYOUT_STATUS_PRECEDENCE: &[(&str, u8)] = &[
+    ("pending", 1),
+    ("in_transit", 2),
+    ("paid", 3),
+    ("canceled", 4),
+    ("failed", 5),
+];
+
+/// External account changes ranked for the same second, in lifecycle order.
+pub const EXTERNAL_ACCOUNT_PRECEDENCE: &[(&str, u8)] = &[
+    ("account.external_account.created", 1),
+    ("account.external_account.updated", 2),
+    ("account.external_account.deleted", 3),
+];
+
+/// Account snapshots of the same second have no status to rank; by
+/// `(charges_enabled, payouts_enabled)` the more restricted one wins, so a
+/// disable is never hidden by an "enabled" view from the same second.
+pub const ACCOUNT_PRECEDENCE: &[((bool, bool), u8)] = &[
+    ((true, true), 1),
+    ((true, false), 2),
+    ((false, true), 2),
+    ((false, false), 3),
+];
+
+/// Statuses after which a payout never returns to a pending status.
+const TERMINAL: &[&str] = &["paid", "failed", "canceled"];
+
+/// The payout processor: one [`PayoutsState`] per payout or account.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Payouts;
+
+/// The state of one payout or one account (the key's kind says which).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PayoutsState {
+    /// A payout.
+    Payout(PayoutState),
+    /// A (connected) account.
+    Account(AccountState),
+}
+
+/// One payout's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PayoutState {
+    /// The highest-ranked payout snapshot.
+    pub payout: Option<Versioned<PayoutSnapshot>>,
+    /// Whether the payout's transactions are reconciled (it only becomes true).
+    pub reconciliation_completed: bool,
+}
+
+/// What a payout event says about the payout.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutSnapshot {
+    /// `pending`, `in_transit`, `paid`, `failed` or `canceled`.
+    pub status: String,
+    /// The amount (minor units).
+    pub amount: i64,
+    /// ISO currency.
+    pub currency: Option<String>,
+    /// When it is expected in the bank (unix seconds).
+    pub arrival_date: Option<i64>,
+    /// `ba_…` or `card_…`.
+    pub destination: Option<String>,
+    /// Why it failed, e.g. `account_closed`.
+    pub failure_code: Option<String>,
+    /// The failure, readable.
+    pub failure_message: Option<String>,
+}
+
+/// One account's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// The highest-ranked account snapshot.
+    pub account: Option<Versioned<AccountSnapshot>>,
+    /// Bank accounts and cards, by id; a deletion is final.
+    pub external_accounts: BTreeMap<String, Versioned<ExternalAccount>>,
+    /// The newest external account change.
+    pub last_external_account_change: Option<ExternalAccountChange>,
+}
+
+/// What `account.updated` says about the account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSnapshot {
+    /// Whether it can take charges.
+    pub charges_enabled: bool,
+    /// Whether it can receive payouts.
+    pub payouts_enabled: bool,
+    /// Whether onboarding details were submitted.
+    pub details_submitted: bool,
+    /// `requirements.currently_due`.
+    pub currently_due: Vec<String>,
+    /// `requirements.past_due`.
+    pub past_due: Vec<String>,
+    /// `requirements.disabled_reason`.
+    pub disabled_reason: Option<String>,
+}
+
+/// A bank account or card payouts can go to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalAccount {
+    /// `bank_account` or `card`.
+    pub object: Option<String>,
+    /// The last change: `created`, `updated` or `deleted`.
+    pub change: String,
+    /// The last four digits.
+    pub last4: Option<String>,
+    /// The bank (bank accounts).
+    pub bank_name: Option<String>,
+    /// The brand (cards).
+    pub brand: Option<String>,
+    /// ISO currency it receives.
+    pub currency: Option<String>,
+    /// Whether it is the default for its currency.
+    pub default_for_currency: bool,
+    /// Bank account verification status.
+    pub status: Option<String>,
+}
+
+/// The newest change to any external account of an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalAccountChange {
+    /// `ba_…` or `card_…`.
+    pub external_account: String,
+    /// `created`, `updated` or `deleted`.
+    pub change: String,
+    /// The event's `created` (unix seconds).
+    pub at: i64,
+}
+
+/// What a merchant (or platform) does when a payout or account changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum PayoutEffect {
+    /// Money did not reach the bank: fix the destination. Once per payout.
+    PayoutFailed {
+        /// The amount (minor units).
+        amount: i64,
+        /// ISO currency.
+        currency: Option<String>,
+        /// `ba_…` or `card_…`.
+        destination: Option<String>,
+        /// Why, e.g. `account_closed`.
+        failure_code: Option<String>,
+        /// The failure, readable.
+        failure_message: Option<String>,
+    },
+    /// The account lost the ability to take charges or receive payouts.
+    AccountDisabled {
+        /// Whether it can still take charges.
+        charges_enabled: bool,
+        /// Whether it can still receive payouts.
+        payouts_enabled: bool,
+        /// `requirements.disabled_reason`.
+        disabled_reason: Option<String>,
+        /// What Stripe needs now.
+        currently_due: Vec<String>,
+    },
+    /// The account regained the ability to take charges or receive payouts.
+    AccountEnabled {
+        /// Whether it can take charges.
+        charges_enabled: bool,
+        /// Whether it can receive payouts.
+        payouts_enabled: bool,
+    },
+    /// A payout destination was added, changed or removed: confirm it was the
+    /// account owner (a changed bank account is a classic takeover signal).
+    ExternalAccountChanged {
+        /// `ba_…` or `card_…`.
+        external_account: String,
+        /// `created`, `updated` or `deleted`.
+        change: String,
+        /// The last four digits.
+        last4: Option<String>,
+    },
+}
+
+impl Domain for Payouts {
+    type State = PayoutsState;
+    type Effect = PayoutEffect;
+
+    const PROCESSOR: Processor = Processor::Payout;
+
+    fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
+        let key = match Kind::of(&event.event_type) {
+            Some(Kind::Payout) => {
+                let payout: Payout = object_as(event)?;
+                StateKey::new(StateKind::Payout, required(event, payout.id, "payout")?)
+            }
+            Some(Kind::Account) => {
+                let account: Account = object_as(event)?;
+                StateKey::new(StateKind::Account, required(event, account.id, "account")?)
+            }
+            Some(Kind::ExternalAccount) => {
+                let external: ExternalAccountView = view(event, "external account")?;
+                required(event, external.id, "external account")?;
+                let account = event
+                    .account
+                    .as_deref()
+                    .filter(|a| !a.is_empty())
+                    .or_else(|| external.account.id())
+                    .ok_or_else(|| {
+                        ProcessError::object(
+                            event,
+                            "neither the event nor the external account names its account",
+                        )
+                    })?;
+                StateKey::new(StateKind::Account, account)
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(key))
+    }
+
+    fn apply(
+        &self,
+        current: Option<&PayoutsState>,
+        event: &Envelope<'_>,
+    ) -> Result<Decision<PayoutsState, PayoutEffect>, ProcessError> {
+        let (next, effects) = match (Kind::of(&event.event_type), current) {
+            (None, _) => return Ok(Decision::Stale),
+            (Some(Kind::Payout), None) => apply_payout(&PayoutState::default(), event)?,
+            (Some(Kind::Payout), Some(PayoutsState::Payout(state))) => apply_payout(state, event)?,
+            (Some(Kind::Account | Kind::ExternalAccount), None) => {
+                apply_account(&AccountState::default(), event)?
+            }
+            (Some(Kind::Account | Kind::ExternalAccount), Some(PayoutsState::Account(state))) => {
+                apply_account(state, event)?
+            }
+            (Some(_), Some(_)) => {
+                return Err(ProcessError::object(
+                    event,
+                    "the stored state is of another kind than the event's object",
+                ));
+            }
+        };
+        match next {
+            Some(state) => Ok(Decision::Apply { state, effects }),
+            None => Ok(Decision::Stale),
+        }
+    }
+}
+
+/// The new state (`None`: unchanged) and the effects of one event.
+type Applied = (Option<PayoutsState>, Vec<PayoutEffect>);
+
+/// The event kinds this processor acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Payout,
+    Account,
+    ExternalAccount,
+}
+
+impl Kind {
+    fn of(event_type: &str) -> Option<Self> {
+        match event_type {
+            "account.updated" => Some(Self::Account),
+            t if t.starts_with("account.external_account.") => Some(Self::ExternalAccount),
+            t if t.starts_with("payout.") => Some(Self::Payout),
+            _ => None,
+        }
+    }
+}
+
+fn required(event: &Envelope<'_>, id: String, what: &str) -> Result<String, ProcessError> {
+    if id.is_empty() {
+        return Err(ProcessError::object(event, format!("the {what} has no id")));
+    }
+    Ok(id)
+}
+
+fn apply_payout(before: &PayoutState, event: &Envelope<'_>) -> Result<Applied, ProcessError> {
+    let payout: Payout = object_as(event)?;
+    let mut next = before.clone();
+    next.reconciliation_completed |= event.event_type == "payout.reconciliation_completed";
+    let status = payout.status.as_str().to_owned();
+    let key = OrderKey::of(
+        event,
+        TERMINAL.contains(&status.as_str()),
+        precedence(PAYOUT_STATUS_PRECEDENCE, &status),
+    );
+    offer(
+        &mut next.payout,
+        key,
+        PayoutSnapshot {
+            status,
+            amount: payout.amount,
+            currency: Some(payout.currency),
+            arrival_date: payout.arrival_date,
+            destination: payout.destination,
+            failure_code: payout.failure_code,
+            failure_message: payout.failure_message,
+        },
+    );
+    if &next == before {
+        return Ok((None, Vec::new()));
+    }
+    let was_failed = before
+        .payout
+        .as_ref()
+        .is_some_and(|p| p.value.status == "failed");
+    let mut effects = Vec::new();
+    if let Some(p) = next.payout.as_ref().map(|p| &p.value) {
+        if p.status == "failed" && !was_failed {
+            effects.push(PayoutEffect::PayoutFailed {
+                amount: p.amount,
+                currency: p.currency.clone(),
+                destination: p.destination.clone(),
+                failure_code: p.failure_code.clone(),
+                failure_message: p.failure_message.clone(),
+            });
+        }
+    }
+    Ok((Some(PayoutsState::Payout(next)), effects))
+}
+
+fn apply_account(before: &AccountState, event: &Envelope<'_>) -> Result<Applied, ProcessError> {
+    let mut next = before.clone();
+    let mut effects = Vec::new();
+    if event.event_type == "account.updated" {
+        let account: Account = object_as(event)?;
+        let snapshot = AccountSnapshot {
+            charges_enabled: account.charges_enabled,
+            payouts_enabled: account.payouts_enabled,
+            details_submitted: account.details_submitted,
+            currently_due: account.requirements.currently_due,
+            past_due: account.requirements.past_due,
+            disabled_reason: account.requirements.disabled_reason,
+        };
+        let capabilities = (snapshot.charges_enabled, snapshot.payouts_enabled);
+        let rank = ACCOUNT_PRECEDENCE
+            .iter()
+            .find(|(c, _)| *c == capabilities)
+            .map_or(0, |(_, rank)| *rank);
+        offer(
+            &mut next.account,
+            OrderKey::of(event, false, rank),
+            snapshot,
+        );
+        if let (Some(old), Some(new)) = (&before.account, &next.account) {
+            let (old, new) = (&old.value, &new.value);
+            let lost = (old.charges_enabled && !new.charges_enabled)
+                || (old.payouts_enabled && !new.payouts_enabled);
+            let regained = (!old.charges_enabled && new.charges_enabled)
+                || (!old.payouts_enabled && new.payouts_enabled);
+            if lost {
+                effects.push(PayoutEffect::AccountDisabled {
+                    charges_enabled: new.charges_enabled,
+                    payouts_enabled: new.payouts_enabled,
+                    disabled_reason: new.disabled_reason.clone(),
+                    currently_due: new.currently_due.clone(),
+                });
+            }
+            if regained {
+                effects.push(PayoutEffect::AccountEnabled {
+                    charges_enabled: new.charges_enabled,
+                    payouts_enabled: new.payouts_enabled,
+                });
+            }
+        }
+    } else {
+        let external: ExternalAccountView = view(event, "external account")?;
+        let id = required(event, external.id, "external account")?;
+        let change = event
+            .event_type
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let deleted = change == "deleted";
+        let record = ExternalAccount {
+            object: external.object,
+            change: change.clone(),
+            last4: external.last4,
+            bank_name: external.bank_name,
+            brand: external.brand,
+            currency: external.currency,
+            default_for_currency: external.default_for_currency.unwrap_or(false),
+            status: external.status,
+        };
+        let mut register = next.external_accounts.remove(&id);
+        let newer = offer(
+            &mut register,
+            OrderKey::of(
+                event,
+                deleted,
+                precedence(EXTERNAL_ACCOUNT_PRECEDENCE, &event.event_type),
+            ),
+            record,
+        );
+        if let Some(register) = register {
+            if newer {
+                effects.push(PayoutEffect::ExternalAccountChanged {
+                    external_account: id.clone(),
+                    change,
+                    last4: register.value.last4.clone(),
+                });
+            }
+            next.external_accounts.insert(id, register);
+        }
+        next.last_external_account_change = next
+            .external_accounts
+            .iter()
+            .max_by(|(_, a), (_, b)| {
+                (a.key.created, a.key.precedence, &a.key.event_id).cmp(&(
+                    b.key.created,
+                    b.key.precedence,
+                    &b.key.event_id,
+                ))
+            })
+            .map(|(id, v)| ExternalAccountChange {
+                external_account: id.clone(),
+                change: v.value.change.clone(),
+                at: v.key.created,
+            });
+    }
+    if &next == before {
+        return Ok((None, Vec::new()));
+    }
+    Ok((Some(PayoutsState::Account(next)), effects))
+}
+
+/// A bank account or card, which has no shared view: only this processor
+/// reads it. Absent and `null` fields read as their defaults.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ExternalAccountView {
+    id: String,
+    object: Option<String>,
+    account: IdRef,
+    last4: Option<String>,
+    bank_name: Option<String>,
+    brand: Option<String>,
+    currency: Option<String>,
+    default_for_currency: Option<bool>,
+    status: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::process::testkit::{
+        self, NOW, deliver, delivery, envelope, fold_envelopes, permutations, resource, runner,
+        state, with,
+    };
+    use crate::state::{Outcome, StateStore};
+
+    const PO: &str = "po_1";
+    const ACCT: &str = "acct_1";
+
+    fn payout_key() -> StateKey {
+        StateKey::new(StateKind::Payout, PO)
+    }
+
+    fn account_key() -> StateKey {
+        StateKey::new(StateKind::Account, ACCT)
+    }
+
+    fn payout(status: &str) -> Value {
+        with(
+            resource("payout"),
+            json!({"id": PO, "status": status, "amount": 9000, "currency": "eur",
+                   "arrival_date": NOW + 86_400, "destination": "ba_1", "reconciliation_status": "in_progress"}),
+        )
+    }
+
+    fn returned() -> Value {
+        with(
+            payout("failed"),
+            json!({"failure_code": "account_closed",
+                   "failure_message": "The bank account has been closed."}),
+        )
+    }
+
+    fn account(charges: bool, payouts: bool) -> Value {
+        let fixture = resource("account");
+        let due: Vec<&str> = if charges && payouts {
+            vec![]
+        } else {
+            vec!["external_account"]
+        };
+        let requirements = with(
+            fixture["requirements"].clone(),
+            json!({"currently_due": due, "disabled_reason": (!charges).then_some("requirements.past_due")}),
+        );
+        with(
+            fixture,
+            json!({"id": ACCT, "charges_enabled": charges, "payouts_enabled": payouts,
+                   "details_submitted": true, "requirements": requirements}),
+        )
+    }
+
+    fn bank(id: &str) -> Value {
+        with(
+            resource("bank_account"),
+            json!({"id": id, "default_for_currency": true}),
+        )
+    }
+
+    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
+        testkit::event(id, event_type, offset, object)
+    }
+
+    fn connect(event: Value) -> Value {
+        with(event, json!({"account": ACCT}))
+    }
+
+    fn payout_of(state: Option<PayoutsState>) -> PayoutState {
+        match state {
+            Some(PayoutsState::Payout(p)) => p,
+            other => panic!("not a payout: {other:?}"),
+        }
+    }
+
+    fn account_of(state: Option<PayoutsState>) -> AccountState {
+        match state {
+            Some(PayoutsState::Account(a)) => a,
+            other => panic!("not an account: {other:?}"),
+        }
+    }
+
+    /// A payout's life: created, sent, paid, then returned by the bank.
+    fn life() -> Vec<Value> {
+        vec![
+            ev("evt_1", "payout.created", 1, payout("pending")),
+            ev("evt_2", "payout.updated", 2, payout("in_transit")),
+            ev("evt_3", "payout.paid", 3, payout("paid")),
+            ev(
+                "evt_4",
+                "payout.reconciliation_completed",
+                4,
+                payout("paid"),
+            ),
+            ev("evt_5", "payout.failed", 5, returned()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn returned_payout_alerts_once_with_the_failure() {
+        // GIVEN a runner
+        let runner = runner(Payouts);
+        // WHEN a payout is paid, reconciled, then returned by the bank
+        assert!(deliver(&runner, &life()).await.is_empty());
+        // THEN one alert names the failure, and the state keeps it all
+        assert_eq!(
+            runner.effects().effects(),
+            [PayoutEffect::PayoutFailed {
+                amount: 9000,
+                currency: Some("eur".into()),
+                destination: Some("ba_1".into()),
+                failure_code: Some("account_closed".into()),
+                failure_message: Some("The bank account has been closed.".into()),
+            }]
+        );
+        let p = payout_of(state(&runner, &payout_key()).await);
+        assert!(p.reconciliation_completed);
+        let snapshot = p.payout.unwrap().value;
+        assert_eq!(snapshot.status, "failed");
+        assert_eq!(snapshot.arrival_date, Some(NOW + 86_400));
+    }
+
+    #[tokio::test]
+    async fn every_event_applied_twice_changes_state_once_and_effects_once() {
+        // GIVEN the payout's events delivered once
+        let once = runner(Payouts);
+        deliver(&once, &life()).await;
+        // WHEN each is delivered twice in one batch
+        let twice = runner(Payouts);
+        for (n, e) in life().iter().enumerate() {
+            let batch = vec![delivery(&format!("a{n}"), e), delivery(&format!("b{n}"), e)];
+            assert!(twice.run_batch(batch).await.is_empty());
+        }
+        // THEN the same state and the alert once
+        assert_eq!(
+            state(&twice, &payout_key()).await,
+            state(&once, &payout_key()).await
+        );
+        assert_eq!(twice.effects().effects().len(), 1);
+    }
+
+    #[test]
+    fn every_permutation_of_a_payout_ends_in_the_same_state() {
+        // GIVEN the payout's events, parsed once
+        let events = life();
+        let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+        let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+        let (expected, _) = fold_envelopes(&Payouts, envelopes.iter());
+        // WHEN applied in each of the 120 orders
+        for order in permutations(envelopes.len()) {
+            let (state, effects) = fold_envelopes(&Payouts, order.iter().map(|&i| &envelopes[i]));
+            // THEN the same state and exactly one alert
+            assert_eq!(state, expected, "order {order:?}");
+            assert_eq!(effects.len(), 1, "order {order:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn older_event_never_regresses_payout() {
+        // GIVEN a paid payout
+        let runner = runner(Payouts);
+        deliver(&runner, &[ev("evt_3", "payout.paid", 3, payout("paid"))]).await;
+        // WHEN older and newer-stamped non-terminal snapshots arrive
+        deliver(
+            &runner,
+            &[
+                ev("evt_2", "payout.updated", 2, payout("in_transit")),
+                ev("evt_9", "payout.updated", 9, payout("in_transit")),
+            ],
+        )
+        .await;
+        // THEN it stays paid: a terminal status is final
+        let p = payout_of(state(&runner, &payout_key()).await);
+        assert_eq!(p.payout.unwrap().value.status, "paid");
+        for id in ["evt_2", "evt_9"] {
+            let marker = runner
+                .store()
+                .marker(Processor::Payout, id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(marker.outcome, Outcome::Stale);
+        }
+    }
+
+    #[test]
+    fn equal_timestamps_follow_payout_precedence() {
+        // GIVEN paid and failed snapshots created in the same second
+        let bodies = [
+            ev("evt_b", "payout.paid", 3, payout("paid")).to_string(),
+            ev("evt_a", "payout.failed", 3, returned()).to_string(),
+        ];
+        let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+        // WHEN applied in either order
+        let (one, one_effects) = fold_envelopes(&Payouts, [&envelopes[0], &envelopes[1]]);
+        let (two, two_effects) = fold_envelopes(&Payouts, [&envelopes[1], &envelopes[0]]);
+        // THEN failed wins both times and alerts once
+        assert_eq!(one, two);
+        assert_eq!(payout_of(one).payout.unwrap().value.status, "failed");
+        assert_eq!((one_effects.len(), two_effects.len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn account_disabled_alerts_once_and_enabled_on_recovery() {
+        // GIVEN an enabled connected account
+        let runner = runner(Payouts);
+        deliver(
+            &runner,
+            &[connect(ev(
+                "evt_1",
+                "account.updated",
+                1,
+                account(true, true),
+            ))],
+        )
+        .await;
+        // WHEN charges are disabled (delivered twice), then an older enabled view arrives
+        let disabled = connect(ev("evt_3", "account.updated", 3, account(false, true)));
+        deliver(
+            &runner,
+            &[
+                disabled.clone(),
+                disabled,
+                connect(ev("evt_2", "account.updated", 2, account(true, true))),
+            ],
+        )
+        .await;
+        // THEN one alert with what Stripe needs
+        assert_eq!(
+            runner.effects().effects(),
+            [PayoutEffect::AccountDisabled {
+                charges_enabled: false,
+                payouts_enabled: true,
+                disabled_reason: Some("requirements.past_due".into()),
+                currently_due: vec!["external_account".into()],
+            }]
+        );
+        // WHEN the account is enabled again
+        deliver(
+            &runner,
+            &[connect(ev(
+                "evt_4",
+                "account.updated",
+                4,
+                account(true, true),
+            ))],
+        )
+        .await;
+        // THEN the recovery is announced
+        assert_eq!(
+            runner.effects().effects().last(),
+            Some(&PayoutEffect::AccountEnabled {
+                charges_enabled: true,
+                payouts_enabled: true,
+            })
+        );
+        let a = account_of(state(&runner, &account_key()).await);
+        assert!(a.account.unwrap().value.charges_enabled);
+    }
+
+    #[tokio::test]
+    async fn first_sight_of_an_onboarding_account_does_not_alert() {
+        // GIVEN a new account not yet enabled
+        let runner = runner(Payouts);
+        // WHEN its first update arrives
+        deliver(
+            &runner,
+            &[ev("evt_1", "account.updated", 1, account(false, false))],
+        )
+        .await;
+        // THEN it is recorded without an alert (nothing was lost)
+        assert!(runner.effects().effects().is_empty());
+        let a = account_of(state(&runner, &account_key()).await);
+        assert_eq!(a.account.unwrap().value.currently_due, ["external_account"]);
+    }
+
+    #[test]
+    fn equal_timestamps_favour_the_more_restricted_account() {
+        // GIVEN enabled and disabled views created in the same second
+        let bodies = [
+            ev("evt_z", "account.updated", 3, account(true, true)).to_string(),
+            ev("evt_a", "account.updated", 3, account(false, false)).to_string(),
+        ];
+        let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+        // WHEN applied in either order
+        let (one, _) = fold_envelopes(&Payouts, [&envelopes[0], &envelopes[1]]);
+        let (two, _) = fold_envelopes(&Payouts, [&envelopes[1], &envelopes[0]]);
+        // THEN the restricted view wins both times
+        assert_eq!(one, two);
+        assert!(!account_of(one).account.unwrap().value.charges_enabled);
+    }
+
+    #[tokio::test]
+    async fn external_account_changes_are_recorded_and_deletion_is_final() {
+        // GIVEN a runner
+        let runner = runner(Payouts);
+        // WHEN a bank account is added, updated, deleted, and its creation redelivered late
+        let created = connect(ev(
+            "evt_1",
+            "account.external_account.created",
+            1,
+            bank("ba_1"),
+        ));
+        deliver(
+            &runner,
+            &[
+                created.clone(),
+                connect(ev(
+                    "evt_2",
+                    "account.external_account.updated",
+                    2,
+                    bank("ba_1"),
+                )),
+                connect(ev(
+                    "evt_3",
+                    "account.external_account.deleted",
+                    3,
+                    bank("ba_1"),
+                )),
+                created,
+                connect(ev(
+                    "evt_4",
+                    "account.external_account.created",
+                    4,
+                    bank("ba_2"),
+                )),
+            ],
+        )
+        .await;
+        // THEN each change was announced once, the deletion holds, the newest change is known
+        let changes: Vec<_> = runner
+            .effects()
+            .effects()
+            .into_iter()
+            .map(|e| match e {
+                PayoutEffect::ExternalAccountChanged {
+                    external_account,
+                    change,
+                    last4,
+                } => {
+                    assert_eq!(last4.as_deref(), Some("6789"));
+                    format!("{external_account}:{change}")
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                "ba_1:created",
+                "ba_1:updated",
+                "ba_1:deleted",
+                "ba_2:created"
+            ]
+        );
+        let a = account_of(state(&runner, &account_key()).await);
+        assert_eq!(a.external_accounts["ba_1"].value.change, "deleted");
+        assert_eq!(
+            a.last_external_account_change,
+            Some(ExternalAccountChange {
+                external_account: "ba_2".into(),
+                change: "created".into(),
+                at: NOW + 4,
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn external_account_event_falls_back_to_its_own_account_field() {
+        // GIVEN an external account event with no Connect account on the event
+        let runner = runner(Payouts);
+        let object = with(bank("ba_1"), json!({"account": ACCT}));
+        // WHEN processed
+        let failed = deliver(
+            &runner,
+            &[ev("evt_1", "account.external_account.created", 1, object)],
+        )
+        .await;
+        // THEN it is kept on the account the object names
+        assert!(failed.is_empty());
+        assert!(
+            account_of(state(&runner, &account_key()).await)
+                .external_accounts
+                .contains_key("ba_1")
+        );
+    }
+
+    #[tokio::test]
+    async fn external_account_without_an_account_fails_to_the_dead_letter_queue() {
+        // GIVEN an external account event naming no account anywhere
+        let runner = runner(Payouts);
+        let orphan = ev("evt_1", "account.external_account.created", 1, bank("ba_1"));
+        // WHEN processed
+        let failed = runner.run_batch(vec![delivery("m1", &orphan)]).await;
+        // THEN the record fails with an object error
+        assert_eq!(failed, ["m1"]);
+        let body = orphan.to_string();
+        assert!(matches!(
+            Payouts.key(&envelope(&body)),
+            Err(ProcessError::Object { .. })
+        ));
+    }
+}

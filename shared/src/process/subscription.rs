@@ -1,0 +1,1032 @@
+//! Subscriptions: the customer's entitlement, derived from the subscription's
+//! status, with invoice payments and dunning alongside, applied in any order.
+//!
+//! `customer.subscription.*` events carry full snapshots; the highest-ranked
+//! one (terminal first, then `created`, then [`SUBSCRIPTION_STATUS_PRECEDENCE`])
+//! is the subscription. Invoices are keyed by the subscription they bill:
+//! a paid invoice resets dunning and extends the paid-through date, a failed
+//! one counts towards dunning only if it is newer than the latest payment.
+//! Effects fire when the entitlement changes or a notice is new.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::ordering::{OrderKey, Versioned, offer, precedence, view};
+use super::{Decision, Domain, ProcessError};
+use crate::event::Envelope;
+use crate::event::objects::{Invoice, Subscription, object_as};
+use crate::route::Processor;
+use crate::state::{StateKey, StateKind};
+
+/// Subscription statuses ranked for snapshots created in the same second,
+/// following the usual lifecycle: `incomplete` → `trialing` → `active` →
+/// `past_due` → `unpaid` → `paused`, with the terminal ones last. A recovery
+/// (`past_due` → `active`) within one second is the one case it ranks wrongly;
+/// Stripe does not produce it, since a payment and its failure are seconds apart.
+pub const SUBSCRIPTION_STATUS_PRECEDENCE: &[(&str, u8)] = &[
+    ("incomplete", 1),
+    ("trialing", 2),
+    ("active", 3),
+    ("past_due", 4),
+    ("unpaid", 5),
+    ("paused", 6),
+    ("incomplete_expired", 7),
+    ("canceled", 8),
+];
+
+/// Invoice payment events ranked for the same second: `invoice.paid` and
+/// `invoice.payment_succeeded` describe the same payment; `paid` is kept.
+pub const INVOICE_PAID_PRECEDENCE: &[(&str, u8)] =
+    &[("invoice.payment_succeeded", 1), ("invoice.paid", 2)];
+
+/// Statuses after which a subscription never changes status again.
+const TERMINAL: &[&str] = &["canceled", "incomplete_expired"];
+
+/// The subscription processor: one [`SubscriptionState`] per subscription.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Subscriptions;
+
+/// What the customer may use, derived from the subscription status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entitlement {
+    /// Nothing yet (`incomplete`, or no snapshot seen).
+    #[default]
+    None,
+    /// Full access (`active`, `trialing`).
+    Granted,
+    /// Access kept while payment is retried (`past_due`).
+    Grace,
+    /// Access withdrawn (`canceled`, `unpaid`, `incomplete_expired`, `paused`).
+    Revoked,
+}
+
+impl Entitlement {
+    /// The entitlement a subscription status implies.
+    pub fn of(status: &str) -> Self {
+        match status {
+            "active" | "trialing" => Self::Granted,
+            "past_due" => Self::Grace,
+            "canceled" | "unpaid" | "incomplete_expired" | "paused" => Self::Revoked,
+            _ => Self::None,
+        }
+    }
+}
+
+/// One subscription's state. Everything above `entitlement` merges from events
+/// in any order; `entitlement` and `dunning_attempts` are derived from it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionState {
+    /// The highest-ranked subscription snapshot.
+    pub subscription: Option<Versioned<SubscriptionSnapshot>>,
+    /// The newest invoice payment.
+    pub latest_payment: Option<Versioned<InvoicePayment>>,
+    /// The latest period end any paid invoice covers (unix seconds).
+    pub paid_through: Option<i64>,
+    /// Failed invoice payments newer than the latest payment, by event id.
+    pub failures: BTreeMap<String, InvoiceFailure>,
+    /// The newest invoice that needs the customer to authenticate.
+    pub action_required: Option<Versioned<InvoiceNotice>>,
+    /// Trial ends already announced by `trial_will_end` (unix seconds).
+    pub trial_ends_announced: BTreeSet<i64>,
+    /// What the customer may use.
+    pub entitlement: Entitlement,
+    /// Failed payment attempts since the latest payment.
+    pub dunning_attempts: u32,
+}
+
+/// What a subscription event says about the subscription.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionSnapshot {
+    /// Stripe's status.
+    pub status: String,
+    /// `cus_…`.
+    pub customer: Option<String>,
+    /// The first item's price (`price_…`).
+    pub price: Option<String>,
+    /// The first item's quantity.
+    pub quantity: Option<u64>,
+    /// The current period's start (unix seconds).
+    pub current_period_start: Option<i64>,
+    /// The current period's end (unix seconds).
+    pub current_period_end: Option<i64>,
+    /// Whether it ends at the period end.
+    pub cancel_at_period_end: bool,
+    /// When the trial ends (unix seconds).
+    pub trial_end: Option<i64>,
+}
+
+/// A paid invoice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoicePayment {
+    /// `in_…`.
+    pub invoice: String,
+    /// What was paid (minor units).
+    pub amount_paid: i64,
+    /// ISO currency.
+    pub currency: Option<String>,
+    /// The end of the period it pays for (unix seconds).
+    pub period_end: Option<i64>,
+}
+
+/// A failed invoice payment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceFailure {
+    /// `in_…`.
+    pub invoice: String,
+    /// The failure event's `created` (unix seconds).
+    pub created: i64,
+    /// Stripe's attempt count for the invoice.
+    pub attempt_count: i64,
+    /// When Stripe retries next (unix seconds), if it will.
+    pub next_payment_attempt: Option<i64>,
+    /// What is due (minor units).
+    pub amount_due: i64,
+    /// ISO currency.
+    pub currency: Option<String>,
+}
+
+/// An invoice the customer must act on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceNotice {
+    /// `in_…`.
+    pub invoice: String,
+    /// Where the customer completes the payment.
+    pub hosted_invoice_url: Option<String>,
+}
+
+/// What a merchant does when a subscription changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum SubscriptionEffect {
+    /// Give the customer access (the subscription became `active` or `trialing`).
+    Grant {
+        /// `cus_…`.
+        customer: Option<String>,
+        /// `price_…`.
+        price: Option<String>,
+        /// Seats.
+        quantity: Option<u64>,
+        /// Access runs at least until (unix seconds).
+        current_period_end: Option<i64>,
+    },
+    /// Keep access but warn: payment is being retried (`past_due`).
+    Grace {
+        /// `cus_…`.
+        customer: Option<String>,
+        /// The failed attempts so far.
+        dunning_attempts: u32,
+    },
+    /// Withdraw access.
+    Revoke {
+        /// `cus_…`.
+        customer: Option<String>,
+        /// The status that caused it.
+        status: String,
+    },
+    /// Tell the customer a renewal payment failed.
+    DunningNotice {
+        /// `in_…`.
+        invoice: String,
+        /// Stripe's attempt count for the invoice.
+        attempt_count: i64,
+        /// When Stripe retries next (unix seconds), if it will.
+        next_payment_attempt: Option<i64>,
+        /// What is due (minor units).
+        amount_due: i64,
+        /// ISO currency.
+        currency: Option<String>,
+    },
+    /// Ask the customer to authenticate a payment (3-D Secure).
+    ActionRequired {
+        /// `in_…`.
+        invoice: String,
+        /// Where the customer completes the payment.
+        hosted_invoice_url: Option<String>,
+    },
+    /// Remind the customer the trial ends soon.
+    TrialEnding {
+        /// `cus_…`.
+        customer: Option<String>,
+        /// When the trial ends (unix seconds).
+        trial_end: Option<i64>,
+    },
+}
+
+impl Domain for Subscriptions {
+    type State = SubscriptionState;
+    type Effect = SubscriptionEffect;
+
+    const PROCESSOR: Processor = Processor::Subscription;
+
+    fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
+        let id = match Kind::of(&event.event_type) {
+            Some(Kind::Subscription | Kind::TrialWillEnd) => {
+                let sub: Subscription = object_as(event)?;
+                Some(sub.id)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| ProcessError::object(event, "the subscription has no id"))?
+            }
+            Some(Kind::InvoicePaid | Kind::InvoiceFailed | Kind::InvoiceActionRequired) => {
+                let invoice: Invoice = object_as(event)?;
+                if invoice.id.is_empty() {
+                    return Err(ProcessError::object(event, "the invoice has no id"));
+                }
+                match invoice.subscription.filter(|id| !id.is_empty()) {
+                    Some(id) => id,
+                    // A one-off invoice: nothing kept here.
+                    None => return Ok(None),
+                }
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(StateKey::new(StateKind::Subscription, id)))
+    }
+
+    fn apply(
+        &self,
+        current: Option<&SubscriptionState>,
+        event: &Envelope<'_>,
+    ) -> Result<Decision<SubscriptionState, SubscriptionEffect>, ProcessError> {
+        let before = current.cloned().unwrap_or_default();
+        let mut next = before.clone();
+        let mut notices = Vec::new();
+        match Kind::of(&event.event_type) {
+            Some(Kind::Subscription) => {
+                next.merge_subscription(event)?;
+            }
+            Some(Kind::TrialWillEnd) => {
+                let trial_end = next.merge_subscription(event)?;
+                if let Some(end) = trial_end {
+                    if next.trial_ends_announced.insert(end) {
+                        notices.push(Notice::TrialEnding(end));
+                    }
+                }
+            }
+            Some(Kind::InvoicePaid) => next.merge_payment(event)?,
+            Some(Kind::InvoiceFailed) => {
+                if let Some(failure) = next.merge_failure(event)? {
+                    notices.push(Notice::Dunning(failure));
+                }
+            }
+            Some(Kind::InvoiceActionRequired) => {
+                let invoice: Invoice = object_as(event)?;
+                let newer_than_payment = next
+                    .latest_payment
+                    .as_ref()
+                    .is_none_or(|p| event.created > p.key.created);
+                let notice = InvoiceNotice {
+                    invoice: invoice.id,
+                    hosted_invoice_url: invoice.hosted_invoice_url,
+                };
+                if offer(
+                    &mut next.action_required,
+                    OrderKey::of(event, false, 0),
+                    notice.clone(),
+                ) && newer_than_payment
+                {
+                    notices.push(Notice::ActionRequired(notice));
+                }
+            }
+            None => {}
+        }
+        next.derive();
+        if next == before {
+            return Ok(Decision::Stale);
+        }
+        let effects = next.effects_since(&before, notices);
+        Ok(Decision::Apply {
+            state: next,
+            effects,
+        })
+    }
+}
+
+/// The event kinds this processor acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Subscription,
+    TrialWillEnd,
+    InvoicePaid,
+    InvoiceFailed,
+    InvoiceActionRequired,
+}
+
+impl Kind {
+    fn of(event_type: &str) -> Option<Self> {
+        match event_type {
+            "customer.subscription.trial_will_end" => Some(Self::TrialWillEnd),
+            t if t.starts_with("customer.subscription.") => Some(Self::Subscription),
+            "invoice.paid" | "invoice.payment_succeeded" => Some(Self::InvoicePaid),
+            "invoice.payment_failed" => Some(Self::InvoiceFailed),
+            "invoice.payment_action_required" => Some(Self::InvoiceActionRequired),
+            _ => None,
+        }
+    }
+}
+
+/// A notice an event makes due, emitted unless the subscription has ended.
+enum Notice {
+    TrialEnding(i64),
+    Dunning(InvoiceFailure),
+    ActionRequired(InvoiceNotice),
+}
+
+impl SubscriptionState {
+    /// Merges a subscription snapshot; returns its trial end.
+    fn merge_subscription(&mut self, event: &Envelope<'_>) -> Result<Option<i64>, ProcessError> {
+        let sub: Subscription = object_as(event)?;
+        let snapshot = SubscriptionSnapshot {
+            status: sub.status.as_str().to_owned(),
+            customer: sub.customer,
+            price: sub.price_id,
+            quantity: sub.quantity,
+            current_period_start: sub.current_period_start,
+            current_period_end: sub.current_period_end,
+            cancel_at_period_end: sub.cancel_at_period_end,
+            trial_end: sub.trial_end,
+        };
+        let key = OrderKey::of(
+            event,
+            TERMINAL.contains(&snapshot.status.as_str()),
+            precedence(SUBSCRIPTION_STATUS_PRECEDENCE, &snapshot.status),
+        );
+        offer(&mut self.subscription, key, snapshot);
+        Ok(sub.trial_end)
+    }
+
+    /// Merges a paid invoice: extends the paid-through date and, when it is
+    /// the newest payment, clears the failures it supersedes.
+    fn merge_payment(&mut self, event: &Envelope<'_>) -> Result<(), ProcessError> {
+        let invoice: Invoice = object_as(event)?;
+        let lines: InvoiceLines = view(event, "invoice")?;
+        let period_end = lines.paid_period_end().or(invoice.period_end);
+        if let Some(end) = period_end {
+            self.paid_through = Some(self.paid_through.map_or(end, |at| at.max(end)));
+        }
+        offer(
+            &mut self.latest_payment,
+            OrderKey::of(
+                event,
+                false,
+                precedence(INVOICE_PAID_PRECEDENCE, &event.event_type),
+            ),
+            InvoicePayment {
+                invoice: invoice.id,
+                amount_paid: invoice.amount_paid,
+                currency: Some(invoice.currency),
+                period_end,
+            },
+        );
+        Ok(())
+    }
+
+    /// Merges a failed invoice payment; returns it when it counts towards dunning for the first time.
+    fn merge_failure(
+        &mut self,
+        event: &Envelope<'_>,
+    ) -> Result<Option<InvoiceFailure>, ProcessError> {
+        let invoice: Invoice = object_as(event)?;
+        let failure = InvoiceFailure {
+            invoice: invoice.id,
+            created: event.created,
+            attempt_count: invoice.attempt_count,
+            next_payment_attempt: invoice.next_payment_attempt,
+            amount_due: invoice.amount_due,
+            currency: Some(invoice.currency),
+        };
+        if !self.counts(&failure) || self.failures.contains_key(event.id.as_ref()) {
+            return Ok(None);
+        }
+        self.failures.insert(event.id.to_string(), failure.clone());
+        Ok(Some(failure))
+    }
+
+    /// Whether a failure counts towards dunning: only failures created after
+    /// the latest payment do (a payment in the same second settles it).
+    fn counts(&self, failure: &InvoiceFailure) -> bool {
+        self.latest_payment
+            .as_ref()
+            .is_none_or(|p| failure.created > p.key.created)
+    }
+
+    /// Drops superseded failures and recomputes the derived fields.
+    fn derive(&mut self) {
+        let paid_at = self.latest_payment.as_ref().map(|p| p.key.created);
+        self.failures
+            .retain(|_, f| paid_at.is_none_or(|at| f.created > at));
+        self.dunning_attempts = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
+        self.entitlement = self
+            .subscription
+            .as_ref()
+            .map_or(Entitlement::None, |s| Entitlement::of(&s.value.status));
+    }
+
+    /// Whether the subscription has ended for good.
+    fn ended(&self) -> bool {
+        self.subscription
+            .as_ref()
+            .is_some_and(|s| TERMINAL.contains(&s.value.status.as_str()))
+    }
+
+    /// The effects of going from `before` to `self`, plus the notices still due.
+    fn effects_since(&self, before: &Self, notices: Vec<Notice>) -> Vec<SubscriptionEffect> {
+        let snapshot = self.subscription.as_ref().map(|s| &s.value);
+        let customer = snapshot.and_then(|s| s.customer.clone());
+        let mut effects = Vec::new();
+        if self.entitlement != before.entitlement {
+            match self.entitlement {
+                Entitlement::Granted => effects.push(SubscriptionEffect::Grant {
+                    customer: customer.clone(),
+                    price: snapshot.and_then(|s| s.price.clone()),
+                    quantity: snapshot.and_then(|s| s.quantity),
+                    current_period_end: snapshot.and_then(|s| s.current_period_end),
+                }),
+                Entitlement::Grace => effects.push(SubscriptionEffect::Grace {
+                    customer: customer.clone(),
+                    dunning_attempts: self.dunning_attempts,
+                }),
+                Entitlement::Revoked => effects.push(SubscriptionEffect::Revoke {
+                    customer: customer.clone(),
+                    status: snapshot.map(|s| s.status.clone()).unwrap_or_default(),
+                }),
+                // Access never granted is never revoked; access granted and
+                // then withdrawn to "nothing" is.
+                Entitlement::None if before.entitlement != Entitlement::Revoked => {
+                    effects.push(SubscriptionEffect::Revoke {
+                        customer: customer.clone(),
+                        status: snapshot.map(|s| s.status.clone()).unwrap_or_default(),
+                    });
+                }
+                Entitlement::None => {}
+            }
+        }
+        if self.ended() {
+            return effects;
+        }
+        for notice in notices {
+            effects.push(match notice {
+                Notice::TrialEnding(end) => SubscriptionEffect::TrialEnding {
+                    customer: customer.clone(),
+                    trial_end: Some(end),
+                },
+                Notice::Dunning(f) => SubscriptionEffect::DunningNotice {
+                    invoice: f.invoice,
+                    attempt_count: f.attempt_count,
+                    next_payment_attempt: f.next_payment_attempt,
+                    amount_due: f.amount_due,
+                    currency: f.currency,
+                },
+                Notice::ActionRequired(n) => SubscriptionEffect::ActionRequired {
+                    invoice: n.invoice,
+                    hosted_invoice_url: n.hosted_invoice_url,
+                },
+            });
+        }
+        effects
+    }
+}
+
+/// The invoice's lines, which the shared view does not carry: their periods
+/// say which period a payment covers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InvoiceLines {
+    lines: Option<LineList>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LineList {
+    #[serde(deserialize_with = "super::ordering::null_default")]
+    data: Vec<Line>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Line {
+    period: Option<Period>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Period {
+    end: Option<i64>,
+}
+
+impl InvoiceLines {
+    /// The end of the period the invoice pays for: its lines' latest period
+    /// end (a renewal invoice's own `period_end` is the *previous* period's).
+    fn paid_period_end(&self) -> Option<i64> {
+        self.lines.as_ref().and_then(|lines| {
+            lines
+                .data
+                .iter()
+                .filter_map(|l| l.period.as_ref()?.end)
+                .max()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::event::Envelope;
+    use crate::process::testkit::{
+        self, NOW, deliver, delivery, envelope, fold, fold_envelopes, permutations, resource,
+        runner, state, with,
+    };
+    use crate::state::{Outcome, StateStore};
+
+    const SUB: &str = "sub_1";
+    const DAY: i64 = 86_400;
+
+    fn key() -> StateKey {
+        StateKey::new(StateKind::Subscription, SUB)
+    }
+
+    fn sub(status: &str) -> Value {
+        let fixture = resource("subscription");
+        let item = with(
+            fixture["items"]["data"][0].clone(),
+            json!({"quantity": 2, "current_period_start": NOW, "current_period_end": NOW + 30 * DAY,
+                   "subscription": SUB}),
+        );
+        with(
+            fixture,
+            json!({
+                "id": SUB, "status": status, "customer": "cus_1", "cancel_at_period_end": false,
+                "trial_end": null, "items": {"object": "list", "data": [item], "has_more": false},
+            }),
+        )
+    }
+
+    fn invoice(id: &str, attempt_count: i64) -> Value {
+        let fixture = resource("invoice");
+        let line = with(
+            fixture["lines"]["data"][0].clone(),
+            json!({"period": {"start": NOW, "end": NOW + 30 * DAY}}),
+        );
+        with(
+            fixture,
+            json!({
+                "id": id, "status": "open", "attempt_count": attempt_count,
+                "next_payment_attempt": NOW + 3 * DAY, "billing_reason": "subscription_cycle",
+                "hosted_invoice_url": "https://invoice.example/in_1",
+                "parent": {"type": "subscription_details", "quote_details": null,
+                           "subscription_details": {"subscription": SUB, "metadata": {}}},
+                "lines": {"object": "list", "data": [line], "has_more": false},
+            }),
+        )
+    }
+
+    fn paid(id: &str) -> Value {
+        with(
+            invoice(id, 1),
+            json!({"status": "paid", "amount_paid": 1000, "amount_remaining": 0}),
+        )
+    }
+
+    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
+        testkit::event(id, event_type, offset, object)
+    }
+
+    /// The lifecycle of the brief: created `incomplete` → `active` → a failed
+    /// renewal → `past_due` → paid → `active` → deleted.
+    fn lifecycle() -> Vec<Value> {
+        vec![
+            ev(
+                "evt_1",
+                "customer.subscription.created",
+                1,
+                sub("incomplete"),
+            ),
+            ev("evt_2", "customer.subscription.updated", 2, sub("active")),
+            ev("evt_3", "invoice.payment_failed", 3, invoice("in_2", 1)),
+            ev("evt_4", "customer.subscription.updated", 4, sub("past_due")),
+            ev("evt_5", "invoice.paid", 5, paid("in_2")),
+            ev("evt_6", "customer.subscription.updated", 6, sub("active")),
+            ev("evt_7", "customer.subscription.deleted", 7, sub("canceled")),
+        ]
+    }
+
+    fn count(effects: &[SubscriptionEffect], pred: fn(&SubscriptionEffect) -> bool) -> usize {
+        effects.iter().filter(|e| pred(e)).count()
+    }
+
+    fn is_grant(e: &SubscriptionEffect) -> bool {
+        matches!(e, SubscriptionEffect::Grant { .. })
+    }
+
+    fn is_grace(e: &SubscriptionEffect) -> bool {
+        matches!(e, SubscriptionEffect::Grace { .. })
+    }
+
+    fn is_revoke(e: &SubscriptionEffect) -> bool {
+        matches!(e, SubscriptionEffect::Revoke { .. })
+    }
+
+    fn is_dunning(e: &SubscriptionEffect) -> bool {
+        matches!(e, SubscriptionEffect::DunningNotice { .. })
+    }
+
+    #[tokio::test]
+    async fn subscription_lifecycle_grants_graces_and_revokes_in_order() {
+        // GIVEN a runner
+        let runner = runner(Subscriptions);
+        // WHEN the lifecycle is delivered in order
+        let failed = deliver(&runner, &lifecycle()).await;
+        // THEN each transition had its effect, once, tied to its event
+        assert!(failed.is_empty());
+        let performed = runner.effects().performed();
+        let by_event: Vec<_> = performed
+            .iter()
+            .map(|(ctx, _)| ctx.event_id.as_str())
+            .collect();
+        assert_eq!(by_event, ["evt_2", "evt_3", "evt_4", "evt_6", "evt_7"]);
+        let effects = runner.effects().effects();
+        assert_eq!(
+            effects[0],
+            SubscriptionEffect::Grant {
+                customer: Some("cus_1".into()),
+                price: Some("price_1PgafmB7WZ01zgkW6dKueIc5".into()),
+                quantity: Some(2),
+                current_period_end: Some(NOW + 30 * DAY),
+            }
+        );
+        assert_eq!(
+            effects[1],
+            SubscriptionEffect::DunningNotice {
+                invoice: "in_2".into(),
+                attempt_count: 1,
+                next_payment_attempt: Some(NOW + 3 * DAY),
+                amount_due: 1000,
+                currency: Some("usd".into()),
+            }
+        );
+        assert_eq!(
+            effects[2],
+            SubscriptionEffect::Grace {
+                customer: Some("cus_1".into()),
+                dunning_attempts: 1,
+            }
+        );
+        assert!(is_grant(&effects[3]));
+        assert_eq!(
+            effects[4],
+            SubscriptionEffect::Revoke {
+                customer: Some("cus_1".into()),
+                status: "canceled".into(),
+            }
+        );
+        // AND the state says canceled, paid through the paid period, dunning reset
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.entitlement, Entitlement::Revoked);
+        assert_eq!(s.subscription.unwrap().value.status, "canceled");
+        assert_eq!(s.paid_through, Some(NOW + 30 * DAY));
+        assert_eq!(s.dunning_attempts, 0);
+        assert!(s.failures.is_empty());
+        assert_eq!(s.latest_payment.unwrap().value.invoice, "in_2");
+    }
+
+    #[tokio::test]
+    async fn every_event_applied_twice_changes_state_once_and_effects_once() {
+        // GIVEN the lifecycle delivered once
+        let once = runner(Subscriptions);
+        deliver(&once, &lifecycle()).await;
+        // WHEN every event is delivered twice, the copy in the same batch
+        let twice = runner(Subscriptions);
+        for (n, e) in lifecycle().iter().enumerate() {
+            let failed = twice
+                .run_batch(vec![
+                    delivery(&format!("a{n}"), e),
+                    delivery(&format!("b{n}"), e),
+                ])
+                .await;
+            assert!(failed.is_empty());
+        }
+        // THEN the same state and the same effects, each once
+        assert_eq!(state(&twice, &key()).await, state(&once, &key()).await);
+        assert_eq!(twice.effects().effects(), once.effects().effects());
+        // AND the pure rules call every replay stale
+        let events = lifecycle();
+        let (final_state, _) = fold(&Subscriptions, &events.iter().collect::<Vec<_>>());
+        for e in &events {
+            let body = e.to_string();
+            assert_eq!(
+                Subscriptions
+                    .apply(final_state.as_ref(), &envelope(&body))
+                    .unwrap(),
+                Decision::Stale
+            );
+        }
+    }
+
+    #[test]
+    fn every_permutation_of_the_subscription_lifecycle_ends_in_the_same_state() {
+        // GIVEN the lifecycle, parsed once, and its in-order result
+        let events = lifecycle();
+        let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+        let envelopes: Vec<Envelope<'_>> = bodies.iter().map(|b| envelope(b)).collect();
+        let (expected, in_order) = fold_envelopes(&Subscriptions, envelopes.iter());
+        assert_eq!(count(&in_order, is_grant), 2);
+        // WHEN each of the 5040 orders is applied, then replayed whole
+        for order in permutations(envelopes.len()) {
+            let shuffled = order.iter().map(|&i| &envelopes[i]);
+            let (state, effects) = fold_envelopes(&Subscriptions, shuffled.clone().chain(shuffled));
+            // THEN the state matches in-order delivery
+            assert_eq!(state, expected, "order {order:?}");
+            // AND access ends revoked exactly once, last; nothing else happens twice
+            let entitlement: Vec<_> = effects
+                .iter()
+                .filter(|e| is_grant(e) || is_grace(e) || is_revoke(e))
+                .collect();
+            assert_eq!(
+                count(&effects, is_revoke),
+                1,
+                "order {order:?}: {effects:?}"
+            );
+            assert!(
+                entitlement.last().is_some_and(|e| is_revoke(e)),
+                "order {order:?}"
+            );
+            assert!(count(&effects, is_grant) <= 2, "order {order:?}");
+            assert!(count(&effects, is_grace) <= 1, "order {order:?}");
+            assert!(count(&effects, is_dunning) <= 1, "order {order:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sampled_permutations_through_the_runner_end_in_the_same_state() {
+        // GIVEN the in-order result
+        let events = lifecycle();
+        let reference = runner(Subscriptions);
+        deliver(&reference, &events).await;
+        let expected = state(&reference, &key()).await;
+        // WHEN every 97th order is delivered through a fresh runner
+        for order in permutations(events.len()).into_iter().step_by(97) {
+            let runner = runner(Subscriptions);
+            let shuffled: Vec<Value> = order.iter().map(|&i| events[i].clone()).collect();
+            assert!(deliver(&runner, &shuffled).await.is_empty());
+            // THEN the same state, nothing pending, and no transition performed twice
+            assert_eq!(state(&runner, &key()).await, expected, "order {order:?}");
+            assert_eq!(testkit::pending(&runner, &key()).await, 0);
+            let performed = runner.effects().performed();
+            let mut keys: Vec<_> = performed
+                .iter()
+                .map(|(ctx, _)| ctx.idempotency_key.clone())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), performed.len(), "order {order:?}");
+            assert_eq!(count(&runner.effects().effects(), is_revoke), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn older_event_never_regresses_subscription() {
+        // GIVEN an active subscription as of t=10
+        let runner = runner(Subscriptions);
+        deliver(
+            &runner,
+            &[ev(
+                "evt_new",
+                "customer.subscription.updated",
+                10,
+                sub("active"),
+            )],
+        )
+        .await;
+        // WHEN an older past_due snapshot arrives
+        deliver(
+            &runner,
+            &[ev(
+                "evt_old",
+                "customer.subscription.updated",
+                5,
+                sub("past_due"),
+            )],
+        )
+        .await;
+        // THEN it changes nothing and is recorded stale
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.subscription.unwrap().value.status, "active");
+        assert_eq!(s.entitlement, Entitlement::Granted);
+        let marker = runner
+            .store()
+            .marker(Processor::Subscription, "evt_old")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(marker.outcome, Outcome::Stale);
+        assert_eq!(runner.effects().effects().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn canceled_subscription_is_final_whatever_arrives_later() {
+        // GIVEN a subscription deleted at t=5
+        let runner = runner(Subscriptions);
+        deliver(
+            &runner,
+            &[
+                ev("evt_1", "customer.subscription.updated", 1, sub("active")),
+                ev("evt_2", "customer.subscription.deleted", 5, sub("canceled")),
+            ],
+        )
+        .await;
+        // WHEN a newer-stamped active snapshot, a failure and a trial notice arrive
+        let trial = with(sub("trialing"), json!({"trial_end": NOW + 3 * DAY}));
+        deliver(
+            &runner,
+            &[
+                ev("evt_3", "customer.subscription.updated", 9, sub("active")),
+                ev("evt_4", "invoice.payment_failed", 9, invoice("in_9", 1)),
+                ev("evt_5", "customer.subscription.trial_will_end", 9, trial),
+            ],
+        )
+        .await;
+        // THEN access stays revoked and no notice goes out for an ended subscription
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.subscription.unwrap().value.status, "canceled");
+        assert_eq!(s.entitlement, Entitlement::Revoked);
+        let effects = runner.effects().effects();
+        assert_eq!(effects.len(), 2);
+        assert!(is_grant(&effects[0]) && is_revoke(&effects[1]));
+    }
+
+    #[test]
+    fn equal_timestamps_follow_status_precedence() {
+        // GIVEN incomplete and active snapshots created in the same second
+        let incomplete = ev(
+            "evt_b",
+            "customer.subscription.created",
+            3,
+            sub("incomplete"),
+        );
+        let active = ev("evt_a", "customer.subscription.updated", 3, sub("active"));
+        // WHEN applied in either order
+        let (one, _) = fold(&Subscriptions, &[&incomplete, &active]);
+        let (two, _) = fold(&Subscriptions, &[&active, &incomplete]);
+        // THEN active (later in the lifecycle) wins both times
+        assert_eq!(one, two);
+        assert_eq!(one.unwrap().entitlement, Entitlement::Granted);
+    }
+
+    #[tokio::test]
+    async fn dunning_counts_failures_since_the_latest_payment() {
+        // GIVEN an active subscription
+        let runner = runner(Subscriptions);
+        deliver(
+            &runner,
+            &[ev(
+                "evt_s",
+                "customer.subscription.updated",
+                1,
+                sub("active"),
+            )],
+        )
+        .await;
+        // WHEN two renewal attempts fail
+        deliver(
+            &runner,
+            &[
+                ev("evt_f1", "invoice.payment_failed", 10, invoice("in_2", 1)),
+                ev("evt_f2", "invoice.payment_failed", 20, invoice("in_2", 2)),
+            ],
+        )
+        .await;
+        // THEN dunning counts two and each failure was announced
+        assert_eq!(state(&runner, &key()).await.unwrap().dunning_attempts, 2);
+        assert_eq!(count(&runner.effects().effects(), is_dunning), 2);
+        // WHEN the invoice is paid (both events), then an older failure arrives late
+        deliver(
+            &runner,
+            &[
+                ev("evt_p1", "invoice.payment_succeeded", 30, paid("in_2")),
+                ev("evt_p2", "invoice.paid", 30, paid("in_2")),
+                ev("evt_f0", "invoice.payment_failed", 15, invoice("in_2", 1)),
+            ],
+        )
+        .await;
+        // THEN dunning is reset and the late failure is neither counted nor announced
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.dunning_attempts, 0);
+        assert_eq!(s.latest_payment.as_ref().unwrap().key.event_id, "evt_p2");
+        assert_eq!(count(&runner.effects().effects(), is_dunning), 2);
+        let marker = runner
+            .store()
+            .marker(Processor::Subscription, "evt_f0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(marker.outcome, Outcome::Stale);
+        // WHEN the next renewal fails
+        deliver(
+            &runner,
+            &[ev(
+                "evt_f3",
+                "invoice.payment_failed",
+                40,
+                invoice("in_3", 1),
+            )],
+        )
+        .await;
+        // THEN dunning starts again at one
+        assert_eq!(state(&runner, &key()).await.unwrap().dunning_attempts, 1);
+        assert_eq!(count(&runner.effects().effects(), is_dunning), 3);
+    }
+
+    #[tokio::test]
+    async fn trial_ending_and_action_required_notify_once() {
+        // GIVEN a trialing subscription
+        let runner = runner(Subscriptions);
+        let trial = with(sub("trialing"), json!({"trial_end": NOW + 3 * DAY}));
+        let trial_will_end = ev(
+            "evt_t",
+            "customer.subscription.trial_will_end",
+            2,
+            trial.clone(),
+        );
+        let action = ev(
+            "evt_a",
+            "invoice.payment_action_required",
+            3,
+            invoice("in_1", 1),
+        );
+        // WHEN the trial notice and an authentication request each arrive twice
+        deliver(
+            &runner,
+            &[
+                ev("evt_c", "customer.subscription.created", 1, trial),
+                trial_will_end.clone(),
+                trial_will_end,
+                action.clone(),
+                action,
+            ],
+        )
+        .await;
+        // THEN access was granted and each notice went out once
+        assert_eq!(
+            runner.effects().effects()[1..],
+            [
+                SubscriptionEffect::TrialEnding {
+                    customer: Some("cus_1".into()),
+                    trial_end: Some(NOW + 3 * DAY),
+                },
+                SubscriptionEffect::ActionRequired {
+                    invoice: "in_1".into(),
+                    hosted_invoice_url: Some("https://invoice.example/in_1".into()),
+                },
+            ]
+        );
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(
+            s.trial_ends_announced.into_iter().collect::<Vec<_>>(),
+            [NOW + 3 * DAY]
+        );
+    }
+
+    #[tokio::test]
+    async fn invoice_without_subscription_is_skipped() {
+        // GIVEN a one-off invoice
+        let runner = runner(Subscriptions);
+        let one_off = with(
+            invoice("in_x", 1),
+            json!({"parent": null, "subscription": null}),
+        );
+        // WHEN it is paid
+        let failed = deliver(&runner, &[ev("evt_1", "invoice.paid", 1, one_off)]).await;
+        // THEN the event is recorded as skipped and nothing is kept
+        assert!(failed.is_empty());
+        let marker = runner
+            .store()
+            .marker(Processor::Subscription, "evt_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(marker.outcome, Outcome::Skipped);
+        assert!(runner.store().items().is_empty());
+    }
+
+    #[tokio::test]
+    async fn subscription_without_id_fails_to_the_dead_letter_queue() {
+        // GIVEN a subscription event whose object has an empty id
+        let runner = runner(Subscriptions);
+        let broken = ev(
+            "evt_1",
+            "customer.subscription.updated",
+            1,
+            with(sub("active"), json!({"id": ""})),
+        );
+        // WHEN keyed and processed
+        let body = broken.to_string();
+        let err = Subscriptions.key(&envelope(&body)).unwrap_err();
+        let failed = runner.run_batch(vec![delivery("m1", &broken)]).await;
+        // THEN it is an object error and the record fails
+        assert!(matches!(err, ProcessError::Object { .. }), "{err}");
+        assert_eq!(failed, ["m1"]);
+    }
+}
