@@ -20,7 +20,7 @@ use crate::state::{StateKey, StateKind};
 
 /// Dispute statuses ranked for snapshots created in the same second: an
 /// inquiry (`warning_*`) comes before a chargeback, a response before review,
-/// and the outcomes last.
+/// and the decisions last.
 pub const DISPUTE_STATUS_PRECEDENCE: &[(&str, u8)] = &[
     ("warning_needs_response", 1),
     ("warning_under_review", 2),
@@ -29,10 +29,16 @@ pub const DISPUTE_STATUS_PRECEDENCE: &[(&str, u8)] = &[
     ("under_review", 5),
     ("won", 6),
     ("lost", 6),
+    ("prevented", 6),
 ];
 
 /// Statuses after which a dispute never changes status again.
-const TERMINAL: &[&str] = &["won", "lost"];
+const TERMINAL: &[&str] = &["won", "lost", "prevented"];
+
+/// Statuses that close a dispute (`charge.dispute.closed`): the decisions,
+/// and an inquiry closed without escalating, which is not final for ordering
+/// (should it escalate after all, the chargeback applies and closes again).
+const CLOSED: &[&str] = &["won", "lost", "prevented", "warning_closed"];
 
 /// The dispute processor: one [`DisputeState`] per dispute.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +51,8 @@ pub struct DisputeState {
     pub dispute: Option<Versioned<DisputeSnapshot>>,
     /// Balance movements, by balance transaction id.
     pub movements: BTreeMap<String, Movement>,
-    /// The final status (`won` or `lost`), once closed.
+    /// How it closed (`won`, `lost`, `prevented` or, for an inquiry,
+    /// `warning_closed`), once it has.
     pub outcome: Option<String>,
     /// Total withdrawn from the balance (minor units, positive).
     pub withdrawn: i64,
@@ -118,9 +125,9 @@ pub enum DisputeEffect {
         /// When evidence is due (unix seconds).
         evidence_due_by: Option<i64>,
     },
-    /// Book the outcome. Once per dispute.
+    /// Book the outcome. Once per closing.
     Outcome {
-        /// `won` or `lost`.
+        /// `won`, `lost`, `prevented` or `warning_closed`.
         status: String,
         /// The disputed amount (minor units).
         amount: i64,
@@ -223,7 +230,7 @@ impl DisputeState {
             .dispute
             .as_ref()
             .map(|d| &d.value.status)
-            .filter(|s| TERMINAL.contains(&s.as_str()))
+            .filter(|s| CLOSED.contains(&s.as_str()))
             .cloned();
         let total = |direction| {
             self.movements
@@ -541,6 +548,42 @@ mod tests {
                 .unwrap();
             assert_eq!(marker.outcome, Outcome::Stale);
         }
+    }
+
+    #[tokio::test]
+    async fn closed_inquiry_records_its_outcome_once() {
+        // GIVEN an inquiry
+        let runner = runner(Disputes);
+        let closed = ev(
+            "evt_2",
+            "charge.dispute.closed",
+            2,
+            dispute("warning_closed", &[]),
+        );
+        // WHEN it closes without escalating, delivered twice
+        deliver(
+            &runner,
+            &[
+                ev(
+                    "evt_1",
+                    "charge.dispute.created",
+                    1,
+                    dispute("warning_needs_response", &[]),
+                ),
+                closed.clone(),
+                closed,
+            ],
+        )
+        .await;
+        // THEN an alert, then the outcome once
+        let effects = runner.effects().effects();
+        assert_eq!(effects.len(), 2);
+        assert!(matches!(effects[0], DisputeEffect::Alert { .. }));
+        assert!(
+            matches!(&effects[1], DisputeEffect::Outcome { status, .. } if status == "warning_closed")
+        );
+        let s = state(&runner, &key()).await.unwrap();
+        assert_eq!(s.outcome.as_deref(), Some("warning_closed"));
     }
 
     #[tokio::test]
