@@ -888,4 +888,37 @@ mod tests {
             assert_ne!(marker.outcome, Outcome::Skipped, "{id}");
         }
     }
+
+    #[test]
+    fn effects_carry_the_name_log_effects_reports() {
+        // GIVEN one effect of each processor
+        let named = [
+            serde_json::to_value(OrderEffect::Closed {
+                order_id: None,
+                reason: "expired".into(),
+            }),
+            serde_json::to_value(super::subscription::SubscriptionEffect::TrialEnding {
+                customer: None,
+                trial_end: None,
+            }),
+            serde_json::to_value(super::dispute::DisputeEffect::Outcome {
+                status: "won".into(),
+                amount: 1,
+                currency: None,
+            }),
+            serde_json::to_value(super::payout::PayoutEffect::AccountEnabled {
+                charges_enabled: true,
+                payouts_enabled: true,
+            }),
+        ];
+        // WHEN serialized THEN each names itself under `effect`, in snake case
+        let names: Vec<_> = named
+            .into_iter()
+            .map(|v| v.unwrap()["effect"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["closed", "trial_ending", "outcome", "account_enabled"]
+        );
+    }
 }
