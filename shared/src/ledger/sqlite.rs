@@ -43,6 +43,20 @@ impl SqliteLedger {
             .await
     }
 
+    /// Ends every live `RECEIVED` lease so the next delivery of those events
+    /// takes them over at once. Only for start-up, when the process holding
+    /// the leases is known to be gone; returns how many were ended.
+    pub async fn expire_leases(&self) -> Result<usize, StoreError> {
+        self.db
+            .write("expire_leases", |conn| {
+                Ok(conn.execute(
+                    "UPDATE ledger SET lease_until_millis = 0 WHERE status = 'RECEIVED' AND lease_until_millis > 0",
+                    [],
+                )?)
+            })
+            .await
+    }
+
     /// The TTL (unix seconds) stored with `key`'s record, if any.
     pub async fn expires_at(&self, key: &LedgerKey) -> Result<Option<i64>, StoreError> {
         let key = key.clone();
@@ -518,6 +532,30 @@ mod tests {
         );
         assert_eq!(
             ledger.claim(&request("evt_1", NOW + 1)).await.unwrap(),
+            Claim::Done(LedgerStatus::Enqueued)
+        );
+    }
+
+    #[tokio::test]
+    async fn restart_ends_leases_so_retries_take_over_at_once() {
+        // GIVEN a claim whose holder was killed, and an enqueued event
+        let t = TempDb::new();
+        let ledger = SqliteLedger::new(t.db());
+        ledger.claim(&request("evt_held", NOW)).await.unwrap();
+        ledger.claim(&request("evt_done", NOW)).await.unwrap();
+        ledger
+            .mark_enqueued(&key("evt_done"), "fulfill", "fulfill-1")
+            .await
+            .unwrap();
+        // WHEN leases are ended at start-up
+        assert_eq!(ledger.expire_leases().await.unwrap(), 1);
+        // THEN the provider's retry claims the held event within its old lease; the done one stays done
+        assert_eq!(
+            ledger.claim(&request("evt_held", NOW + 1)).await.unwrap(),
+            Claim::Claimed { attempts: 2 }
+        );
+        assert_eq!(
+            ledger.claim(&request("evt_done", NOW + 1)).await.unwrap(),
             Claim::Done(LedgerStatus::Enqueued)
         );
     }

@@ -413,6 +413,18 @@ impl Db {
         .await
     }
 
+    /// Stores `value` under `key` in the metadata table, replacing any earlier value.
+    pub async fn meta_put(&self, key: &'static str, value: String) -> Result<(), StoreError> {
+        self.write("meta", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The value stored under `key` in the metadata table, if any.
     pub async fn meta_get(&self, key: &'static str) -> Result<Option<String>, StoreError> {
         self.read("meta", move |conn| {

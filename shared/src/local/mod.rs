@@ -4,16 +4,26 @@
 //! [`Db`] opens the database (WAL, migrations) and owns the connection model;
 //! the adapters beside the AWS ones ([`SqliteLedger`](crate::ledger::sqlite::SqliteLedger),
 //! [`SqliteStateStore`](crate::state::sqlite::SqliteStateStore),
-//! [`SqliteQueue`](crate::queue::sqlite::SqliteQueue)) share it.
+//! [`SqliteQueue`](crate::queue::sqlite::SqliteQueue)) share it. [`Pipeline`]
+//! assembles the receive handler and one worker per processor over it, and
+//! [`Inspector`] answers questions about what happened.
 
 mod db;
+pub mod inspect;
+mod pipeline;
 #[cfg(test)]
 pub(crate) mod testing;
+mod worker;
 
 use std::path::PathBuf;
 
 pub use db::{Db, DbOptions, Durability};
 pub(crate) use db::{OpError, OpResult};
+pub use inspect::{EventFilter, Inspector};
+pub use pipeline::{
+    LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_secret,
+};
+pub use worker::WorkerSettings;
 
 use crate::error::StoreError;
 

@@ -1,0 +1,248 @@
+//! The HTTP surface of `payhook dev`: the webhook route, handed untouched to
+//! the same receive handler the Lambda runs, and a small JSON API to inspect
+//! what the pipeline did.
+//!
+//! Every error is JSON `{error, message}`, like the receiver's own answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, get, post};
+use payhook_shared::ledger::LedgerKey;
+use payhook_shared::local::{EventFilter, Inspector, LocalReceiver};
+use payhook_shared::route::Processor;
+use payhook_shared::state::{StateKey, StateKind};
+use payhook_shared::verify::Provider;
+use serde_json::{Value, json};
+
+/// Events listed when `limit` is not given.
+const DEFAULT_LIMIT: usize = 50;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The receive handler.
+    pub receiver: Arc<LocalReceiver>,
+    /// Queries over the database.
+    pub inspector: Inspector,
+    /// Bodies up to this size reach the receiver, which answers 413 above its
+    /// own `MAX_BODY_BYTES`; larger ones are refused while reading.
+    pub read_limit: usize,
+}
+
+/// The router of `payhook dev`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/{provider}", any(webhook))
+        .route("/api/events", get(events))
+        .route("/api/events/{provider}/{event_id}", get(event))
+        .route("/api/orders/{id}", object_route(StateKind::Order))
+        .route(
+            "/api/subscriptions/{id}",
+            object_route(StateKind::Subscription),
+        )
+        .route("/api/disputes/{id}", object_route(StateKind::Dispute))
+        .route("/api/payouts/{id}", object_route(StateKind::Payout))
+        .route("/api/accounts/{id}", object_route(StateKind::Account))
+        .route("/api/dlq", get(dead_letters))
+        .route("/api/dlq/redrive", post(redrive))
+        .route("/healthz", get(health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An API error as JSON `{error, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+}
+
+impl<E: std::error::Error> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        tracing::error!(error = %err, "inspection query failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "message": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<axum::Json<Value>, ApiError>;
+
+async fn webhook(
+    State(state): State<AppState>,
+    method: Method,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match axum::body::to_bytes(body, state.read_limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("body exceeds {} bytes", state.read_limit),
+            )
+            .into_response();
+        }
+    };
+    let answer = state
+        .receiver
+        .handle(&method, &provider, &headers, &bytes)
+        .await;
+    (answer.status, axum::Json(answer.body)).into_response()
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_limit",
+                format!("limit {v:?} is not a number"),
+            )
+        })?,
+    };
+    let filter = EventFilter {
+        event_type: query.get("type").filter(|t| !t.is_empty()).cloned(),
+        limit,
+    };
+    let events = state.inspector.events(filter).await?;
+    Ok(axum::Json(
+        json!({ "count": events.len(), "events": events }),
+    ))
+}
+
+async fn event(
+    State(state): State<AppState>,
+    Path((provider, event_id)): Path<(String, String)>,
+) -> ApiResult {
+    let provider = Provider::from_route(&provider)
+        .ok_or_else(|| ApiError::not_found(format!("provider {provider:?}")))?;
+    let key = LedgerKey::new(provider, event_id);
+    let event = state
+        .inspector
+        .event(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {key}")))?;
+    Ok(axum::Json(json!(event)))
+}
+
+fn object_route(kind: StateKind) -> MethodRouter<AppState> {
+    get(move |state: State<AppState>, id: Path<String>| object(state, kind, id))
+}
+
+async fn object(
+    State(state): State<AppState>,
+    kind: StateKind,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let key = StateKey::new(kind, id);
+    let object = state
+        .inspector
+        .object(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{} {}", kind.as_str(), key.id)))?;
+    Ok(axum::Json(json!(object)))
+}
+
+fn processor(query: &HashMap<String, String>) -> Result<Option<Processor>, ApiError> {
+    match query.get("queue").map(String::as_str) {
+        None | Some("" | "all") => Ok(None),
+        Some(name) => Processor::from_name(name.trim_end_matches("-dlq"))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_queue",
+                    format!("no queue {name:?}; use fulfill, subscription, dispute or payout"),
+                )
+            }),
+    }
+}
+
+async fn dead_letters(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let processor = processor(&query)?;
+    let limit = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LIMIT);
+    let letters = state.inspector.dead_letters(processor, limit).await?;
+    Ok(axum::Json(
+        json!({ "count": letters.len(), "dead_letters": letters }),
+    ))
+}
+
+async fn redrive(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let processor = processor(&query)?;
+    let moved = state.inspector.redrive(processor).await?;
+    tracing::info!(
+        queue = processor.map_or("all", Processor::as_str),
+        moved,
+        "dead letters redriven"
+    );
+    Ok(axum::Json(json!({
+        "redriven": moved,
+        "queue": processor.map_or("all", Processor::as_str),
+    })))
+}
+
+async fn health(State(state): State<AppState>) -> ApiResult {
+    let queues = state.inspector.depths().await?;
+    Ok(axum::Json(json!({ "status": "ok", "queues": queues })))
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route {method} {}; try POST /webhooks/stripe, GET /api/events, /api/dlq or /healthz",
+            uri.path()
+        ),
+    )
+}

@@ -1,0 +1,269 @@
+//! `payhook dev`: the whole pipeline in one process — the receive handler and
+//! the four processors over one SQLite database — behind an HTTP server that
+//! `stripe listen --forward-to` and `payhook trigger` can deliver to.
+//!
+//! Configuration comes from the same environment variables as the Lambda
+//! wherever they apply. Without `STRIPE_WEBHOOK_SECRET` a `whsec_…` secret is
+//! generated once and kept in the database, so signatures made with
+//! `payhook dev --print-secret` stay valid across restarts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use payhook_shared::clock::SystemClock;
+use payhook_shared::config::{self, Env as _, ProcessEnv};
+use payhook_shared::local::{
+    Db, DbOptions, Durability, Pipeline, PipelineSettings, WorkerSettings, dev_secret,
+};
+use payhook_shared::queue::sqlite::QueueSettings;
+use payhook_shared::verify::{Tolerance, Verifiers};
+
+use crate::api::{self, AppState};
+
+/// Bodies are read up to this many times the receiver's limit, so that it
+/// answers 413 itself (as the Lambda does) for anything but abuse.
+const READ_LIMIT_FACTOR: usize = 2;
+
+/// Run the whole pipeline locally.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PAYHOOK_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, env = "PAYHOOK_PORT", default_value_t = 4242)]
+    port: u16,
+    /// The SQLite database (created with its directory if missing).
+    #[arg(long, env = "PAYHOOK_DB", default_value = ".payhook/dev.db")]
+    db: PathBuf,
+    /// Print the Stripe signing secret in use and exit (for scripts that sign events).
+    #[arg(long)]
+    print_secret: bool,
+    /// `full`: fsync every group commit, nothing acknowledged is lost even on
+    /// power loss; `normal`: survives a killed process, not a crashed machine.
+    #[arg(long, env = "PAYHOOK_DURABILITY", default_value = "full", value_parser = parse_durability)]
+    durability: Durability,
+    /// Messages a processor takes per batch (SQS `BatchSize`).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    batch_size: u16,
+    /// Receives before a failing message moves to its dead-letter queue.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_receive_count: u32,
+    /// How long a received message stays invisible while it is processed (seconds).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    visibility_timeout: u32,
+    /// First retry delay after a failure, doubling per receive (milliseconds).
+    #[arg(long, default_value_t = 1000)]
+    retry_backoff_ms: u32,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    Durability::parse(s).ok_or_else(|| format!("{s:?} is not `full` or `normal`"))
+}
+
+/// Where the Stripe secret came from, for the banner.
+enum SecretOrigin {
+    Environment,
+    Generated,
+}
+
+/// Runs `payhook dev` until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    init_logs();
+    let env = ProcessEnv;
+    let settings = config::receive_settings(&env)?;
+    let tolerance = Tolerance::new(config::tolerance(&env)?)?;
+
+    let db = Db::open(
+        &args.db,
+        DbOptions {
+            durability: args.durability,
+            readers: 4,
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .with_context(|| format!("opening {}", args.db.display()))?;
+    let (stripe, origin) = match env.var("STRIPE_WEBHOOK_SECRET") {
+        Some(value) => (config::split_secrets(&value), SecretOrigin::Environment),
+        None => (vec![dev_secret(&db).await?], SecretOrigin::Generated),
+    };
+    if args.print_secret {
+        println!("{}", stripe.first().map_or("", String::as_str));
+        close(db).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if env.var("STRIPE_WEBHOOK_SECRET_ARN").is_some()
+        || env.var("STANDARD_WEBHOOK_SECRET_ARN").is_some()
+    {
+        tracing::warn!("*_WEBHOOK_SECRET_ARN is ignored by payhook dev; set the secret itself");
+    }
+    let standard = env
+        .var("STANDARD_WEBHOOK_SECRET")
+        .map(|v| config::split_secrets(&v))
+        .unwrap_or_default();
+    let verifiers = Verifiers::from_secrets(stripe.clone(), standard, tolerance)?;
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+
+    let read_limit = settings
+        .max_body_bytes
+        .saturating_mul(READ_LIMIT_FACTOR)
+        .max(settings.max_body_bytes + 1);
+    let pipeline = Pipeline::start(
+        db,
+        verifiers.clone(),
+        PipelineSettings {
+            receive: settings,
+            queue: QueueSettings {
+                visibility_timeout_millis: i64::from(args.visibility_timeout) * 1000,
+                max_receive_count: args.max_receive_count,
+                retry_backoff_millis: i64::from(args.retry_backoff_ms),
+            },
+            worker: WorkerSettings {
+                batch_size: usize::from(args.batch_size),
+                poll_interval: Duration::from_secs(1),
+            },
+            ..PipelineSettings::default()
+        },
+    )
+    .await?;
+    let recovery = pipeline.recovery();
+    if recovery.released_messages + recovery.ended_leases > 0 {
+        tracing::info!(
+            released_messages = recovery.released_messages,
+            ended_leases = recovery.ended_leases,
+            "resumed what the previous run left in flight"
+        );
+    }
+    banner(&args, addr, &stripe, &origin, &verifiers);
+
+    let app = api::router(AppState {
+        receiver: pipeline.receiver(),
+        inspector: pipeline.inspector(),
+        read_limit,
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await;
+    tracing::info!("stopping: finishing the batches in hand; the rest stays queued");
+    pipeline.shutdown().await;
+    served.context("serving HTTP")?;
+    eprintln!("payhook dev stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn close(db: Db) {
+    // Joining the writer thread blocks: keep it off the async threads.
+    let _ = tokio::task::spawn_blocking(move || db.close()).await;
+}
+
+fn banner(
+    args: &DevArgs,
+    addr: SocketAddr,
+    stripe: &[String],
+    origin: &SecretOrigin,
+    verifiers: &Verifiers,
+) {
+    let base = format!("http://{addr}");
+    let port = addr.port();
+    let secret = stripe.first().map_or("", String::as_str);
+    let secret_line = match origin {
+        SecretOrigin::Generated => {
+            format!("{secret}  (generated for this database; `payhook dev --print-secret`)")
+        }
+        SecretOrigin::Environment => format!("{}  (from STRIPE_WEBHOOK_SECRET)", mask(secret)),
+    };
+    let standard = if verifiers.standard.is_some() {
+        format!("{base}/webhooks/standard")
+    } else {
+        "disabled (set STANDARD_WEBHOOK_SECRET to enable /webhooks/standard)".to_owned()
+    };
+    println!("payhook dev listening on {base}");
+    println!();
+    println!("  webhooks   POST {base}/webhooks/stripe");
+    println!("  secret     {secret_line}");
+    println!("  standard   {standard}");
+    println!("  stripe     stripe listen --forward-to localhost:{port}/webhooks/stripe");
+    println!(
+        "             (stripe listen signs with its own whsec_…: restart with STRIPE_WEBHOOK_SECRET=<it>)"
+    );
+    println!(
+        "  inspect    {base}/api/events  /api/events/stripe/{{id}}  /api/orders/{{id}}  /api/dlq  /healthz"
+    );
+    println!(
+        "  database   {} (synchronous={})",
+        args.db.display(),
+        args.durability.as_str()
+    );
+    println!();
+}
+
+/// Shows enough of a configured secret to recognise it, never all of it.
+fn mask(secret: &str) -> String {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    match secret.split_once('_') {
+        Some((prefix, _)) if secret.len() > 12 => format!("{prefix}_…{tail}"),
+        _ => "…".to_owned(),
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .compact()
+        .try_init();
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_secret_is_masked_in_the_banner() {
+        assert_eq!(mask("whsec_abcdefghijklmnop1234"), "whsec_…1234");
+        assert_eq!(mask("short"), "…");
+    }
+}

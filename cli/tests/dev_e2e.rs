@@ -1,0 +1,639 @@
+//! End to end: the real `payhook dev` binary on a loopback port and a temporary
+//! database, driven over real HTTP with signed deliveries — including a
+//! `kill -9` in the middle of a load and a restart on the same database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use payhook_shared::verify::sign_stripe;
+use serde_json::{Value, json};
+
+const SECRET: &str = "whsec_e2e_test_secret_0123456789";
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("payhook-e2e-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join("dev.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `payhook dev`; killed (if still running) when dropped, so no
+/// server outlives its test.
+struct Dev {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Dev {
+    /// Starts `payhook dev` on a free port over `db` with the test secret.
+    fn start(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = db.with_file_name(format!("dev-{}.log", STARTS.fetch_add(1, Ordering::SeqCst)));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payhook"));
+        command
+            .args(["dev", "--port", "0", "--db"])
+            .arg(db)
+            .args(args)
+            .env_remove("STANDARD_WEBHOOK_SECRET")
+            .env_remove("MAX_BODY_BYTES")
+            .env_remove("HANDLED_EVENT_TYPES")
+            .env_remove("WEBHOOK_LIVEMODE")
+            .env("STRIPE_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("payhook dev starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("payhook dev listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!(
+                        "payhook dev did not start: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payhook dev did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- payhook dev log ---\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        self.kill_hard();
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn payment_intent(
+    event_id: &str,
+    event_type: &str,
+    pi: &str,
+    status: &str,
+    created: i64,
+) -> String {
+    json!({
+        "id": event_id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": null, "idempotency_key": null },
+        "type": event_type,
+        "data": { "object": {
+            "id": pi, "object": "payment_intent", "amount": 2000,
+            "amount_received": if status == "succeeded" { 2000 } else { 0 },
+            "currency": "usd", "status": status, "metadata": { "order_id": format!("ord_{pi}") }
+        } }
+    })
+    .to_string()
+}
+
+async fn deliver_signed(
+    client: &reqwest::Client,
+    dev: &Dev,
+    body: &str,
+    secret: &str,
+) -> reqwest::Result<(u16, Value)> {
+    let signature = sign_stripe(secret, now(), body.as_bytes());
+    let response = client
+        .post(dev.url("/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn deliver(client: &reqwest::Client, dev: &Dev, body: &str) -> (u16, Value) {
+    deliver_signed(client, dev, body, SECRET)
+        .await
+        .expect("delivery answered")
+}
+
+async fn get(client: &reqwest::Client, dev: &Dev, path: &str) -> (u16, Value) {
+    let response = client.get(dev.url(path)).send().await.expect("API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("API answers JSON"))
+}
+
+/// Polls `path` until `done` holds for its JSON (30 s at most).
+async fn wait_for(
+    client: &reqwest::Client,
+    dev: &Dev,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(client, dev, path).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never got there; last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_event_is_processed_and_visible_through_the_api() {
+    // GIVEN payhook dev with its own generated secret, read with --print-secret
+    let dir = TempDir::new("processed");
+    let printed = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["dev", "--print-secret", "--db"])
+        .arg(dir.db())
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .output()
+        .expect("print-secret runs");
+    let secret = String::from_utf8(printed.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let dev = Dev::start(&dir.db(), &[], &[("STRIPE_WEBHOOK_SECRET", "")]);
+    let client = reqwest::Client::new();
+    // WHEN a payment intent succeeds
+    let body = payment_intent(
+        "evt_ok_1",
+        "payment_intent.succeeded",
+        "pi_ok_1",
+        "succeeded",
+        now(),
+    );
+    let (status, answer) = deliver_signed(&client, &dev, &body, &secret)
+        .await
+        .expect("answered");
+    // THEN it is accepted, processed, and its order and event are readable
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "enqueued");
+    let event = wait_for(&client, &dev, "/api/events/stripe/evt_ok_1", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    assert_eq!(event["status"], "ENQUEUED");
+    assert_eq!(event["processing"][0]["processor"], "fulfill");
+    let (status, order) = get(&client, &dev, "/api/orders/pi_ok_1").await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["last_event"]["id"], "evt_ok_1");
+    assert!(order["version"].as_u64().is_some_and(|v| v >= 1));
+    assert_eq!(order["pending_effects"], json!([]));
+    let (_, listed) = get(&client, &dev, "/api/events?type=payment_intent.*&limit=10").await;
+    assert_eq!(listed["count"], 1);
+    let (_, health) = get(&client, &dev, "/healthz").await;
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_deliveries_are_answered_duplicate_and_applied_once() {
+    // GIVEN an event already accepted
+    let dir = TempDir::new("duplicate");
+    let dev = Dev::start(&dir.db(), &[], &[]);
+    let client = reqwest::Client::new();
+    let body = payment_intent(
+        "evt_dup_1",
+        "payment_intent.succeeded",
+        "pi_dup_1",
+        "succeeded",
+        now(),
+    );
+    assert_eq!(deliver(&client, &dev, &body).await.0, 200);
+    wait_for(&client, &dev, "/api/events/stripe/evt_dup_1", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    // WHEN the provider delivers it three more times
+    for _ in 0..3 {
+        let (status, answer) = deliver(&client, &dev, &body).await;
+        // THEN each is acknowledged as a duplicate
+        assert_eq!(status, 200);
+        assert_eq!(answer["duplicate"], true, "{answer}");
+    }
+    // AND the event was claimed once and applied once
+    let (_, event) = get(&client, &dev, "/api/events/stripe/evt_dup_1").await;
+    assert_eq!(event["attempts"], 1);
+    assert_eq!(event["processing"].as_array().map(Vec::len), Some(1));
+    let (_, order) = get(&client, &dev, "/api/orders/pi_dup_1").await;
+    assert_eq!(order["history"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_deliveries_store_nothing_and_answer_like_the_lambda() {
+    // GIVEN payhook dev with a 1 KiB body limit
+    let dir = TempDir::new("refused");
+    let dev = Dev::start(&dir.db(), &[], &[("MAX_BODY_BYTES", "1024")]);
+    let client = reqwest::Client::new();
+    // WHEN an event is signed with the wrong secret
+    let body = payment_intent(
+        "evt_bad_1",
+        "payment_intent.succeeded",
+        "pi_bad_1",
+        "succeeded",
+        now(),
+    );
+    let (status, answer) = deliver_signed(&client, &dev, &body, "whsec_wrong")
+        .await
+        .expect("answered");
+    // THEN it is refused with 400 and nothing is stored
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"], "invalid_signature");
+    let (status, missing) = get(&client, &dev, "/api/events/stripe/evt_bad_1").await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"], "not_found");
+    assert_eq!(get(&client, &dev, "/api/events").await.1["count"], 0);
+    // AND the other refusals are the receiver's own
+    let wrong_method = client
+        .get(dev.url("/webhooks/stripe"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    let unknown = client
+        .post(dev.url("/webhooks/paypal"))
+        .body("{}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(unknown.status().as_u16(), 404);
+    let unconfigured = client
+        .post(dev.url("/webhooks/standard"))
+        .body("{}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        unconfigured.json::<Value>().await.expect("json")["error"],
+        "provider_not_configured"
+    );
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));
+    let (status, answer) = deliver(&client, &dev, &big).await;
+    assert_eq!(status, 413);
+    assert_eq!(answer["error"], "body_too_large");
+    let (status, unknown_order) = get(&client, &dev, "/api/orders/pi_nope").await;
+    assert_eq!(
+        (status, unknown_order["error"].as_str()),
+        (404, Some("not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_is_dead_lettered_and_redriven_through_the_api() {
+    // GIVEN payhook dev that dead-letters after two receives
+    let dir = TempDir::new("poison");
+    let dev = Dev::start(
+        &dir.db(),
+        &["--max-receive-count", "2", "--retry-backoff-ms", "10"],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    // WHEN a dispute event arrives whose object the processor cannot read
+    let body = json!({
+        "id": "evt_poison_1", "object": "event", "api_version": "2024-06-20", "created": now(),
+        "livemode": false, "type": "charge.dispute.created",
+        "data": { "object": { "id": "dp_poison_1", "object": "dispute" } }
+    })
+    .to_string();
+    let (status, answer) = deliver(&client, &dev, &body).await;
+    assert_eq!(
+        (status, answer["queue"].as_str()),
+        (200, Some("dispute")),
+        "{answer}"
+    );
+    // THEN it lands in the dispute DLQ after two receives
+    let dlq = wait_for(&client, &dev, "/api/dlq?queue=dispute", |d| d["count"] == 1).await;
+    let letter = &dlq["dead_letters"][0];
+    assert_eq!(letter["event_id"], "evt_poison_1");
+    assert_eq!(letter["dead_letter_queue"], "dispute-dlq");
+    assert_eq!(letter["receive_count"], 2);
+    let (_, event) = get(&client, &dev, "/api/events/stripe/evt_poison_1").await;
+    assert_eq!(event["stage"], "dead_letter");
+    // WHEN it is redriven through the API
+    let redriven: Value = client
+        .post(dev.url("/api/dlq/redrive?queue=dispute"))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(redriven["redriven"], 1);
+    // THEN it is received afresh (two more receives) and, still poison, comes back counting the redrive
+    let again = wait_for(&client, &dev, "/api/dlq", |d| {
+        d["count"] == 1 && d["dead_letters"][0]["redrives"] == 1
+    })
+    .await;
+    assert_eq!(again["dead_letters"][0]["receive_count"], 2);
+    let bogus = client
+        .post(dev.url("/api/dlq/redrive?queue=bogus"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(bogus.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_a_restart_keeps_everything() {
+    // GIVEN an accepted, processed event
+    let dir = TempDir::new("sigterm");
+    let mut dev = Dev::start(&dir.db(), &[], &[]);
+    let client = reqwest::Client::new();
+    let body = payment_intent(
+        "evt_term_1",
+        "payment_intent.succeeded",
+        "pi_term_1",
+        "succeeded",
+        now(),
+    );
+    assert_eq!(deliver(&client, &dev, &body).await.0, 200);
+    wait_for(&client, &dev, "/api/events/stripe/evt_term_1", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    // WHEN payhook dev gets SIGTERM and starts again on the same database
+    assert!(dev.terminate().success());
+    let dev = Dev::start(&dir.db(), &[], &[]);
+    // THEN the event is still a duplicate and its order still there
+    assert_eq!(deliver(&client, &dev, &body).await.1["duplicate"], true);
+    assert_eq!(get(&client, &dev, "/api/orders/pi_term_1").await.0, 200);
+}
+
+/// Delivers every body not yet in `accepted` to `url`, `concurrency` at a
+/// time, adding each one answered 2xx. With `kill_after`, that server is
+/// killed with -9 once that many were answered.
+async fn load(
+    client: &reqwest::Client,
+    url: String,
+    bodies: &[(String, String)],
+    accepted: &Arc<std::sync::Mutex<BTreeSet<String>>>,
+    concurrency: usize,
+    kill_after: Option<(usize, &mut Dev)>,
+) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let pending: Vec<_> = {
+        let done = accepted.lock().expect("lock");
+        bodies
+            .iter()
+            .filter(|(id, _)| !done.contains(id))
+            .cloned()
+            .collect()
+    };
+    let bodies = Arc::new(pending);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, next, ok, bodies, accepted, url) = (
+                client.clone(),
+                next.clone(),
+                ok.clone(),
+                bodies.clone(),
+                accepted.clone(),
+                url.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((id, body)) = bodies.get(i) else {
+                        break;
+                    };
+                    let signature = sign_stripe(SECRET, now(), body.as_bytes());
+                    let sent = client
+                        .post(&url)
+                        .header("stripe-signature", signature)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        if response.status().is_success() {
+                            // Count it only once the whole answer arrived.
+                            if response.bytes().await.is_ok() {
+                                accepted.lock().expect("lock").insert(id.clone());
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    if let Some((threshold, dev)) = kill_after {
+        while ok.load(Ordering::SeqCst) < threshold && !tasks.iter().all(|t| t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        dev.kill_hard();
+    }
+    for t in tasks {
+        t.await.expect("load task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_under_load_loses_nothing_answered_and_applies_each_event_once() {
+    // GIVEN 200 payment intents, each created then succeeded: 400 events
+    let dir = TempDir::new("kill9");
+    let mut dev = Dev::start(&dir.db(), &[], &[]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let start = now() - 60;
+    let mut bodies = Vec::new();
+    for n in 0..200 {
+        let pi = format!("pi_load_{n}");
+        bodies.push((
+            format!("evt_load_c{n}"),
+            payment_intent(
+                &format!("evt_load_c{n}"),
+                "payment_intent.created",
+                &pi,
+                "requires_payment_method",
+                start,
+            ),
+        ));
+        bodies.push((
+            format!("evt_load_s{n}"),
+            payment_intent(
+                &format!("evt_load_s{n}"),
+                "payment_intent.succeeded",
+                &pi,
+                "succeeded",
+                start + 1,
+            ),
+        ));
+    }
+    let accepted = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    // WHEN they are delivered 64 at a time and payhook dev is killed with -9 a third of the way in
+    let threshold = bodies.len() / 3;
+    let url = dev.url("/webhooks/stripe");
+    load(
+        &client,
+        url,
+        &bodies,
+        &accepted,
+        64,
+        Some((threshold, &mut dev)),
+    )
+    .await;
+    let first_run: BTreeSet<String> = accepted.lock().expect("lock").clone();
+    assert!(
+        first_run.len() >= threshold,
+        "only {} accepted before the kill",
+        first_run.len()
+    );
+    assert!(
+        first_run.len() < bodies.len(),
+        "the kill came too late to interrupt anything"
+    );
+    // AND it restarts on the same database
+    let dev = Dev::start(&dir.db(), &[], &[]);
+    // THEN every delivery answered 2xx before the kill is in the ledger, enqueued
+    let (_, listed) = get(&client, &dev, "/api/events?limit=1000").await;
+    let stored: HashMap<String, Value> = listed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap_or_default().to_owned(), e.clone()))
+        .collect();
+    for id in &first_run {
+        let event = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} was answered 2xx and then lost"));
+        assert_eq!(event["status"], "ENQUEUED", "{event}");
+    }
+    // WHEN the provider retries everything it did not get a 2xx for
+    load(
+        &client,
+        dev.url("/webhooks/stripe"),
+        &bodies,
+        &accepted,
+        64,
+        None,
+    )
+    .await;
+    let unanswered: Vec<_> = bodies
+        .iter()
+        .filter(|(id, _)| !accepted.lock().expect("lock").contains(id))
+        .collect();
+    assert!(
+        unanswered.is_empty(),
+        "{} deliveries never got a 2xx",
+        unanswered.len()
+    );
+    // THEN every event is processed, each exactly once: in = out
+    let all = wait_for(&client, &dev, "/api/events?limit=1000", |l| {
+        l["count"] == bodies.len()
+            && l["events"]
+                .as_array()
+                .is_some_and(|es| es.iter().all(|e| e["stage"] == "processed"))
+    })
+    .await;
+    for event in all["events"].as_array().expect("events") {
+        assert_eq!(
+            event["processing"].as_array().map(Vec::len),
+            Some(1),
+            "{event}"
+        );
+    }
+    for n in 0..200 {
+        let (status, order) = get(&client, &dev, &format!("/api/orders/pi_load_{n}")).await;
+        assert_eq!(status, 200, "pi_load_{n}: {order}");
+        let history = order["history"].as_array().expect("history");
+        let mut ids: Vec<_> = history
+            .iter()
+            .map(|h| h["event_id"].as_str().unwrap_or_default())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            [format!("evt_load_c{n}"), format!("evt_load_s{n}")],
+            "{order}"
+        );
+        assert_eq!(order["pending_effects"], json!([]), "{order}");
+    }
+    let (_, dlq) = get(&client, &dev, "/api/dlq").await;
+    assert_eq!(dlq["count"], 0, "{dlq}");
+}

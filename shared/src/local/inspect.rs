@@ -1,0 +1,356 @@
+//! Read-only views of the local pipeline for people: what arrived, what each
+//! processor made of it, what state an object is in, and what is stuck.
+//!
+//! Everything here reads committed data on the reader pool; nothing here can
+//! change what the pipeline does, except [`Inspector::redrive`].
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Db, OpResult};
+use crate::error::StoreError;
+use crate::ledger::sqlite::{ENTRY_COLUMNS, entry_from_row};
+use crate::ledger::{LedgerEntry, LedgerKey, LedgerStatus};
+use crate::queue::sqlite::{DeadLetter, QueueDepth, QueueSettings, SqliteQueue};
+use crate::route::Processor;
+use crate::state::sqlite::{ITEM_COLUMNS, MARKER_COLUMNS, item_from_row, marker_from_row};
+use crate::state::{Marker, Outcome, PendingEffect, StateKey, StateKind};
+
+/// The most events or history entries one query returns.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Which events to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// An exact type (`invoice.paid`) or a family ending in `*` (`invoice.*`).
+    pub event_type: Option<String>,
+    /// How many, newest first (capped at [`MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+/// One event as received and processed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventView {
+    /// `stripe` or `standard`.
+    pub provider: String,
+    /// The provider's event id.
+    pub id: String,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Where it stands overall: `receiving`, `ignored`, `queued`, `in_flight`,
+    /// `retrying`, `dead_letter` or `processed`.
+    pub stage: &'static str,
+    /// The ledger status.
+    pub status: LedgerStatus,
+    /// When the provider created it (unix seconds).
+    pub created: i64,
+    /// When it was first received (unix milliseconds).
+    pub received_at_millis: i64,
+    /// How many times it was claimed.
+    pub attempts: u32,
+    /// The processor queue it went to.
+    pub queue: Option<String>,
+    /// Its message id on that queue.
+    pub message_id: Option<String>,
+    /// Why it was ignored, if it was.
+    pub ignore_reason: Option<String>,
+    /// The object it is about.
+    pub object_id: Option<String>,
+    /// Live or test mode.
+    pub livemode: Option<bool>,
+    /// Each processor's marker: what it made of the event.
+    pub processing: Vec<ProcessingView>,
+    /// The queue message, while it is still queued, retrying or dead-lettered.
+    pub delivery: Option<DeliveryView>,
+}
+
+/// What one processor made of one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessingView {
+    /// The processor.
+    pub processor: Processor,
+    /// `applied`, `stale` or `skipped`.
+    pub outcome: Outcome,
+    /// The object it changed or compared against.
+    pub object: Option<StateKey>,
+    /// When (unix milliseconds).
+    pub at_millis: i64,
+}
+
+/// An event's message while it is still on a queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeliveryView {
+    /// The message id.
+    pub message_id: String,
+    /// The processor queue.
+    pub queue: String,
+    /// `queued`, `in_flight`, `retrying` or `dead_letter`.
+    pub state: &'static str,
+    /// Receives so far.
+    pub receive_count: u32,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// How many times it was redriven from the DLQ.
+    pub redrives: u32,
+}
+
+/// One business object's state, with the events that shaped it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ObjectView {
+    /// What it is.
+    pub kind: StateKind,
+    /// The provider's id for it.
+    pub id: String,
+    /// The version every commit checks and bumps.
+    pub version: u64,
+    /// The processor's state.
+    pub state: serde_json::Value,
+    /// The last event applied.
+    pub last_event: LastEvent,
+    /// When it was last written (unix milliseconds).
+    pub updated_at_millis: i64,
+    /// Side effects committed and not yet performed.
+    pub pending_effects: Vec<PendingEffect>,
+    /// The events processors recorded against it, newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The event an object was last changed by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastEvent {
+    /// Its id.
+    pub id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The newest `created` applied (unix seconds).
+    pub created: i64,
+}
+
+/// One event recorded against an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// The event.
+    pub event_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The processor.
+    pub processor: Processor,
+    /// What it did.
+    pub outcome: Outcome,
+    /// When (unix milliseconds).
+    pub at_millis: i64,
+}
+
+/// Queries over one local database.
+#[derive(Clone, Debug)]
+pub struct Inspector {
+    db: Db,
+    queue: SqliteQueue,
+}
+
+impl Inspector {
+    /// Queries over `db`, whose queues behave as `queue` says.
+    pub fn new(db: Db, queue: SqliteQueue) -> Self {
+        Self { db, queue }
+    }
+
+    /// Queries over `db` with the default queue behaviour (for the `dlq` command).
+    pub fn open(db: Db) -> Self {
+        let queue = SqliteQueue::new(db.clone(), QueueSettings::default());
+        Self::new(db, queue)
+    }
+
+    /// Events, newest first.
+    pub async fn events(&self, filter: EventFilter) -> Result<Vec<EventView>, StoreError> {
+        let now = self.db.now_millis();
+        let limit = i64::try_from(filter.limit.clamp(1, MAX_LIMIT)).unwrap_or(50);
+        let (exact, family) = match filter.event_type {
+            Some(t) => match t.strip_suffix('*') {
+                Some(prefix) => (None, Some(prefix.to_owned())),
+                None => (Some(t), None),
+            },
+            None => (None, None),
+        };
+        self.db
+            .read("events", move |conn| {
+                let entries = conn
+                    .prepare_cached(&format!(
+                        "SELECT {ENTRY_COLUMNS} FROM ledger
+                         WHERE (?1 IS NULL OR event_type = ?1)
+                           AND (?2 IS NULL OR substr(event_type, 1, length(?2)) = ?2)
+                         ORDER BY received_at_millis DESC, event_id DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![exact, family, limit], entry_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                entries
+                    .into_iter()
+                    .map(|entry| view(conn, entry?, now))
+                    .collect()
+            })
+            .await
+    }
+
+    /// One event, if it was received.
+    pub async fn event(&self, key: &LedgerKey) -> Result<Option<EventView>, StoreError> {
+        let now = self.db.now_millis();
+        let key = key.clone();
+        self.db
+            .read("event", move |conn| {
+                let entry = conn
+                    .prepare_cached(&format!(
+                        "SELECT {ENTRY_COLUMNS} FROM ledger WHERE provider = ?1 AND event_id = ?2"
+                    ))?
+                    .query_row(params![key.provider.as_str(), key.event_id], entry_from_row)
+                    .optional()?
+                    .transpose()?;
+                entry.map(|e| view(conn, e, now)).transpose()
+            })
+            .await
+    }
+
+    /// One business object, if any event created it.
+    pub async fn object(&self, key: &StateKey) -> Result<Option<ObjectView>, StoreError> {
+        let key = key.clone();
+        self.db
+            .read("object", move |conn| {
+                let item = conn
+                    .prepare_cached(&format!(
+                        "SELECT {ITEM_COLUMNS} FROM state_items WHERE kind = ?1 AND id = ?2"
+                    ))?
+                    .query_row(params![key.kind.as_str(), key.id], item_from_row)
+                    .optional()?
+                    .transpose()?;
+                let Some(item) = item else {
+                    return Ok(None);
+                };
+                let limit = i64::try_from(MAX_LIMIT).unwrap_or(1000);
+                let history = conn
+                    .prepare_cached(&format!(
+                        "SELECT {MARKER_COLUMNS} FROM markers WHERE kind = ?1 AND object_id = ?2
+                         ORDER BY at_millis DESC, event_id DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![key.kind.as_str(), key.id, limit], marker_from_row)?
+                    .map(|m| {
+                        let m: Marker = m??;
+                        Ok(HistoryEntry {
+                            event_id: m.event_id,
+                            event_type: m.event_type,
+                            processor: m.processor,
+                            outcome: m.outcome,
+                            at_millis: m.at_millis,
+                        })
+                    })
+                    .collect::<OpResult<Vec<_>>>()?;
+                Ok(Some(ObjectView {
+                    kind: item.key.kind,
+                    id: item.key.id,
+                    version: item.version,
+                    state: item.data,
+                    last_event: LastEvent {
+                        id: item.last_event_id,
+                        event_type: item.last_event_type,
+                        created: item.last_created,
+                    },
+                    updated_at_millis: item.updated_at_millis,
+                    pending_effects: item.pending,
+                    history,
+                }))
+            })
+            .await
+    }
+
+    /// Dead letters, newest first: of one processor's DLQ, or of all.
+    pub async fn dead_letters(
+        &self,
+        processor: Option<Processor>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.queue
+            .dead_letters(processor, limit.clamp(1, MAX_LIMIT))
+            .await
+    }
+
+    /// Moves dead letters back to their queues; returns how many moved.
+    pub async fn redrive(&self, processor: Option<Processor>) -> Result<usize, StoreError> {
+        self.queue.redrive(processor).await
+    }
+
+    /// Message counts per queue.
+    pub async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.queue.depths().await
+    }
+}
+
+fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> {
+    let processing = conn
+        .prepare_cached(&format!(
+            "SELECT {MARKER_COLUMNS} FROM markers WHERE event_id = ?1 ORDER BY processor"
+        ))?
+        .query_map([&entry.key.event_id], marker_from_row)?
+        .map(|m| {
+            let m: Marker = m??;
+            Ok(ProcessingView {
+                processor: m.processor,
+                outcome: m.outcome,
+                object: m.key,
+                at_millis: m.at_millis,
+            })
+        })
+        .collect::<OpResult<Vec<_>>>()?;
+    let delivery = conn
+        .prepare_cached(
+            "SELECT seq, queue, dead, in_flight, visible_at_millis, receive_count, last_error, redrives
+             FROM messages WHERE provider = ?1 AND event_id = ?2 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![entry.key.provider.as_str(), entry.key.event_id], |row| {
+            let seq: i64 = row.get(0)?;
+            let queue: String = row.get(1)?;
+            let (dead, in_flight, visible_at): (bool, bool, i64) = (row.get(2)?, row.get(3)?, row.get(4)?);
+            let receive_count: u32 = row.get(5)?;
+            let state = if dead {
+                "dead_letter"
+            } else if in_flight {
+                "in_flight"
+            } else if receive_count > 0 && visible_at > now {
+                "retrying"
+            } else {
+                "queued"
+            };
+            Ok(DeliveryView {
+                message_id: format!("{queue}-{seq}"),
+                queue,
+                state,
+                receive_count,
+                last_error: row.get(6)?,
+                redrives: row.get(7)?,
+            })
+        })
+        .optional()?;
+    let stage = match (&entry.status, &delivery) {
+        _ if !processing.is_empty() => "processed",
+        (LedgerStatus::Ignored, _) => "ignored",
+        (_, Some(d)) => d.state,
+        (LedgerStatus::Received, None) => "receiving",
+        (LedgerStatus::Enqueued, None) => "processed",
+    };
+    Ok(EventView {
+        provider: entry.key.provider.as_str().to_owned(),
+        id: entry.key.event_id,
+        event_type: entry.event_type,
+        stage,
+        status: entry.status,
+        created: entry.created,
+        received_at_millis: entry.received_at_millis,
+        attempts: entry.attempts,
+        queue: entry.queue,
+        message_id: entry.message_id,
+        ignore_reason: entry.ignore_reason,
+        object_id: entry.object_id,
+        livemode: entry.livemode,
+        processing,
+        delivery,
+    })
+}

@@ -1,0 +1,620 @@
+//! The whole pipeline over one database: the receive handler, and one worker
+//! per processor running the same [`Runner`] the Lambda functions run.
+//!
+//! Start-up takes an exclusive lock on the database (one pipeline per file),
+//! then recovers what a killed predecessor left: messages it had received
+//! become visible at once and its ledger leases end, so nothing waits out a
+//! timeout. A stop lets the batches in hand finish and leaves the rest queued.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::Connection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::inspect::Inspector;
+use super::worker::{self, WorkerSettings};
+use super::{Db, LocalError};
+use crate::clock::SystemClock;
+use crate::ledger::sqlite::SqliteLedger;
+use crate::process::dispute::Disputes;
+use crate::process::fulfill::Fulfill;
+use crate::process::payout::Payouts;
+use crate::process::subscription::Subscriptions;
+use crate::process::{Domain, Effects, LogEffects, Runner};
+use crate::queue::sqlite::{QueueSettings, SqliteQueue};
+use crate::receive::{ReceiveSettings, Receiver};
+use crate::state::sqlite::SqliteStateStore;
+use crate::verify::Verifiers;
+
+/// The receive handler of the local pipeline.
+pub type LocalReceiver = Receiver<SqliteLedger, SqliteQueue, SystemClock>;
+
+/// The metadata key of the generated Stripe signing secret.
+const DEV_SECRET_KEY: &str = "stripe_dev_secret";
+/// The metadata key naming the process that runs the pipeline.
+const OWNER_KEY: &str = "owner";
+
+/// Side effects for all four processors: one value, so a user plugs in one type.
+pub trait PipelineEffects:
+    Effects<<Fulfill as Domain>::Effect>
+    + Effects<<Subscriptions as Domain>::Effect>
+    + Effects<<Disputes as Domain>::Effect>
+    + Effects<<Payouts as Domain>::Effect>
+    + Clone
+    + 'static
+{
+}
+
+impl<T> PipelineEffects for T where
+    T: Effects<<Fulfill as Domain>::Effect>
+        + Effects<<Subscriptions as Domain>::Effect>
+        + Effects<<Disputes as Domain>::Effect>
+        + Effects<<Payouts as Domain>::Effect>
+        + Clone
+        + 'static
+{
+}
+
+/// Everything the local pipeline is configured with.
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// The receive handler's settings (the Lambda's environment variables).
+    pub receive: ReceiveSettings,
+    /// Visibility timeout, receives before the DLQ, retry backoff.
+    pub queue: QueueSettings,
+    /// Batch size and idle polling of the workers.
+    pub worker: WorkerSettings,
+    /// How long per-event markers are kept (seconds).
+    pub marker_ttl_secs: i64,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            receive: ReceiveSettings::default(),
+            queue: QueueSettings::default(),
+            worker: WorkerSettings::default(),
+            marker_ttl_secs: 30 * 86_400,
+        }
+    }
+}
+
+/// What start-up found and repaired.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Messages a previous process received and never settled, made visible again.
+    pub released_messages: usize,
+    /// `RECEIVED` leases a previous process held, ended.
+    pub ended_leases: usize,
+    /// Expired ledger records, markers and bodies removed.
+    pub purged: usize,
+}
+
+/// The running local pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    db: Db,
+    receiver: Arc<LocalReceiver>,
+    queue: SqliteQueue,
+    recovery: Recovery,
+    stop: watch::Sender<bool>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    _owner: OwnerLock,
+}
+
+impl Pipeline {
+    /// Starts the pipeline on `db` with the default side effects (log lines).
+    pub async fn start(
+        db: Db,
+        verifiers: Verifiers,
+        settings: PipelineSettings,
+    ) -> Result<Self, LocalError> {
+        Self::start_with_effects(db, verifiers, settings, LogEffects).await
+    }
+
+    /// Starts the pipeline on `db`, performing side effects with `effects`.
+    /// Must be called inside a tokio runtime: the workers are tasks.
+    pub async fn start_with_effects<F: PipelineEffects>(
+        db: Db,
+        verifiers: Verifiers,
+        settings: PipelineSettings,
+        effects: F,
+    ) -> Result<Self, LocalError> {
+        let owner = OwnerLock::acquire(&db).await?;
+        let ledger = SqliteLedger::new(db.clone());
+        let state = SqliteStateStore::new(db.clone());
+        let queue = SqliteQueue::new(db.clone(), settings.queue);
+        let recovery = Recovery {
+            released_messages: queue.release_in_flight().await?,
+            ended_leases: ledger.expire_leases().await?,
+            purged: db.purge_expired().await?,
+        };
+        let receiver = Arc::new(Receiver::new(
+            verifiers,
+            ledger.clone(),
+            queue.clone(),
+            SystemClock,
+            settings.receive.clone(),
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let parts = Parts {
+            state,
+            ledger,
+            effects,
+            queue: queue.clone(),
+            worker: settings.worker,
+            marker_ttl_secs: settings.marker_ttl_secs,
+            stop: stopped,
+        };
+        let workers = vec![
+            parts.spawn(Fulfill),
+            parts.spawn(Subscriptions),
+            parts.spawn(Disputes),
+            parts.spawn(Payouts),
+        ];
+        Ok(Self {
+            db,
+            receiver,
+            queue,
+            recovery,
+            stop,
+            workers: Mutex::new(workers),
+            _owner: owner,
+        })
+    }
+
+    /// The receive handler: give it every request on `/webhooks/{provider}`.
+    pub fn receiver(&self) -> Arc<LocalReceiver> {
+        Arc::clone(&self.receiver)
+    }
+
+    /// Queries over the ledger, state and queues.
+    pub fn inspector(&self) -> Inspector {
+        Inspector::new(self.db.clone(), self.queue.clone())
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// What start-up recovered from a previous run.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Stops the workers after their current batch, waits for them, and closes
+    /// the database. Undelivered messages stay queued for the next start.
+    pub async fn shutdown(self) {
+        // Send fails only when every worker is already gone.
+        let _ = self.stop.send(true);
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        for worker in workers {
+            if let Err(err) = worker.await {
+                tracing::error!(error = %err, "a processor worker ended abnormally");
+            }
+        }
+        let db = self.db.clone();
+        // Joining the writer waits for its last commit: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || db.close()).await;
+    }
+}
+
+/// What every worker is built from.
+struct Parts<F> {
+    state: SqliteStateStore,
+    ledger: SqliteLedger,
+    effects: F,
+    queue: SqliteQueue,
+    worker: WorkerSettings,
+    marker_ttl_secs: i64,
+    stop: watch::Receiver<bool>,
+}
+
+impl<F: Clone + 'static> Parts<F> {
+    /// Starts `domain`'s worker.
+    fn spawn<D>(&self, domain: D) -> JoinHandle<()>
+    where
+        D: Domain + 'static,
+        F: Effects<D::Effect>,
+    {
+        let runner = Runner::new(
+            domain,
+            self.state.clone(),
+            self.ledger.clone(),
+            self.effects.clone(),
+            SystemClock,
+            self.marker_ttl_secs,
+        );
+        tokio::spawn(worker::run(
+            runner,
+            self.queue.clone(),
+            self.worker,
+            self.stop.clone(),
+        ))
+    }
+}
+
+/// The Stripe signing secret of this database: generated once (`whsec_` and
+/// 64 hex digits, the shape the Stripe CLI prints) and kept, so it is stable
+/// across restarts and readable by `payhook dev --print-secret`.
+pub async fn dev_secret(db: &Db) -> Result<String, LocalError> {
+    let make = || {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        format!("whsec_{}{}", a.simple(), b.simple())
+    };
+    Ok(db.meta_get_or_insert(DEV_SECRET_KEY, make).await?)
+}
+
+/// Holds an exclusive lock on `<db>.lock` for as long as the pipeline runs.
+///
+/// SQLite's own file locking does it: a connection in exclusive locking mode
+/// that has written keeps its lock until it closes, and the operating system
+/// drops it when the process dies, even by `kill -9`.
+struct OwnerLock {
+    _conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for OwnerLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerLock")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl OwnerLock {
+    async fn acquire(db: &Db) -> Result<Self, LocalError> {
+        let path = lock_path(db.path());
+        let me = format!("pid {}", std::process::id());
+        let taken = {
+            let path = path.clone();
+            let me = me.clone();
+            tokio::task::spawn_blocking(move || lock_file(&path, &me))
+                .await
+                .map_err(|e| LocalError::Io {
+                    path: db.path().to_path_buf(),
+                    source: std::io::Error::other(e),
+                })?
+        };
+        match taken {
+            Ok(Some(conn)) => {
+                db.meta_put(OWNER_KEY, me).await?;
+                Ok(Self { _conn: conn, path })
+            }
+            Ok(None) => Err(LocalError::Locked {
+                path: db.path().to_path_buf(),
+                owner: db
+                    .meta_get(OWNER_KEY)
+                    .await?
+                    .unwrap_or_else(|| "another process".into()),
+            }),
+            Err(source) => Err(LocalError::Open { path, source }),
+        }
+    }
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    db.with_file_name(name)
+}
+
+/// `Some` with the locked connection, `None` when another process holds it.
+fn lock_file(path: &Path, me: &str) -> rusqlite::Result<Option<Connection>> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    let held = conn.execute_batch(
+        "BEGIN EXCLUSIVE;
+         CREATE TABLE IF NOT EXISTS owner (who TEXT NOT NULL);
+         DELETE FROM owner;",
+    );
+    match held {
+        Ok(()) => {
+            conn.execute("INSERT INTO owner (who) VALUES (?1)", [me])?;
+            conn.execute_batch("COMMIT")?;
+            Ok(Some(conn))
+        }
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http::{HeaderMap, HeaderValue, Method, StatusCode};
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::ledger::{LedgerKey, LedgerStatus};
+    use crate::local::inspect::{EventFilter, EventView};
+    use crate::local::testing::TempDb;
+    use crate::process::{EffectContext, EffectError};
+    use crate::queue::{EventMessage, Payload, Queue};
+    use crate::route::Processor;
+    use crate::state::{StateKey, StateKind};
+    use crate::verify::{Provider, Tolerance, sign_stripe};
+
+    const SECRET: &str = "whsec_pipeline_test";
+
+    /// Effects that fail while `failing` is set and count what they performed.
+    #[derive(Clone, Default)]
+    struct Flaky {
+        failing: Arc<AtomicBool>,
+        performed: Arc<AtomicUsize>,
+    }
+
+    impl<E: Serialize + Sync> Effects<E> for Flaky {
+        async fn perform(&self, _: &E, _: &EffectContext) -> Result<(), EffectError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(EffectError("the fulfilment service is down".into()));
+            }
+            self.performed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn settings() -> PipelineSettings {
+        PipelineSettings {
+            queue: QueueSettings {
+                visibility_timeout_millis: 30_000,
+                max_receive_count: 3,
+                retry_backoff_millis: 0,
+            },
+            worker: WorkerSettings {
+                batch_size: 8,
+                poll_interval: Duration::from_millis(20),
+            },
+            ..PipelineSettings::default()
+        }
+    }
+
+    async fn start(t: &TempDb, effects: Flaky) -> Pipeline {
+        let verifiers =
+            Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
+        Pipeline::start_with_effects(t.db(), verifiers, settings(), effects)
+            .await
+            .unwrap()
+    }
+
+    fn payment_succeeded(event_id: &str, pi: &str) -> String {
+        json!({
+            "id": event_id,
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": SystemClock.now_secs(),
+            "livemode": false,
+            "pending_webhooks": 1,
+            "request": { "id": null, "idempotency_key": null },
+            "type": "payment_intent.succeeded",
+            "data": { "object": {
+                "id": pi, "object": "payment_intent", "amount": 2000, "amount_received": 2000,
+                "currency": "usd", "status": "succeeded", "metadata": { "order_id": "ord_1" },
+                "latest_charge": "ch_1"
+            } }
+        })
+        .to_string()
+    }
+
+    async fn deliver(p: &Pipeline, body: &str) -> crate::receive::Answer {
+        let mut headers = HeaderMap::new();
+        let signature = sign_stripe(SECRET, SystemClock.now_secs(), body.as_bytes());
+        headers.insert(
+            "stripe-signature",
+            HeaderValue::from_str(&signature).unwrap(),
+        );
+        p.receiver()
+            .handle(&Method::POST, "stripe", &headers, body.as_bytes())
+            .await
+    }
+
+    async fn wait_for_stage(p: &Pipeline, event_id: &str, stage: &str) -> EventView {
+        let key = LedgerKey::new(Provider::Stripe, event_id);
+        for _ in 0..500 {
+            if let Some(v) = p.inspector().event(&key).await.unwrap() {
+                if v.stage == stage {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{event_id} never reached {stage}: {:?}",
+            p.inspector().event(&key).await
+        );
+    }
+
+    #[tokio::test]
+    async fn delivered_event_is_processed_once_and_inspectable() {
+        // GIVEN a running pipeline
+        let t = TempDb::new();
+        let effects = Flaky::default();
+        let p = start(&t, effects.clone()).await;
+        // WHEN a signed event is delivered twice
+        let first = deliver(&p, &payment_succeeded("evt_1", "pi_1")).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+        let event = wait_for_stage(&p, "evt_1", "processed").await;
+        let again = deliver(&p, &payment_succeeded("evt_1", "pi_1")).await;
+        // THEN it is enqueued once, applied once, its effect performed once,
+        // and the order's state is readable with the event that made it
+        assert_eq!(first.body["outcome"], "enqueued");
+        assert_eq!(again.body["duplicate"], true);
+        assert_eq!(event.status, LedgerStatus::Enqueued);
+        assert_eq!(event.processing.len(), 1);
+        assert_eq!(event.processing[0].processor, Processor::Fulfill);
+        let order = p
+            .inspector()
+            .object(&StateKey::new(StateKind::Order, "pi_1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(order.last_event.id, "evt_1");
+        assert!(order.pending_effects.is_empty());
+        assert_eq!(order.history.len(), 1);
+        assert_eq!(effects.performed.load(Ordering::SeqCst), 1);
+        let listed = p
+            .inspector()
+            .events(EventFilter {
+                event_type: Some("payment_intent.*".into()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failing_effect_dead_letters_and_redrive_finishes_it_once_fixed() {
+        // GIVEN a pipeline whose fulfilment service is down
+        let t = TempDb::new();
+        let effects = Flaky::default();
+        effects.failing.store(true, Ordering::SeqCst);
+        let p = start(&t, effects.clone()).await;
+        // WHEN an event arrives, it fails every receive and lands in the DLQ
+        deliver(&p, &payment_succeeded("evt_1", "pi_1")).await;
+        let dead = wait_for_stage(&p, "evt_1", "processed").await;
+        assert_eq!(dead.delivery.as_ref().map(|d| d.state), Some("dead_letter"));
+        let letters = p.inspector().dead_letters(None, 10).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].receive_count, 3);
+        let order = p
+            .inspector()
+            .object(&StateKey::new(StateKind::Order, "pi_1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            order.pending_effects.len(),
+            1,
+            "state committed, effect still pending"
+        );
+        // WHEN the service is back and the DLQ is redriven
+        effects.failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            p.inspector()
+                .redrive(Some(Processor::Fulfill))
+                .await
+                .unwrap(),
+            1
+        );
+        // THEN the pending effect is performed exactly once and the message is gone
+        let key = LedgerKey::new(Provider::Stripe, "evt_1");
+        for _ in 0..500 {
+            if p.inspector()
+                .event(&key)
+                .await
+                .unwrap()
+                .is_some_and(|v| v.delivery.is_none())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let order = p
+            .inspector()
+            .object(&StateKey::new(StateKind::Order, "pi_1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(order.pending_effects.is_empty());
+        assert_eq!(effects.performed.load(Ordering::SeqCst), 1);
+        assert!(
+            p.inspector()
+                .dead_letters(None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn start_resumes_what_a_killed_run_left_behind() {
+        // GIVEN a database where one message was queued and another received
+        // by a process that then died, and that process's lease on a third event
+        let t = TempDb::new();
+        let queue = SqliteQueue::new(t.db(), QueueSettings::default());
+        for (evt, pi) in [("evt_q", "pi_q"), ("evt_r", "pi_r")] {
+            let message = EventMessage {
+                provider: Provider::Stripe,
+                event_id: evt.into(),
+                event_type: "payment_intent.succeeded".into(),
+                object_id: Some(pi.into()),
+                created: SystemClock.now_secs(),
+                livemode: Some(false),
+                payload: Payload::Inline(payment_succeeded(evt, pi)),
+            };
+            queue.send(Processor::Fulfill, &message).await.unwrap();
+        }
+        assert_eq!(queue.receive(Processor::Fulfill, 1).await.unwrap().len(), 1);
+        // WHEN the pipeline starts on it
+        let p = start(&t, Flaky::default()).await;
+        // THEN the received message is released at once and both are processed
+        assert_eq!(p.recovery().released_messages, 1);
+        for pi in ["pi_q", "pi_r"] {
+            let key = StateKey::new(StateKind::Order, pi);
+            let mut found = None;
+            for _ in 0..500 {
+                found = p.inspector().object(&key).await.unwrap();
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(found.is_some(), "{pi} was not processed");
+        }
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn second_pipeline_on_one_database_is_refused() {
+        // GIVEN a running pipeline
+        let t = TempDb::new();
+        let p = start(&t, Flaky::default()).await;
+        // WHEN another starts on the same file
+        let verifiers =
+            Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
+        let other = Db::open(t.path(), crate::local::DbOptions::default()).unwrap();
+        let err = Pipeline::start(other.clone(), verifiers, settings())
+            .await
+            .unwrap_err();
+        // THEN it is refused, naming the owner
+        assert!(
+            matches!(&err, LocalError::Locked { owner, .. } if owner.contains("pid")),
+            "{err}"
+        );
+        other.close();
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn dev_secret_is_generated_once_in_the_stripe_cli_shape() {
+        // GIVEN a fresh database WHEN the dev secret is asked for twice, across a restart
+        let mut t = TempDb::new();
+        let first = dev_secret(&t.db()).await.unwrap();
+        let again = dev_secret(&t.reopen()).await.unwrap();
+        // THEN it is the same `whsec_` + 64 hex digits
+        assert_eq!(first, again);
+        let hex = first.strip_prefix("whsec_").unwrap();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

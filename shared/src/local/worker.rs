@@ -1,0 +1,116 @@
+//! One processor's consumer loop: what the SQS event source mapping and the
+//! Lambda runtime do on AWS, in a tokio task.
+//!
+//! Receive a batch, hand it to [`Runner::run_batch`], delete the successes and
+//! release the failures for retry (or the dead-letter queue). When the queue is
+//! empty, sleep until a send wakes it, with a poll as the fallback (e.g. for a
+//! redrive done by another process).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::ledger::BodyStore;
+use crate::process::{Delivery, Domain, Effects, Runner};
+use crate::queue::sqlite::SqliteQueue;
+use crate::state::StateStore;
+
+/// How a worker takes work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// The most messages one batch takes (SQS: `BatchSize`).
+    pub batch_size: usize,
+    /// How often an idle worker looks at its queue without being woken.
+    pub poll_interval: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The failure recorded on a message that failed (the processor logs the cause).
+const FAILED: &str = "processing failed; see the payhook dev log for this message id";
+
+/// Consumes `D`'s queue until `stop` turns true; the batch in hand is always
+/// finished and settled first, the rest stays queued.
+pub(crate) async fn run<D, S, B, F, C>(
+    runner: Runner<D, S, B, F, C>,
+    queue: SqliteQueue,
+    settings: WorkerSettings,
+    mut stop: watch::Receiver<bool>,
+) where
+    D: Domain,
+    S: StateStore,
+    B: BodyStore,
+    F: Effects<D::Effect>,
+    C: Clock,
+{
+    let processor = D::PROCESSOR;
+    let batch_size = settings.batch_size.max(1);
+    while !*stop.borrow() {
+        let batch = match queue.receive(processor, batch_size).await {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::error!(%processor, error = %err, "receiving from the queue failed");
+                if !idle(&queue, processor, settings.poll_interval, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if !idle(&queue, processor, settings.poll_interval, &mut stop).await {
+                break;
+            }
+            continue;
+        }
+        let deliveries = batch
+            .iter()
+            .map(|r| Delivery {
+                id: r.message_id.clone(),
+                message: r.message(),
+            })
+            .collect();
+        let failed: HashSet<String> = runner.run_batch(deliveries).await.into_iter().collect();
+        let (mut done, mut retry) = (Vec::new(), Vec::new());
+        for r in &batch {
+            if failed.contains(&r.message_id) {
+                retry.push((r.receipt, Some(FAILED.to_owned())));
+            } else {
+                done.push(r.receipt);
+            }
+        }
+        match queue.settle(done, retry).await {
+            Ok(settled) if settled.dead_lettered > 0 => {
+                tracing::warn!(%processor, count = settled.dead_lettered, "messages moved to the dead-letter queue");
+            }
+            Ok(_) => {}
+            // The receives stay in flight and come back after the visibility
+            // timeout; the markers make the repeat a no-op.
+            Err(err) => tracing::error!(%processor, error = %err, "settling the batch failed"),
+        }
+    }
+    tracing::debug!(%processor, "worker stopped");
+}
+
+/// Waits for a wake-up, the poll interval or a stop request; `false` when the
+/// pipeline that owns the worker is gone.
+async fn idle(
+    queue: &SqliteQueue,
+    processor: crate::route::Processor,
+    poll: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        () = queue.notified(processor) => true,
+        () = tokio::time::sleep(poll) => true,
+        changed = stop.changed() => changed.is_ok(),
+    }
+}
