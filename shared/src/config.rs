@@ -106,9 +106,13 @@ impl ReceiveConfig {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let queue_urls = Processor::ALL.map(|p| required(env, queue_url_variable(p)));
         let [f, s, d, p] = queue_urls;
-        let stripe_secret = secret_source(env, "STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_ARN")?;
-        let standard_secret =
-            secret_source(env, "STANDARD_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET_ARN")?;
+        let stripe_secret =
+            secret_source(env, "STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_ARN")?;
+        let standard_secret = secret_source(
+            env,
+            "STANDARD_WEBHOOK_SECRET",
+            "STANDARD_WEBHOOK_SECRET_ARN",
+        )?;
         if stripe_secret.is_none() && standard_secret.is_none() {
             return Err(ConfigError::new(
                 "STRIPE_WEBHOOK_SECRET",
@@ -140,17 +144,41 @@ pub fn receive_settings(env: &impl Env) -> Result<ReceiveSettings, ConfigError> 
     let defaults = ReceiveSettings::default();
     let livemode = match env.var("WEBHOOK_LIVEMODE") {
         None => defaults.livemode,
-        Some(v) => Livemode::parse(&v)
-            .ok_or_else(|| ConfigError::new("WEBHOOK_LIVEMODE", format!("{v:?} is not test, live or any")))?,
+        Some(v) => Livemode::parse(&v).ok_or_else(|| {
+            ConfigError::new(
+                "WEBHOOK_LIVEMODE",
+                format!("{v:?} is not test, live or any"),
+            )
+        })?,
     };
     let routes = match env.var("HANDLED_EVENT_TYPES") {
         None => Routes::all(),
         Some(v) => Routes::only(v.split(',').map(str::trim).filter(|s| !s.is_empty())),
     };
     Ok(ReceiveSettings {
-        max_body_bytes: number(env, "MAX_BODY_BYTES", defaults.max_body_bytes as u64, 1, 64 << 20)? as usize,
-        lease_millis: number(env, "LEDGER_LEASE_SECONDS", (defaults.lease_millis / 1000) as u64, 1, 3600)? as i64 * 1000,
-        ledger_ttl_secs: number(env, "LEDGER_TTL_DAYS", (defaults.ledger_ttl_secs / 86_400) as u64, 1, 3650)? as i64 * 86_400,
+        max_body_bytes: number(
+            env,
+            "MAX_BODY_BYTES",
+            defaults.max_body_bytes as u64,
+            1,
+            64 << 20,
+        )? as usize,
+        lease_millis: number(
+            env,
+            "LEDGER_LEASE_SECONDS",
+            (defaults.lease_millis / 1000) as u64,
+            1,
+            3600,
+        )? as i64
+            * 1000,
+        ledger_ttl_secs: number(
+            env,
+            "LEDGER_TTL_DAYS",
+            (defaults.ledger_ttl_secs / 86_400) as u64,
+            1,
+            3650,
+        )? as i64
+            * 86_400,
         livemode,
         routes,
     })
@@ -190,7 +218,13 @@ pub fn required(env: &impl Env, name: &'static str) -> Result<String, ConfigErro
         .ok_or_else(|| ConfigError::new(name, "is not set"))
 }
 
-fn number(env: &impl Env, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn number(
+    env: &impl Env,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let Some(v) = env.var(name) else {
         return Ok(default);
     };
@@ -199,7 +233,10 @@ fn number(env: &impl Env, name: &'static str, default: u64, min: u64, max: u64) 
         .parse()
         .map_err(|_| ConfigError::new(name, format!("{v:?} is not a whole number")))?;
     if n < min || n > max {
-        return Err(ConfigError::new(name, format!("{n} is outside {min}..={max}")));
+        return Err(ConfigError::new(
+            name,
+            format!("{n} is outside {min}..={max}"),
+        ));
     }
     Ok(n)
 }
@@ -210,7 +247,10 @@ fn secret_source(
     arn: &'static str,
 ) -> Result<Option<SecretSource>, ConfigError> {
     match (env.var(inline), env.var(arn)) {
-        (Some(_), Some(_)) => Err(ConfigError::new(inline, format!("set either {inline} or {arn}, not both"))),
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            inline,
+            format!("set either {inline} or {arn}, not both"),
+        )),
         (Some(v), None) => {
             let secrets = split_secrets(&v);
             if secrets.is_empty() {
@@ -218,8 +258,13 @@ fn secret_source(
             }
             Ok(Some(SecretSource::Inline(secrets)))
         }
-        (None, Some(a)) if a.trim().starts_with("arn:") => Ok(Some(SecretSource::SecretsManager(a.trim().to_owned()))),
-        (None, Some(_)) => Err(ConfigError::new(arn, "is not an ARN (arn:aws:secretsmanager:…)")),
+        (None, Some(a)) if a.trim().starts_with("arn:") => {
+            Ok(Some(SecretSource::SecretsManager(a.trim().to_owned())))
+        }
+        (None, Some(_)) => Err(ConfigError::new(
+            arn,
+            "is not an ARN (arn:aws:secretsmanager:…)",
+        )),
         (None, None) => Ok(None),
     }
 }
@@ -229,7 +274,11 @@ mod tests {
     use super::*;
 
     fn env(vars: &'static [(&'static str, &'static str)]) -> impl Env {
-        move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     const BASE: &[(&str, &str)] = &[
@@ -248,7 +297,10 @@ mod tests {
         assert_eq!(c.queue_url(Processor::Dispute), "http://q/d");
         assert_eq!(
             c.stripe_secret,
-            Some(SecretSource::Inline(vec!["whsec_a".into(), "whsec_b".into()]))
+            Some(SecretSource::Inline(vec![
+                "whsec_a".into(),
+                "whsec_b".into()
+            ]))
         );
         assert_eq!(c.tolerance_secs, 300);
         assert_eq!(c.settings.max_body_bytes, 1 << 20);
@@ -257,8 +309,11 @@ mod tests {
 
     #[test]
     fn missing_queue_names_the_variable() {
-        let err = ReceiveConfig::from_env(&env(&[("LEDGER_TABLE", "l"), ("STRIPE_WEBHOOK_SECRET", "s")]))
-            .unwrap_err();
+        let err = ReceiveConfig::from_env(&env(&[
+            ("LEDGER_TABLE", "l"),
+            ("STRIPE_WEBHOOK_SECRET", "s"),
+        ]))
+        .unwrap_err();
         assert_eq!(err.variable, "FULFILL_QUEUE_URL");
         assert_eq!(err.to_string(), "FULFILL_QUEUE_URL: is not set");
     }
@@ -272,11 +327,15 @@ mod tests {
     #[test]
     fn bad_livemode_and_size_name_their_variables() {
         assert_eq!(
-            receive_settings(&env(&[("WEBHOOK_LIVEMODE", "prod")])).unwrap_err().variable,
+            receive_settings(&env(&[("WEBHOOK_LIVEMODE", "prod")]))
+                .unwrap_err()
+                .variable,
             "WEBHOOK_LIVEMODE"
         );
         assert_eq!(
-            receive_settings(&env(&[("MAX_BODY_BYTES", "1MB")])).unwrap_err().variable,
+            receive_settings(&env(&[("MAX_BODY_BYTES", "1MB")]))
+                .unwrap_err()
+                .variable,
             "MAX_BODY_BYTES"
         );
     }

@@ -119,7 +119,13 @@ where
     C: Clock,
 {
     /// A handler; build it once per process and share it.
-    pub fn new(verifiers: Verifiers, ledger: L, queue: Q, clock: C, settings: ReceiveSettings) -> Self {
+    pub fn new(
+        verifiers: Verifiers,
+        ledger: L,
+        queue: Q,
+        clock: C,
+        settings: ReceiveSettings,
+    ) -> Self {
         Self {
             verifiers,
             ledger,
@@ -156,17 +162,28 @@ where
         let answer = self.answer(method, provider, headers, body).await;
         telemetry::emit(
             "receive",
-            &[(Metric::LatencyMillis, started.elapsed().as_secs_f64() * 1000.0)],
+            &[(
+                Metric::LatencyMillis,
+                started.elapsed().as_secs_f64() * 1000.0,
+            )],
         );
         answer
     }
 
-    async fn answer(&self, method: &Method, segment: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
+    async fn answer(
+        &self,
+        method: &Method,
+        segment: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Answer {
         let Some(provider) = Provider::from_route(segment) else {
             return self.reject(
                 StatusCode::NOT_FOUND,
                 "unknown_provider",
-                format!("no webhook provider {segment:?}; use /webhooks/stripe or /webhooks/standard"),
+                format!(
+                    "no webhook provider {segment:?}; use /webhooks/stripe or /webhooks/standard"
+                ),
             );
         };
         if method != Method::POST {
@@ -210,7 +227,9 @@ where
             }
         };
         telemetry::emit("receive", &[(Metric::Received, 1.0)]);
-        let answer = self.accept(provider, &envelope, &verified.body, now_millis).await;
+        let answer = self
+            .accept(provider, &envelope, verified.body, now_millis)
+            .await;
         tracing::info!(
             %provider,
             event_id = %envelope.id,
@@ -222,7 +241,13 @@ where
         answer
     }
 
-    async fn accept(&self, provider: Provider, env: &Envelope<'_>, body: &str, now_millis: i64) -> Answer {
+    async fn accept(
+        &self,
+        provider: Provider,
+        env: &Envelope<'_>,
+        body: &str,
+        now_millis: i64,
+    ) -> Answer {
         let key = LedgerKey::new(provider, env.id.as_ref());
         let claim = ClaimRequest {
             key: key.clone(),
@@ -238,7 +263,11 @@ where
             Err(err) => return self.unavailable(&key, err, false).await,
             Ok(Claim::Done(status)) => {
                 telemetry::emit("receive", &[(Metric::Duplicate, 1.0)]);
-                return accepted(env, "duplicate", json!({ "duplicate": true, "status": status.as_str() }));
+                return accepted(
+                    env,
+                    "duplicate",
+                    json!({ "duplicate": true, "status": status.as_str() }),
+                );
             }
             Ok(Claim::InFlight { lease_until_millis }) => {
                 telemetry::emit("receive", &[(Metric::InFlight, 1.0)]);
@@ -267,7 +296,11 @@ where
                     return self.unavailable(&key, err, true).await;
                 }
                 telemetry::emit("receive", &[(Metric::Ignored, 1.0)]);
-                return accepted(env, "ignored", json!({ "duplicate": false, "ignored": reason.as_str() }));
+                return accepted(
+                    env,
+                    "ignored",
+                    json!({ "duplicate": false, "ignored": reason.as_str() }),
+                );
             }
         };
 
@@ -293,7 +326,11 @@ where
             Err(err) => return self.unavailable(&key, err, true).await,
         };
         telemetry::emit("receive", &[(Metric::Enqueued, 1.0)]);
-        if let Err(err) = self.ledger.mark_enqueued(&key, processor.as_str(), &message_id).await {
+        if let Err(err) = self
+            .ledger
+            .mark_enqueued(&key, processor.as_str(), &message_id)
+            .await
+        {
             // The event is durably on its queue: acknowledge it. The record stays
             // RECEIVED until its lease ends; a redelivery then re-enqueues and the
             // processor's marker absorbs the copy.
@@ -306,7 +343,12 @@ where
         )
     }
 
-    async fn unavailable(&self, key: &LedgerKey, err: impl std::fmt::Display, claimed: bool) -> Answer {
+    async fn unavailable(
+        &self,
+        key: &LedgerKey,
+        err: impl std::fmt::Display,
+        claimed: bool,
+    ) -> Answer {
         tracing::error!(event = %key, error = %err, "store or queue failed");
         telemetry::emit("receive", &[(Metric::BackendError, 1.0)]);
         if claimed {
@@ -362,7 +404,13 @@ mod tests {
         let clock = ManualClock::at_secs(NOW);
         let verifiers =
             Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
-        let r = Receiver::new(verifiers, MemoryLedger::new(), queue, clock.clone(), settings);
+        let r = Receiver::new(
+            verifiers,
+            MemoryLedger::new(),
+            queue,
+            clock.clone(),
+            settings,
+        );
         (r, clock)
     }
 
@@ -395,7 +443,8 @@ mod tests {
     }
 
     async fn post(r: &TestReceiver, body: &str) -> Answer {
-        r.handle(&Method::POST, "stripe", &signed(body), body.as_bytes()).await
+        r.handle(&Method::POST, "stripe", &signed(body), body.as_bytes())
+            .await
     }
 
     #[tokio::test]
@@ -413,7 +462,10 @@ mod tests {
         assert_eq!(sent[0].0, Processor::Fulfill);
         assert_eq!(sent[0].1.payload, Payload::Inline(body));
         assert_eq!(sent[0].1.object_id.as_deref(), Some("pi_123"));
-        let entry = r.ledger().entry(&LedgerKey::new(Provider::Stripe, "evt_1")).unwrap();
+        let entry = r
+            .ledger()
+            .entry(&LedgerKey::new(Provider::Stripe, "evt_1"))
+            .unwrap();
         assert_eq!(entry.status, crate::ledger::LedgerStatus::Enqueued);
         assert_eq!(entry.queue.as_deref(), Some("fulfill"));
     }
@@ -447,7 +499,10 @@ mod tests {
             lease_until_millis: NOW * 1000 + r.settings().lease_millis,
             expires_at: NOW + 100,
         };
-        assert!(matches!(r.ledger().claim(&claim).await.unwrap(), Claim::Claimed { .. }));
+        assert!(matches!(
+            r.ledger().claim(&claim).await.unwrap(),
+            Claim::Claimed { .. }
+        ));
         // WHEN the provider retries inside the lease THEN 409 and nothing sent
         let a = post(&r, &body).await;
         assert_eq!(a.status, StatusCode::CONFLICT);
@@ -458,9 +513,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "stripe-signature",
-            sign_stripe(SECRET, NOW + 31, body_later.as_bytes()).parse().unwrap(),
+            sign_stripe(SECRET, NOW + 31, body_later.as_bytes())
+                .parse()
+                .unwrap(),
         );
-        let a = r.handle(&Method::POST, "stripe", &h, body_later.as_bytes()).await;
+        let a = r
+            .handle(&Method::POST, "stripe", &h, body_later.as_bytes())
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{a:?}");
         assert_eq!(r.queue().sent().len(), 1);
         assert_eq!(r.ledger().entry(&key).unwrap().attempts, 2);
@@ -508,10 +567,18 @@ mod tests {
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.body["ignored"], "unknown_type");
         assert!(r.queue().sent().is_empty());
-        let e = r.ledger().entry(&LedgerKey::new(Provider::Stripe, "evt_u")).unwrap();
+        let e = r
+            .ledger()
+            .entry(&LedgerKey::new(Provider::Stripe, "evt_u"))
+            .unwrap();
         assert_eq!(e.status, LedgerStatus::Ignored);
         // and its redelivery is a duplicate
-        assert_eq!(post(&r, &event("evt_u", "customer.created", false)).await.body["duplicate"], true);
+        assert_eq!(
+            post(&r, &event("evt_u", "customer.created", false))
+                .await
+                .body["duplicate"],
+            true
+        );
     }
 
     #[tokio::test]
@@ -531,7 +598,8 @@ mod tests {
     async fn oversized_event_travels_by_reference() {
         // GIVEN a queue whose limit is smaller than the event
         let (r, _) = receiver_with(ReceiveSettings::default(), MemoryQueue::with_limit(4096));
-        let mut v: serde_json::Value = serde_json::from_str(&event("evt_big", "invoice.paid", false)).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("evt_big", "invoice.paid", false)).unwrap();
         v["data"]["object"]["description"] = json!("x".repeat(10_000));
         let body = v.to_string();
         let a = post(&r, &body).await;
@@ -547,22 +615,100 @@ mod tests {
     async fn bad_inputs_are_clear_4xx_and_write_nothing() {
         let (r, _) = receiver();
         let good = event("evt_bad", "payment_intent.succeeded", false);
-        let cases: Vec<(&str, Method, &str, HeaderMap, Vec<u8>, StatusCode)> = vec![
-            ("no header", Method::POST, "stripe", HeaderMap::new(), good.clone().into_bytes(), StatusCode::BAD_REQUEST),
-            ("garbage header", Method::POST, "stripe", {
-                let mut h = HeaderMap::new();
-                h.insert("stripe-signature", "garbage".parse().unwrap());
-                h
-            }, good.clone().into_bytes(), StatusCode::BAD_REQUEST),
-            ("tampered body", Method::POST, "stripe", signed(&good), good.replace("2000", "1"). into_bytes(), StatusCode::BAD_REQUEST),
-            ("not json", Method::POST, "stripe", signed("hello"), b"hello".to_vec(), StatusCode::BAD_REQUEST),
-            ("json array", Method::POST, "stripe", signed("[1,2]"), b"[1,2]".to_vec(), StatusCode::BAD_REQUEST),
-            ("no id", Method::POST, "stripe", signed("{\"type\":\"payout.paid\",\"object\":\"event\",\"created\":1}"), b"{\"type\":\"payout.paid\",\"object\":\"event\",\"created\":1}".to_vec(), StatusCode::BAD_REQUEST),
-            ("empty body", Method::POST, "stripe", signed(""), Vec::new(), StatusCode::BAD_REQUEST),
-            ("wrong method", Method::GET, "stripe", signed(&good), good.clone().into_bytes(), StatusCode::METHOD_NOT_ALLOWED),
-            ("unknown provider", Method::POST, "paypal", signed(&good), good.clone().into_bytes(), StatusCode::NOT_FOUND),
-            ("unconfigured provider", Method::POST, "standard", signed(&good), good.clone().into_bytes(), StatusCode::NOT_FOUND),
-            ("over the cap", Method::POST, "stripe", signed(&good), vec![b' '; 1024 * 1024 + 1], StatusCode::PAYLOAD_TOO_LARGE),
+        type Case<'a> = (&'a str, Method, &'a str, HeaderMap, Vec<u8>, StatusCode);
+        let cases: Vec<Case> = vec![
+            (
+                "no header",
+                Method::POST,
+                "stripe",
+                HeaderMap::new(),
+                good.clone().into_bytes(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "garbage header",
+                Method::POST,
+                "stripe",
+                {
+                    let mut h = HeaderMap::new();
+                    h.insert("stripe-signature", "garbage".parse().unwrap());
+                    h
+                },
+                good.clone().into_bytes(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "tampered body",
+                Method::POST,
+                "stripe",
+                signed(&good),
+                good.replace("2000", "1").into_bytes(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "not json",
+                Method::POST,
+                "stripe",
+                signed("hello"),
+                b"hello".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "json array",
+                Method::POST,
+                "stripe",
+                signed("[1,2]"),
+                b"[1,2]".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "no id",
+                Method::POST,
+                "stripe",
+                signed("{\"type\":\"payout.paid\",\"object\":\"event\",\"created\":1}"),
+                b"{\"type\":\"payout.paid\",\"object\":\"event\",\"created\":1}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "empty body",
+                Method::POST,
+                "stripe",
+                signed(""),
+                Vec::new(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "wrong method",
+                Method::GET,
+                "stripe",
+                signed(&good),
+                good.clone().into_bytes(),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "unknown provider",
+                Method::POST,
+                "paypal",
+                signed(&good),
+                good.clone().into_bytes(),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "unconfigured provider",
+                Method::POST,
+                "standard",
+                signed(&good),
+                good.clone().into_bytes(),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "over the cap",
+                Method::POST,
+                "stripe",
+                signed(&good),
+                vec![b' '; 1024 * 1024 + 1],
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
         ];
         for (name, method, provider, headers, body, status) in cases {
             let a = r.handle(&method, provider, &headers, &body).await;
@@ -581,7 +727,10 @@ mod tests {
         let body = event("evt_time", "payout.paid", false);
         for t in [NOW - 301, NOW + 301] {
             let mut h = HeaderMap::new();
-            h.insert("stripe-signature", sign_stripe(SECRET, t, body.as_bytes()).parse().unwrap());
+            h.insert(
+                "stripe-signature",
+                sign_stripe(SECRET, t, body.as_bytes()).parse().unwrap(),
+            );
             let a = r.handle(&Method::POST, "stripe", &h, body.as_bytes()).await;
             assert_eq!(a.status, StatusCode::BAD_REQUEST, "{a:?}");
             assert!(a.body["message"].as_str().unwrap().contains("tolerance"));

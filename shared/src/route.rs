@@ -238,8 +238,18 @@ mod tests {
     #[test]
     fn unknown_types_are_ignored_not_enqueued() {
         let all = Routes::all();
-        for t in ["customer.created", "charge.dispute", "payment_intent", "", "PAYOUT.PAID"] {
-            assert_eq!(all.route(t), Route::Ignored(IgnoreReason::UnknownType), "{t}");
+        for t in [
+            "customer.created",
+            "charge.dispute",
+            "payment_intent",
+            "",
+            "PAYOUT.PAID",
+        ] {
+            assert_eq!(
+                all.route(t),
+                Route::Ignored(IgnoreReason::UnknownType),
+                "{t}"
+            );
         }
     }
 

@@ -145,7 +145,9 @@ pub fn emf_line(
 pub fn init_json_logs() {
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_current_span(true)
         .with_span_list(false)
         .without_time()
@@ -168,7 +170,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let cw = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(cw["Namespace"], "payhook");
-        assert_eq!(cw["Dimensions"][0], serde_json::json!(["Function", "Provider"]));
+        assert_eq!(
+            cw["Dimensions"][0],
+            serde_json::json!(["Function", "Provider"])
+        );
         assert_eq!(cw["Metrics"][1]["Name"], "Latency");
         assert_eq!(cw["Metrics"][1]["Unit"], "Milliseconds");
         assert_eq!(v["Function"], "receive");

@@ -5,9 +5,9 @@
 //! lease has expired (its holder crashed). A failed claim reports the record it
 //! lost to, so the answer needs no second read.
 
-pub mod memory;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+pub mod memory;
 #[cfg(feature = "local")]
 pub mod sqlite;
 

@@ -63,7 +63,11 @@ impl<E: Serialize + Sync> Effects<E> for LogEffects {
             detail = %effect,
             "side effect"
         );
-        telemetry::emit_with(ctx.processor.as_str(), &[("Effect", &name)], &[(Metric::EffectPerformed, 1.0)]);
+        telemetry::emit_with(
+            ctx.processor.as_str(),
+            &[("Effect", &name)],
+            &[(Metric::EffectPerformed, 1.0)],
+        );
         Ok(())
     }
 }
@@ -86,7 +90,10 @@ impl<E: Clone> RecordingEffects<E> {
 
     /// Makes later effects fail (or succeed again).
     pub fn fail(&self, failing: bool) {
-        *self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failing;
+        *self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = failing;
     }
 
     /// Every effect performed, in order.
@@ -105,7 +112,11 @@ impl<E: Clone> RecordingEffects<E> {
 
 impl<E: Clone + Send + Sync> Effects<E> for RecordingEffects<E> {
     async fn perform(&self, effect: &E, ctx: &EffectContext) -> Result<(), EffectError> {
-        if *self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        if *self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             return Err(EffectError("injected failure".into()));
         }
         self.performed

@@ -55,7 +55,11 @@ impl Queue for MemoryQueue {
         self.max_message_bytes
     }
 
-    async fn send(&self, processor: Processor, message: &EventMessage) -> Result<String, QueueError> {
+    async fn send(
+        &self,
+        processor: Processor,
+        message: &EventMessage,
+    ) -> Result<String, QueueError> {
         if *lock(&self.failing) {
             return Err(QueueError {
                 queue: processor.as_str(),

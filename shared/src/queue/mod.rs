@@ -134,7 +134,8 @@ impl EventMessage {
         body: Option<&str>,
         attribute: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Self, MessageError> {
-        let required = |name: &'static str| attribute(name).ok_or(MessageError::MissingAttribute(name));
+        let required =
+            |name: &'static str| attribute(name).ok_or(MessageError::MissingAttribute(name));
         let provider_name = required(attr::PROVIDER)?;
         let provider = crate::verify::Provider::from_route(provider_name).ok_or_else(|| {
             MessageError::InvalidAttribute {
@@ -198,6 +199,20 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = Result<String, QueueError>> + Send;
 }
 
+impl<T: Queue> Queue for std::sync::Arc<T> {
+    fn max_message_bytes(&self) -> usize {
+        (**self).max_message_bytes()
+    }
+
+    fn send(
+        &self,
+        processor: Processor,
+        message: &EventMessage,
+    ) -> impl Future<Output = Result<String, QueueError>> + Send {
+        (**self).send(processor, message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +233,10 @@ mod tests {
         let attrs = m.attributes();
         let body = m.body();
         EventMessage::from_parts(Some(&body), |name| {
-            attrs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+            attrs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
         })
     }
 
@@ -243,7 +261,10 @@ mod tests {
             _ => None,
         })
         .unwrap_err();
-        assert!(matches!(err, MessageError::MissingAttribute(attr::EVENT_ID)));
+        assert!(matches!(
+            err,
+            MessageError::MissingAttribute(attr::EVENT_ID)
+        ));
     }
 
     #[test]
@@ -262,19 +283,5 @@ mod tests {
         let big = "x".repeat(SQS_MAX_MESSAGE_BYTES);
         assert!(EventMessage::needs_reference(&big, SQS_MAX_MESSAGE_BYTES));
         assert!(!EventMessage::needs_reference("{}", SQS_MAX_MESSAGE_BYTES));
-    }
-}
-
-impl<T: Queue> Queue for std::sync::Arc<T> {
-    fn max_message_bytes(&self) -> usize {
-        (**self).max_message_bytes()
-    }
-
-    fn send(
-        &self,
-        processor: Processor,
-        message: &EventMessage,
-    ) -> impl Future<Output = Result<String, QueueError>> + Send {
-        (**self).send(processor, message)
     }
 }

@@ -38,9 +38,11 @@ impl MemoryStateStore {
 
     fn check(&self, operation: &'static str) -> Result<(), StoreError> {
         match *lock(&self.failing) {
-            Some(op) if op == operation => {
-                Err(StoreError::unavailable("memory", operation, "injected failure"))
-            }
+            Some(op) if op == operation => Err(StoreError::unavailable(
+                "memory",
+                operation,
+                "injected failure",
+            )),
             _ => Ok(()),
         }
     }

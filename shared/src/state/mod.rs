@@ -6,9 +6,9 @@
 //! change that causes them, then performed and removed. A crash in between
 //! leaves them pending; the redelivery of the same event performs them.
 
-pub mod memory;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+pub mod memory;
 #[cfg(feature = "local")]
 pub mod sqlite;
 
@@ -209,8 +209,10 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<StateItem>, StoreError>> + Send;
 
     /// Writes `commit` atomically: marker (must be new) and item (version-checked).
-    fn commit(&self, commit: &Commit)
-    -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
+    fn commit(
+        &self,
+        commit: &Commit,
+    ) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
 
     /// Removes performed effects from `key`'s pending list and bumps its version;
     /// ids already gone are ignored.
@@ -236,7 +238,10 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         (**self).load(key)
     }
 
-    fn commit(&self, commit: &Commit) -> impl Future<Output = Result<CommitResult, StoreError>> + Send {
+    fn commit(
+        &self,
+        commit: &Commit,
+    ) -> impl Future<Output = Result<CommitResult, StoreError>> + Send {
         (**self).commit(commit)
     }
 
