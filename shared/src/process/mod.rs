@@ -267,7 +267,10 @@ where
             RecordOutcome::Recorded(Outcome::Stale) => Metric::Stale,
             RecordOutcome::Recorded(_) => Metric::Applied,
         };
-        telemetry::emit(D::PROCESSOR.as_str(), &[(metric, 1.0), (Metric::LagMillis, lag)]);
+        telemetry::emit(
+            D::PROCESSOR.as_str(),
+            &[(metric, 1.0), (Metric::LagMillis, lag)],
+        );
         tracing::info!(outcome = ?outcome, "record processed");
         Ok(outcome)
     }
@@ -297,7 +300,8 @@ where
             let now = self.clock.now_millis();
             let (outcome, item, fresh) = match (decision, &key) {
                 (Decision::Apply { state, effects }, Some(key)) => {
-                    let item = self.next_item(key, current.as_ref(), event, state, &effects, now)?;
+                    let item =
+                        self.next_item(key, current.as_ref(), event, state, &effects, now)?;
                     let fresh = item.pending[item.pending.len() - effects.len()..].to_vec();
                     (Outcome::Applied, Some(item), fresh)
                 }
@@ -404,7 +408,9 @@ where
                     id: p.id.clone(),
                     source,
                 })?;
-            self.store.complete_effects(key, std::slice::from_ref(&p.id)).await?;
+            self.store
+                .complete_effects(key, std::slice::from_ref(&p.id))
+                .await?;
             telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, 1.0)]);
         }
         Ok(())
