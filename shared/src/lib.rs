@@ -24,3 +24,5 @@ pub mod verify;
 pub mod aws;
 #[cfg(feature = "local")]
 pub mod local;
+#[cfg(feature = "samples")]
+pub mod sample;
