@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::{HeaderMap, Method, StatusCode};
+use payhook_shared::aws::{AwsClients, receiver_from_env};
 use payhook_shared::clock::{Clock, ManualClock, SystemClock};
 use payhook_shared::event;
 use payhook_shared::ledger::dynamodb::DynamoLedger;
-use payhook_shared::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus};
+use payhook_shared::ledger::{
+    BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus, MemoryLedger,
+};
 use payhook_shared::queue::sqs::SqsQueue;
-use payhook_shared::queue::{Queue, attr};
+use payhook_shared::queue::{MemoryQueue, Queue, attr};
 use payhook_shared::receive::{Answer, Livemode, ReceiveSettings, Receiver};
 use payhook_shared::route::Processor;
 use payhook_shared::verify::{Provider, Tolerance, Verifiers, sign_stripe};
@@ -651,14 +654,104 @@ async fn warm_receive_latency_against_moto() {
         std::hint::black_box(&envelope);
         local.push(started.elapsed().as_micros());
     }
+    // AND the same handler over the in-memory ledger and queue (no I/O at all)
+    let memory = Receiver::new(
+        Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap(),
+        MemoryLedger::new(),
+        MemoryQueue::new(),
+        w.clock.clone(),
+        ReceiveSettings::default(),
+    );
+    let mut in_memory = Vec::new();
+    for body in &bodies {
+        let headers = signed(SECRET, now, body.as_bytes());
+        let started = Instant::now();
+        let a = memory
+            .handle(&Method::POST, "stripe", &headers, body.as_bytes())
+            .await;
+        in_memory.push(started.elapsed().as_micros());
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
     // THEN the figures are reported (moto is the bulk of it), and every event was enqueued once
     let (h50, h95) = percentiles(&mut handler);
+    let (m50, m95) = percentiles(&mut in_memory);
     let (l50, l95) = percentiles(&mut local);
     println!(
         "warm receive handler vs moto ({} events, {} B each): median {h50} µs, p95 {h95} µs",
         bodies.len(),
         bodies[0].len()
     );
+    println!("same handler over memory ledger + queue: median {m50} µs, p95 {m95} µs");
     println!("verify + parse alone: median {l50} µs, p95 {l95} µs");
     assert_eq!(w.aws.depth(w.url(Processor::Fulfill)).await, 201);
+}
+
+/// The environment the receive function is deployed with, for `world`.
+fn deployed_env(w: &World, secret_arn: &str) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut vars = vec![
+        ("LEDGER_TABLE".to_owned(), w.table.clone()),
+        (
+            "STRIPE_WEBHOOK_SECRET_ARN".to_owned(),
+            secret_arn.to_owned(),
+        ),
+    ];
+    for (p, url) in Processor::ALL.iter().zip(&w.urls) {
+        vars.push((
+            payhook_shared::config::queue_url_variable(*p).to_owned(),
+            url.clone(),
+        ));
+    }
+    move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+#[tokio::test]
+async fn secrets_manager_secret_configures_the_deployed_receiver() {
+    // GIVEN the Stripe secrets in Secrets Manager as JSON, mid-rotation (old and new)
+    let w = World::new().await;
+    let clients = AwsClients::from_config(&payhook_tests::sdk_config().await);
+    let arn = clients
+        .secrets
+        .create_secret()
+        .name(unique("payhook/stripe"))
+        .secret_string(serde_json::json!({ "secrets": ["whsec_retiring", SECRET] }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    // WHEN the receiver is built from the deployed environment, as at a cold start
+    let r = receiver_from_env(&deployed_env(&w, &arn), &clients)
+        .await
+        .unwrap();
+    // THEN a delivery signed with the new secret is verified and enqueued
+    let now = SystemClock.now_secs();
+    let body = payment_succeeded("evt_from_secret", now - 3);
+    let a = r
+        .handle(
+            &Method::POST,
+            "stripe",
+            &signed(SECRET, now, body.as_bytes()),
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(w.drain_all().await.len(), 1);
+}
+
+#[tokio::test]
+async fn unreadable_secret_fails_the_cold_start_naming_the_variable() {
+    // GIVEN an ARN of a secret that does not exist
+    let w = World::new().await;
+    let clients = AwsClients::from_config(&payhook_tests::sdk_config().await);
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:payhook/missing-AbCdEf";
+    // WHEN the receiver is built THEN start-up fails with one message naming the variable
+    let err = receiver_from_env(&deployed_env(&w, arn), &clients)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("STRIPE_WEBHOOK_SECRET_ARN: "),
+        "{message}"
+    );
+    assert!(message.contains("payhook/missing"), "{message}");
 }

@@ -241,7 +241,7 @@ fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
 async fn sqs_batch_reports_only_the_unusable_record() {
     // GIVEN a batch with one good record and one whose body is not an event
     let runner = Runner::new(
-        crate::process::fulfill::Fulfill::default(),
+        crate::process::fulfill::Fulfill,
         crate::state::MemoryStateStore::new(),
         MemoryLedger::new(),
         crate::process::effects::RecordingEffects::new(),
@@ -282,4 +282,13 @@ fn missing_secret_names_its_variable() {
         err.to_string().starts_with("STRIPE_WEBHOOK_SECRET:"),
         "{err}"
     );
+}
+
+#[test]
+fn processor_without_state_table_names_the_variable() {
+    // GIVEN a processor environment without STATE_TABLE
+    let env = |name: &str| (name == "LEDGER_TABLE").then(|| "ledger".to_owned());
+    // WHEN the configuration is read THEN the start-up error names the variable
+    let err = StartupError::from(ProcessorConfig::from_env(&env).unwrap_err());
+    assert_eq!(err.to_string(), "STATE_TABLE: is not set");
 }
