@@ -41,7 +41,7 @@
 //! | `customer.subscription.trial_will_end` | subscribe to a 14-day trial ($0 invoice) → `customer.subscription.trial_will_end` |
 //! | `customer.subscription.paused` | trial without payment method → `trial_will_end` → `customer.subscription.updated` → `customer.subscription.paused` |
 //! | `customer.subscription.resumed` | paused → `customer.subscription.resumed` → invoice created, finalized, paid |
-//! | `customer.subscription.pending_update_applied` | subscribe → upgrade invoice created, finalized, paid → `pending_update_applied` → `customer.subscription.updated` |
+//! | `customer.subscription.pending_update_applied` | subscribe → upgrade invoice created, finalized, paid → `customer.subscription.updated` (two seats) → `pending_update_applied` |
 //! | `customer.subscription.pending_update_expired` | subscribe → upgrade invoice created, finalized, `payment_failed` → `pending_update_expired` |
 //! | `invoice.created` | renewal of a month-old subscription: `invoice.created` |
 //! | `invoice.finalized` | `invoice.created` → `invoice.finalized` |

@@ -1749,8 +1749,8 @@ impl Scenario {
                 SUBSCRIPTION,
                 json!({"items": {"data": [item]}, "pending_update": null}),
             )?;
-            self.emit("customer.subscription.pending_update_applied", SUBSCRIPTION)?;
-            self.emit("customer.subscription.updated", SUBSCRIPTION)
+            self.emit("customer.subscription.updated", SUBSCRIPTION)?;
+            self.emit("customer.subscription.pending_update_applied", SUBSCRIPTION)
         } else {
             self.auto();
             self.invoice_failed()?;

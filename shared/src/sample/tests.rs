@@ -95,12 +95,16 @@ fn every_supported_type_builds_a_well_formed_sequence_containing_it() {
             let updated = e["type"]
                 .as_str()
                 .is_some_and(|ty| ty.ends_with(".updated"));
-            assert_eq!(
-                e["data"].get("previous_attributes").is_some(),
-                updated,
-                "{t}: {}",
-                e["type"]
-            );
+            let previous = e["data"].get("previous_attributes");
+            assert_eq!(previous.is_some(), updated, "{t}: {}", e["type"]);
+            // AND an update says what it changed
+            if let Some(previous) = previous {
+                assert!(
+                    previous.as_object().is_some_and(|p| !p.is_empty()),
+                    "{t}: {} {previous}",
+                    e["type"]
+                );
+            }
         }
     }
 }
