@@ -334,6 +334,7 @@ async fn sign_output_verifies_over_the_exact_file_bytes() {
         .await
         .unwrap();
     assert_eq!(stdout(&out).trim(), header);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]
@@ -394,6 +395,7 @@ async fn send_delivers_the_file_bytes_signed_for_each_provider() {
         assert_eq!(d.body, bytes);
         assert!(d.verified.is_ok(), "{d:?}");
     }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The request in an `events/` file, as the receive function will see it.
@@ -540,4 +542,5 @@ async fn events_writes_gateway_and_sqs_events_that_parse_and_verify() {
         // AND only the poison file carries an unparseable record
         assert_eq!(unparseable, usize::from(name.contains("poison")), "{name}");
     }
+    std::fs::remove_dir_all(&dir).ok();
 }
