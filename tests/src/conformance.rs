@@ -1,15 +1,19 @@
-//! The state-store contract, as one suite every backend runs: the memory store
-//! defines the semantics, and DynamoDB (or any other adapter) must match it.
+//! The ledger and state-store contracts, as suites every backend runs: the
+//! memory stores define the semantics, and DynamoDB (or any other adapter)
+//! must match them case for case.
 //!
 //! Each case uses keys under its own namespace, so a suite can run against a
 //! shared table and several suites can run at once.
 
 use futures_util::future::join_all;
-use payhook_shared::route::Processor;
+use payhook_shared::error::StoreError;
+use payhook_shared::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus};
+use payhook_shared::route::{IgnoreReason, Processor};
 use payhook_shared::state::{
     Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
     StateStore,
 };
+use payhook_shared::verify::Provider;
 use serde_json::json;
 
 fn key(ns: &str, id: &str) -> StateKey {
@@ -392,5 +396,144 @@ pub async fn concurrent_commits_from_one_read_let_exactly_one_win<S: StateStore>
             .await
             .unwrap();
         assert_eq!(m.is_some(), i == winners[0], "marker of commit {i}");
+    }
+}
+
+/// Runs the ledger and body-store contract against `ledger`; `ns` keeps this run's keys apart.
+pub async fn ledger<L: Ledger + BodyStore>(ledger: &L, ns: &str) {
+    claim_lease_and_takeover(ledger, ns).await;
+    finished_events_are_done_and_never_released(ledger, ns).await;
+    release_frees_a_live_claim_at_once(ledger, ns).await;
+    marking_an_unclaimed_event_is_an_error(ledger, ns).await;
+    bodies_round_trip_exactly(ledger, ns).await;
+}
+
+fn claim_request(ns: &str, id: &str, now_millis: i64) -> ClaimRequest {
+    ClaimRequest {
+        key: LedgerKey::new(Provider::Stripe, format!("evt_{ns}_{id}")),
+        event_type: "payment_intent.succeeded".to_owned(),
+        created: 1_750_000_000,
+        livemode: Some(false),
+        object_id: Some("pi_1".to_owned()),
+        now_millis,
+        lease_until_millis: now_millis + 30_000,
+        expires_at: 1_760_000_000,
+    }
+}
+
+/// A claim excludes others until its lease ends; then the next claim takes over.
+pub async fn claim_lease_and_takeover<L: Ledger>(ledger: &L, ns: &str) {
+    // GIVEN an event claimed at t
+    let t = 1_750_000_000_000;
+    let first = claim_request(ns, "lease", t);
+    assert_eq!(
+        ledger.claim(&first).await.unwrap(),
+        Claim::Claimed { attempts: 1 }
+    );
+    // WHEN it is claimed again within the lease (and exactly at its end)
+    // THEN the holder's lease is reported
+    for at in [t + 1, t + 30_000] {
+        assert_eq!(
+            ledger.claim(&claim_request(ns, "lease", at)).await.unwrap(),
+            Claim::InFlight {
+                lease_until_millis: t + 30_000
+            }
+        );
+    }
+    // WHEN it is claimed after the lease ran out THEN the claim is taken over and counted
+    assert_eq!(
+        ledger
+            .claim(&claim_request(ns, "lease", t + 30_001))
+            .await
+            .unwrap(),
+        Claim::Claimed { attempts: 2 }
+    );
+}
+
+/// Enqueued and ignored events are duplicates forever after; release leaves them.
+pub async fn finished_events_are_done_and_never_released<L: Ledger>(ledger: &L, ns: &str) {
+    let t = 1_750_000_000_000;
+    for (id, ignored) in [("enq", false), ("ign", true)] {
+        // GIVEN a claimed event that is then enqueued (or ignored)
+        let req = claim_request(ns, id, t);
+        ledger.claim(&req).await.unwrap();
+        if ignored {
+            ledger
+                .mark_ignored(&req.key, IgnoreReason::UnknownType)
+                .await
+                .unwrap();
+        } else {
+            ledger
+                .mark_enqueued(&req.key, "fulfill", "msg-1")
+                .await
+                .unwrap();
+        }
+        // WHEN someone tries to release it, and it is delivered again long after
+        ledger.release(&req.key).await.unwrap();
+        let again = ledger
+            .claim(&claim_request(ns, id, t + 3_600_000))
+            .await
+            .unwrap();
+        // THEN it is done, with its status
+        let status = if ignored {
+            LedgerStatus::Ignored
+        } else {
+            LedgerStatus::Enqueued
+        };
+        assert_eq!(again, Claim::Done(status), "{id}");
+    }
+}
+
+/// A released claim can be claimed again at once, from a fresh count.
+pub async fn release_frees_a_live_claim_at_once<L: Ledger>(ledger: &L, ns: &str) {
+    // GIVEN a live claim that gave up after a failure
+    let t = 1_750_000_000_000;
+    let req = claim_request(ns, "release", t);
+    ledger.claim(&req).await.unwrap();
+    ledger.release(&req.key).await.unwrap();
+    // WHEN the provider retries a second later THEN it is claimed, not in flight
+    assert_eq!(
+        ledger
+            .claim(&claim_request(ns, "release", t + 1_000))
+            .await
+            .unwrap(),
+        Claim::Claimed { attempts: 1 }
+    );
+    // AND releasing what does not exist is fine
+    ledger
+        .release(&LedgerKey::new(Provider::Stripe, format!("evt_{ns}_never")))
+        .await
+        .unwrap();
+}
+
+/// Marking an event nobody claimed is a store error, not a silent write.
+pub async fn marking_an_unclaimed_event_is_an_error<L: Ledger>(ledger: &L, ns: &str) {
+    // GIVEN an event never claimed WHEN it is marked THEN both marks fail as corrupt
+    let key = LedgerKey::new(Provider::Stripe, format!("evt_{ns}_unclaimed"));
+    assert!(matches!(
+        ledger.mark_enqueued(&key, "fulfill", "m").await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        ledger.mark_ignored(&key, IgnoreReason::UnknownType).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+/// Bodies of every size the receiver accepts come back byte for byte.
+pub async fn bodies_round_trip_exactly<B: BodyStore>(bodies: &B, ns: &str) {
+    for (id, body) in [
+        ("tiny", "{}".to_owned()),
+        ("multibyte", "{\"name\":\"Zoë 😀\"}".repeat(30_000)),
+        ("mib", "x".repeat(1024 * 1024)),
+    ] {
+        // GIVEN a body WHEN stored and read back THEN it is unchanged
+        let key = LedgerKey::new(Provider::Stripe, format!("evt_{ns}_body_{id}"));
+        bodies.put_body(&key, &body).await.unwrap();
+        assert_eq!(
+            bodies.get_body(&key).await.unwrap().as_deref(),
+            Some(body.as_str()),
+            "{id}"
+        );
     }
 }
