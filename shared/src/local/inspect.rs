@@ -39,7 +39,7 @@ pub struct EventView {
     #[serde(rename = "type")]
     pub event_type: String,
     /// Where it stands overall: `receiving`, `ignored`, `queued`, `in_flight`,
-    /// `retrying`, `dead_letter` or `processed`.
+    /// `retrying`, `dead_letter`, or `processed` once its message is deleted.
     pub stage: &'static str,
     /// The ledger status.
     pub status: LedgerStatus,
@@ -329,12 +329,13 @@ fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> 
             })
         })
         .optional()?;
+    // An event is done only once its message is deleted: until then a
+    // committed marker may still have effects pending.
     let stage = match (&entry.status, &delivery) {
-        _ if !processing.is_empty() => "processed",
         (LedgerStatus::Ignored, _) => "ignored",
         (_, Some(d)) => d.state,
-        (LedgerStatus::Received, None) => "receiving",
-        (LedgerStatus::Enqueued, None) => "processed",
+        (LedgerStatus::Received, None) if processing.is_empty() => "receiving",
+        (_, None) => "processed",
     };
     Ok(EventView {
         provider: entry.key.provider.as_str().to_owned(),

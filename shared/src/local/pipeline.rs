@@ -490,11 +490,23 @@ mod tests {
         let p = start(&t, effects.clone()).await;
         // WHEN an event arrives, it fails every receive and lands in the DLQ
         deliver(&p, &payment_succeeded("evt_1", "pi_1")).await;
-        let dead = wait_for_stage(&p, "evt_1", "processed").await;
-        assert_eq!(dead.delivery.as_ref().map(|d| d.state), Some("dead_letter"));
+        let dead = wait_for_stage(&p, "evt_1", "dead_letter").await;
+        assert_eq!(
+            dead.processing.len(),
+            1,
+            "the state change itself is committed"
+        );
         let letters = p.inspector().dead_letters(None, 10).await.unwrap();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].receive_count, 3);
+        assert!(
+            letters[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("fulfilment service is down")),
+            "{:?}",
+            letters[0].last_error
+        );
         let order = p
             .inspector()
             .object(&StateKey::new(StateKind::Order, "pi_1"))
@@ -516,18 +528,7 @@ mod tests {
             1
         );
         // THEN the pending effect is performed exactly once and the message is gone
-        let key = LedgerKey::new(Provider::Stripe, "evt_1");
-        for _ in 0..500 {
-            if p.inspector()
-                .event(&key)
-                .await
-                .unwrap()
-                .is_some_and(|v| v.delivery.is_none())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_stage(&p, "evt_1", "processed").await;
         let order = p
             .inspector()
             .object(&StateKey::new(StateKind::Order, "pi_1"))

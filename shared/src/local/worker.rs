@@ -1,12 +1,12 @@
 //! One processor's consumer loop: what the SQS event source mapping and the
 //! Lambda runtime do on AWS, in a tokio task.
 //!
-//! Receive a batch, hand it to [`Runner::run_batch`], delete the successes and
-//! release the failures for retry (or the dead-letter queue). When the queue is
-//! empty, sleep until a send wakes it, with a poll as the fallback (e.g. for a
-//! redrive done by another process).
+//! Receive a batch, hand it to [`Runner::run_batch_failures`], delete the
+//! successes and release the failures, with their error, for retry (or the
+//! dead-letter queue). When the queue is empty, sleep until a send wakes it,
+//! with a poll as the fallback (e.g. for a redrive done by another process).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -34,9 +34,6 @@ impl Default for WorkerSettings {
         }
     }
 }
-
-/// The failure recorded on a message that failed (the processor logs the cause).
-const FAILED: &str = "processing failed; see the payhook dev log for this message id";
 
 /// Consumes `D`'s queue until `stop` turns true; the batch in hand is always
 /// finished and settled first, the rest stays queued.
@@ -78,13 +75,17 @@ pub(crate) async fn run<D, S, B, F, C>(
                 message: r.message(),
             })
             .collect();
-        let failed: HashSet<String> = runner.run_batch(deliveries).await.into_iter().collect();
+        let mut failed: HashMap<String, String> = runner
+            .run_batch_failures(deliveries)
+            .await
+            .into_iter()
+            .map(|(id, err)| (id, err.to_string()))
+            .collect();
         let (mut done, mut retry) = (Vec::new(), Vec::new());
         for r in &batch {
-            if failed.contains(&r.message_id) {
-                retry.push((r.receipt, Some(FAILED.to_owned())));
-            } else {
-                done.push(r.receipt);
+            match failed.remove(&r.message_id) {
+                Some(error) => retry.push((r.receipt, Some(error))),
+                None => done.push(r.receipt),
             }
         }
         match queue.settle(done, retry).await {

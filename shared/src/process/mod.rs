@@ -202,6 +202,19 @@ where
     /// Applies a batch concurrently and returns the ids of the records that failed.
     /// A panic in one record fails that record only.
     pub async fn run_batch(&self, deliveries: Vec<Delivery>) -> Vec<String> {
+        self.run_batch_failures(deliveries)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// [`run_batch`](Self::run_batch), keeping why each record failed: for
+    /// queues that record the last error with a message (the local DLQ).
+    pub async fn run_batch_failures(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<(String, ProcessError)> {
         let results = join_all(deliveries.into_iter().map(|delivery| {
             let span = tracing::info_span!(
                 "record",
@@ -227,7 +240,7 @@ where
                 Err(err) => {
                     tracing::error!(message_id = %id, error = %err, "record failed");
                     telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Failed, 1.0)]);
-                    Some(id)
+                    Some((id, err))
                 }
             })
             .collect()
