@@ -23,8 +23,6 @@
 //! queue's limit are rare, and keeping them here means one table, one IAM
 //! grant, no extra SDK in the binaries, and TTL clean-up for free.
 
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -407,11 +405,7 @@ fn split_parts(body: &str, max: usize) -> Vec<&str> {
     parts
 }
 
-fn entry_from_item(
-    key: &LedgerKey,
-    pk: &str,
-    item: &HashMap<String, AttributeValue>,
-) -> Result<LedgerEntry, StoreError> {
+fn entry_from_item(key: &LedgerKey, pk: &str, item: &Item) -> Result<LedgerEntry, StoreError> {
     let status_text = item.req_s(pk, a::STATUS)?;
     let status = LedgerStatus::parse(status_text)
         .ok_or_else(|| StoreError::corrupt(pk, format!("unknown status {status_text:?}")))?;
