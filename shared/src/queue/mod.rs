@@ -180,9 +180,12 @@ impl EventMessage {
         })
     }
 
-    /// Whether `body` must travel by reference on a queue with this limit.
+    /// Whether `body` must travel by reference on a queue with this limit: too
+    /// large, or holding a character SQS refuses in a message (JSON allows raw
+    /// U+FFFE and U+FFFF in strings; SQS's permitted range stops at U+FFFD).
     pub fn needs_reference(body: &str, max_message_bytes: usize) -> bool {
         body.len() + ATTRIBUTE_ALLOWANCE > max_message_bytes
+            || body.contains(['\u{FFFE}', '\u{FFFF}'])
     }
 }
 
@@ -283,5 +286,17 @@ mod tests {
         let big = "x".repeat(SQS_MAX_MESSAGE_BYTES);
         assert!(EventMessage::needs_reference(&big, SQS_MAX_MESSAGE_BYTES));
         assert!(!EventMessage::needs_reference("{}", SQS_MAX_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn bodies_with_characters_sqs_refuses_go_by_reference() {
+        // GIVEN a small event whose JSON string holds a raw U+FFFF
+        let body = "{\"id\":\"evt_1\",\"note\":\"\u{FFFF}\"}";
+        // THEN it is carried by reference rather than refused by SQS on every retry
+        assert!(EventMessage::needs_reference(body, SQS_MAX_MESSAGE_BYTES));
+        assert!(!EventMessage::needs_reference(
+            "{\"note\":\"é\u{FFFD}\"}",
+            SQS_MAX_MESSAGE_BYTES
+        ));
     }
 }
