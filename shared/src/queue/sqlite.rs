@@ -205,43 +205,60 @@ fn receive(
     settings: &QueueSettings,
 ) -> OpResult<Vec<Received>> {
     let queue = processor.as_str();
-    // SQS moves a message to its DLQ when a receive would exceed maxReceiveCount:
-    // the consumer of its last receive died without settling it.
-    conn.prepare_cached(
+    let mut candidates = conn.prepare_cached(
+        "SELECT seq, receive_count FROM messages
+         WHERE queue = ?1 AND dead = 0 AND visible_at_millis <= ?2
+         ORDER BY visible_at_millis, seq LIMIT ?3",
+    )?;
+    // SQS moves a message to its DLQ when a receive would exceed maxReceiveCount
+    // (the consumer of its last receive died without settling it).
+    let mut dead_letter = conn.prepare_cached(
         "UPDATE messages SET dead = 1, dead_at_millis = ?2, in_flight = 0,
              last_error = COALESCE(last_error, 'not settled within the visibility timeout')
-         WHERE queue = ?1 AND dead = 0 AND visible_at_millis <= ?2 AND receive_count >= ?3",
-    )?
-    .execute(params![queue, now, settings.max_receive_count])?;
-    let mut received = conn
-        .prepare_cached(
-            "UPDATE messages SET visible_at_millis = ?2 + ?4, receive_count = receive_count + 1, in_flight = 1
-             WHERE seq IN (SELECT seq FROM messages
-                           WHERE queue = ?1 AND dead = 0 AND visible_at_millis <= ?2
-                           ORDER BY visible_at_millis, seq LIMIT ?3)
-             RETURNING seq, receive_count, body, attributes, sent_at_millis",
-        )?
-        .query_map(
-            params![queue, now, i64::try_from(max).unwrap_or(i64::MAX), settings.visibility_timeout_millis],
-            |row| {
-                let seq: i64 = row.get(0)?;
-                let attributes: String = row.get(3)?;
+         WHERE seq = ?1",
+    )?;
+    let mut take = conn.prepare_cached(
+        "UPDATE messages SET visible_at_millis = ?2, receive_count = receive_count + 1, in_flight = 1
+         WHERE seq = ?1
+         RETURNING receive_count, body, attributes, sent_at_millis",
+    )?;
+    let invisible_until = now.saturating_add(settings.visibility_timeout_millis);
+    let mut received = Vec::with_capacity(max);
+    // Only the rows a receive would take are examined: dead-lettering one
+    // lets the next candidate in, so the loop ends after at most `max` takes.
+    while received.len() < max {
+        let wanted = i64::try_from(max - received.len()).unwrap_or(i64::MAX);
+        let batch = candidates
+            .query_map(params![queue, now, wanted], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, u32>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if batch.is_empty() {
+            break;
+        }
+        for (seq, count) in batch {
+            if count >= settings.max_receive_count {
+                dead_letter.execute(params![seq, now])?;
+                continue;
+            }
+            let message = take.query_row(params![seq, invisible_until], |row| {
+                let attributes: String = row.get(2)?;
                 Ok(Received {
                     message_id: message_id(queue, seq),
                     receipt: Receipt {
                         seq,
-                        receive_count: row.get(1)?,
+                        receive_count: row.get(0)?,
                     },
-                    body: row.get(2)?,
+                    body: row.get(1)?,
                     // Unreadable attributes leave the message unusable: it fails
                     // in the processor and reaches the DLQ like any poison message.
                     attributes: serde_json::from_str(&attributes).unwrap_or_default(),
-                    sent_at_millis: row.get(4)?,
+                    sent_at_millis: row.get(3)?,
                 })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    received.sort_by_key(|r| r.receipt.seq);
+            })?;
+            received.push(message);
+        }
+    }
     Ok(received)
 }
 
