@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "payhook", version, about = "Exactly-once payment webhooks: local pipeline and tools")]
+#[command(
+    name = "payhook",
+    version,
+    about = "Exactly-once payment webhooks: local pipeline and tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
