@@ -354,6 +354,7 @@ impl Notes {
     }
 
     /// Reads a string-or-null field (`null` is `None`).
+    #[inline(always)]
     fn string<'a>(
         &mut self,
         c: &mut Cursor<'a>,

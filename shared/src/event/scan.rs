@@ -143,6 +143,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads the next key of an open object and its `:`.
+    #[inline(always)]
     pub fn key(&mut self) -> Scan<Cow<'a, str>> {
         if self.peek() != Some(b'"') {
             return self.err("a string key");
@@ -181,7 +182,7 @@ impl<'a> Cursor<'a> {
 
     /// Reads a string value if one is next (`None` at `null`); another kind
     /// is returned for the caller to report.
-    #[inline]
+    #[inline(always)]
     pub fn string_or_null(&mut self) -> Scan<Result<Option<Cow<'a, str>>, Kind>> {
         match self.peek() {
             Some(b'"') => {
@@ -194,7 +195,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The rest of a string whose opening quote has been consumed.
-    #[inline]
+    #[inline(always)]
     fn string_body(&mut self) -> Scan<Cow<'a, str>> {
         let start = self.pos;
         self.pos = string_special(self.bytes(), self.pos);

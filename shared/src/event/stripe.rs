@@ -104,6 +104,7 @@ fn member<'a>(c: &mut Cursor<'a>, key: &str, f: &mut Found<'a>) -> Scan<()> {
             };
         }
         REQUEST => f.request = request(c, n)?,
+        // DATA, the only bit left.
         _ => data(c, f)?,
     }
     Ok(())
