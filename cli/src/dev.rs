@@ -51,6 +51,9 @@ pub struct DevArgs {
     /// Messages a processor takes per batch (SQS `BatchSize`).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
     batch_size: u16,
+    /// Concurrent batches per processor (Lambda's concurrency per queue).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+    consumers: u8,
     /// Receives before a failing message moves to its dead-letter queue.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_receive_count: u32,
@@ -130,6 +133,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             worker: WorkerSettings {
                 batch_size: usize::from(args.batch_size),
                 poll_interval: Duration::from_secs(1),
+                consumers: usize::from(args.consumers),
             },
             ..PipelineSettings::default()
         },

@@ -90,13 +90,18 @@ pub fn emit(function: &str, metrics: &[(Metric, f64)]) {
 
 /// Emits `metrics` with `Function` and extra dimensions.
 pub fn emit_with(function: &str, dimensions: &[(&str, &str)], metrics: &[(Metric, f64)]) {
+    let to_stdout = emf_to_stdout();
+    // Off Lambda the line is only a debug log: skip building it unless it is shown.
+    if !to_stdout && !tracing::enabled!(target: "payhook::metrics", tracing::Level::DEBUG) {
+        return;
+    }
     let line = emf_line(
         crate::clock::Clock::now_millis(&crate::clock::SystemClock),
         function,
         dimensions,
         metrics,
     );
-    if emf_to_stdout() {
+    if to_stdout {
         let mut out = std::io::stdout().lock();
         // Metrics are best effort: a closed stdout must not fail a delivery.
         let _ = writeln!(out, "{line}");

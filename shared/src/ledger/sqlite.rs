@@ -248,19 +248,14 @@ impl BodyStore for SqliteLedger {
     }
 
     async fn get_body(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
-        let key = key.clone();
-        self.db
-            .read("body", move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT body FROM bodies WHERE provider = ?1 AND event_id = ?2",
-                    )?
-                    .query_row(params![key.provider.as_str(), key.event_id], |row| {
-                        row.get(0)
-                    })
-                    .optional()?)
-            })
-            .await
+        self.db.lookup("body", |conn| {
+            Ok(conn
+                .prepare_cached("SELECT body FROM bodies WHERE provider = ?1 AND event_id = ?2")?
+                .query_row(params![key.provider.as_str(), key.event_id], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
     }
 }
 

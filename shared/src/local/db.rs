@@ -8,8 +8,9 @@
 //! [`Durability::Full`], one fsync) covers dozens of operations, and no caller
 //! hears "done" before its write is committed.
 //!
-//! **Reads** run on a small pool of read-only connections on tokio's blocking
-//! pool; in WAL mode they see every committed write and never wait on the writer.
+//! **Reads** run on a small pool of read-only connections; in WAL mode they see
+//! every committed write and never wait on the writer. Point lookups run on
+//! the calling thread; longer inspection queries on tokio's blocking pool.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -173,7 +174,7 @@ impl Default for DbOptions {
     fn default() -> Self {
         Self {
             durability: Durability::default(),
-            readers: 4,
+            readers: 8,
             clock: Arc::new(SystemClock),
         }
     }
@@ -381,7 +382,20 @@ impl Db {
         })
     }
 
-    /// Runs `f` on a read connection on the blocking pool.
+    /// Runs a point lookup `f` on a read connection right here: it takes
+    /// microseconds and, in WAL mode, never waits for the writer, so a hop to
+    /// another thread would cost more than the query.
+    pub(crate) fn lookup<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Connection) -> OpResult<T>,
+    ) -> Result<T, StoreError> {
+        self.inner
+            .with_reader(f)
+            .map_err(|e| e.into_store(operation))
+    }
+
+    /// Runs a longer query `f` (inspection) on a read connection on the blocking pool.
     pub(crate) async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -148,12 +148,15 @@ impl Pipeline {
             marker_ttl_secs: settings.marker_ttl_secs,
             stop: stopped,
         };
-        let workers = vec![
+        let workers: Vec<_> = [
             parts.spawn(Fulfill),
             parts.spawn(Subscriptions),
             parts.spawn(Disputes),
             parts.spawn(Payouts),
-        ];
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Ok(Self {
             db,
             receiver,
@@ -215,26 +218,30 @@ struct Parts<F> {
 }
 
 impl<F: Clone + 'static> Parts<F> {
-    /// Starts `domain`'s worker.
-    fn spawn<D>(&self, domain: D) -> JoinHandle<()>
+    /// Starts `domain`'s consumer loops.
+    fn spawn<D>(&self, domain: D) -> Vec<JoinHandle<()>>
     where
         D: Domain + 'static,
         F: Effects<D::Effect>,
     {
-        let runner = Runner::new(
+        let runner = Arc::new(Runner::new(
             domain,
             self.state.clone(),
             self.ledger.clone(),
             self.effects.clone(),
             SystemClock,
             self.marker_ttl_secs,
-        );
-        tokio::spawn(worker::run(
-            runner,
-            self.queue.clone(),
-            self.worker,
-            self.stop.clone(),
-        ))
+        ));
+        (0..self.worker.consumers.max(1))
+            .map(|_| {
+                tokio::spawn(worker::run(
+                    Arc::clone(&runner),
+                    self.queue.clone(),
+                    self.worker,
+                    self.stop.clone(),
+                ))
+            })
+            .collect()
     }
 }
 
@@ -381,6 +388,7 @@ mod tests {
             worker: WorkerSettings {
                 batch_size: 8,
                 poll_interval: Duration::from_millis(20),
+                consumers: 2,
             },
             ..PipelineSettings::default()
         }

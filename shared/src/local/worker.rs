@@ -7,6 +7,7 @@
 //! with a poll as the fallback (e.g. for a redrive done by another process).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,6 +25,9 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// How often an idle worker looks at its queue without being woken.
     pub poll_interval: Duration,
+    /// Consumer loops per processor, each with a batch in hand (Lambda's
+    /// concurrent invocations per queue): more overlap, bigger group commits.
+    pub consumers: usize,
 }
 
 impl Default for WorkerSettings {
@@ -31,6 +35,7 @@ impl Default for WorkerSettings {
         Self {
             batch_size: 32,
             poll_interval: Duration::from_secs(1),
+            consumers: 4,
         }
     }
 }
@@ -38,7 +43,7 @@ impl Default for WorkerSettings {
 /// Consumes `D`'s queue until `stop` turns true; the batch in hand is always
 /// finished and settled first, the rest stays queued.
 pub(crate) async fn run<D, S, B, F, C>(
-    runner: Runner<D, S, B, F, C>,
+    runner: Arc<Runner<D, S, B, F, C>>,
     queue: SqliteQueue,
     settings: WorkerSettings,
     mut stop: watch::Receiver<bool>,

@@ -215,8 +215,7 @@ fn commit(conn: &Connection, commit: &Commit) -> OpResult<CommitResult> {
 
 impl StateStore for SqliteStateStore {
     async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
-        let key = key.clone();
-        self.db.read("load", move |conn| load(conn, &key)).await
+        self.db.lookup("load", |conn| load(conn, key))
     }
 
     async fn commit(&self, c: &Commit) -> Result<CommitResult, StoreError> {
@@ -247,17 +246,14 @@ impl StateStore for SqliteStateStore {
         processor: Processor,
         event_id: &str,
     ) -> Result<Option<Marker>, StoreError> {
-        let event_id = event_id.to_owned();
-        self.db
-            .read("load", move |conn| {
-                conn.prepare_cached(&format!(
-                    "SELECT {MARKER_COLUMNS} FROM markers WHERE processor = ?1 AND event_id = ?2"
-                ))?
-                .query_row(params![processor.as_str(), event_id], marker_from_row)
-                .optional()?
-                .transpose()
-            })
-            .await
+        self.db.lookup("load", |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {MARKER_COLUMNS} FROM markers WHERE processor = ?1 AND event_id = ?2"
+            ))?
+            .query_row(params![processor.as_str(), event_id], marker_from_row)
+            .optional()?
+            .transpose()
+        })
     }
 }
 
