@@ -3,8 +3,10 @@ emulator (`cargo lambda watch`) against moto server.
 
     scripts/e2e_lambda.sh      (starts moto through scripts/moto.sh, then this)
 
-What it proves, with the deployment's environment (tables, queue URLs, an
-inline signing secret) and the sample deliveries in events/ re-signed now:
+First it checks that the tables and queues scripts/local_aws.py created on moto
+are the ones template.yaml defines. Then, with the deployment's environment
+(tables, queue URLs, an inline signing secret) and the sample deliveries in
+events/ re-signed now, it proves:
 
 1. receive answers signed Stripe deliveries through the emulated function URL
    (and an API Gateway HTTP API event through `cargo lambda invoke`), and each
@@ -214,6 +216,8 @@ def main():
     region = os.environ.get("AWS_REGION", "us-east-1")
     exports = local_aws.create_all(prefix, region, os.environ["AWS_ENDPOINT_URL"])
     aws = Aws(exports)
+    step("local resources: what scripts/local_aws.py created on moto is what template.yaml defines")
+    check_resources_match_template(aws, local_aws.RESOURCES)
     env = {
         **os.environ,
         **{k: v for k, v in exports.items() if not k.endswith("_DLQ_URL")},
@@ -341,6 +345,44 @@ def run(emulator, aws):
     dead = aws.receive(aws.queue_url("fulfill", dead=True), wait=1)
     assert [m["Body"] for m in dead] == ["{not an event"], dead
     print(f"    dead-lettered after {receives} receives (maxReceiveCount {max_receive})")
+
+
+def check_resources_match_template(aws, resources):
+    sys.path.insert(0, str(ROOT / "tests" / "template"))
+    import cfn
+
+    template = cfn.load_file()
+    env_of = {logical: spec["env"] for logical, spec in resources["tables"].items()}
+    for logical, spec in resources["queues"].items():
+        env_of[logical] = spec["env"]
+        env_of[spec["dead_letter"]["logical_id"]] = spec["dead_letter"]["env"]
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    assert set(queues) == {k for k in env_of if k in queues} and len(queues) == 8, sorted(queues)
+    for logical, queue in queues.items():
+        props = queue["Properties"]
+        url = aws.exports[env_of[logical]]
+        got = aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert int(got["VisibilityTimeout"]) == props.get("VisibilityTimeout", 30), (logical, got)
+        assert int(got["MessageRetentionPeriod"]) == props.get("MessageRetentionPeriod", 345600), (logical, got)
+        if "RedrivePolicy" in props:
+            redrive = json.loads(got["RedrivePolicy"])
+            dead = cfn.ref_target(props["RedrivePolicy"]["deadLetterTargetArn"])
+            assert redrive["deadLetterTargetArn"] == aws.queue_arn(aws.exports[env_of[dead]]), (logical, redrive)
+            assert int(redrive["maxReceiveCount"]) == props["RedrivePolicy"]["maxReceiveCount"], (logical, redrive)
+        else:
+            assert "RedrivePolicy" not in got, (logical, got)
+    tables = cfn.resources(template, "AWS::DynamoDB::Table")
+    assert set(tables) == set(resources["tables"]), sorted(tables)
+    for logical, table in tables.items():
+        props, name = table["Properties"], aws.exports[env_of[logical]]
+        got = aws.dynamodb.describe_table(TableName=name)["Table"]
+        assert got["KeySchema"] == props["KeySchema"], (logical, got["KeySchema"])
+        assert got["AttributeDefinitions"] == props["AttributeDefinitions"], (logical, got["AttributeDefinitions"])
+        assert got.get("BillingModeSummary", {}).get("BillingMode") == props["BillingMode"], (logical, got)
+        ttl = aws.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl.get("AttributeName") == props["TimeToLiveSpecification"]["AttributeName"], (logical, ttl)
+        assert ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"), (logical, ttl)
+    print(f"    {len(tables)} tables, {len(queues)} queues match")
 
 
 def drain(aws, url, count, visibility=30, timeout=20):
