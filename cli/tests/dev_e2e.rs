@@ -513,9 +513,19 @@ async fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_under_load_loses_nothing_answered_and_applies_each_event_once() {
+    kill_minus_nine_under_load("normal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_under_load_with_full_durability_loses_nothing_answered() {
+    kill_minus_nine_under_load("full").await;
+}
+
+async fn kill_minus_nine_under_load(durability: &str) {
     // GIVEN 200 payment intents, each created then succeeded: 400 events
-    let dir = TempDir::new("kill9");
-    let mut dev = Dev::start(&dir.db(), &[], &[]);
+    let dir = TempDir::new(&format!("kill9-{durability}"));
+    let args = ["--durability", durability];
+    let mut dev = Dev::start(&dir.db(), &args, &[]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -569,7 +579,7 @@ async fn kill_minus_nine_under_load_loses_nothing_answered_and_applies_each_even
         "the kill came too late to interrupt anything"
     );
     // AND it restarts on the same database
-    let dev = Dev::start(&dir.db(), &[], &[]);
+    let dev = Dev::start(&dir.db(), &args, &[]);
     // THEN every delivery answered 2xx before the kill is in the ledger, enqueued
     let (_, listed) = get(&client, &dev, "/api/events?limit=1000").await;
     let stored: HashMap<String, Value> = listed["events"]

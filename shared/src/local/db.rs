@@ -36,6 +36,10 @@ const MAX_GROUP: usize = 512;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+///
+/// Every secondary index costs page writes on each commit, so there are only
+/// those the hot path or the newest-first listing needs; TTL purges and the
+/// inspection of one event use primary keys or a scan at start-up.
 const MIGRATIONS: &[&str] = &[
     // 1: ledger, bodies, state, markers, queues, meta.
     "
@@ -62,8 +66,6 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (provider, event_id)
     );
     CREATE INDEX ledger_newest ON ledger (received_at_millis DESC);
-    CREATE INDEX ledger_type_newest ON ledger (event_type, received_at_millis DESC);
-    CREATE INDEX ledger_expiry ON ledger (expires_at);
 
     CREATE TABLE bodies (
         provider TEXT NOT NULL,
@@ -96,9 +98,7 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (processor, event_id)
     ) WITHOUT ROWID;
-    CREATE INDEX markers_event ON markers (event_id);
     CREATE INDEX markers_object ON markers (kind, object_id, at_millis);
-    CREATE INDEX markers_expiry ON markers (expires_at);
 
     CREATE TABLE messages (
         seq                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,25 +118,26 @@ const MIGRATIONS: &[&str] = &[
         redrives           INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX messages_ready ON messages (queue, dead, visible_at_millis, seq);
-    CREATE INDEX messages_event ON messages (event_id);
     ",
 ];
 
 /// How hard a commit presses data to disk before callers are answered.
 ///
 /// Both keep everything acknowledged across a `kill -9`: in WAL mode a commit
-/// is complete once its frames are written to the WAL file, and a killed
-/// process does not take the operating system's file cache with it. They
-/// differ only when the machine itself stops.
+/// is complete once its frames are written to the WAL file, which happens
+/// before any caller is answered, and a killed process does not take the
+/// operating system's file cache with it. They differ only when the machine
+/// itself stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// `synchronous=NORMAL`: a power loss or kernel crash may roll back the
-    /// last commits (never corrupt the file); the fastest setting.
+    /// last commits (never corrupt the file). The default: a process crash
+    /// loses nothing answered, at about 1.5x the throughput of `Full`.
+    #[default]
     Normal,
     /// `synchronous=FULL`: each group commit is fsynced before anyone is
     /// answered, so an acknowledged delivery survives power loss too. Group
     /// commit makes its cost one fsync per batch of operations, not per write.
-    #[default]
     Full,
 }
 
@@ -711,7 +712,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
-        assert_eq!(db.durability(), Durability::Full);
+        assert_eq!(db.durability(), Durability::Normal);
         db.close();
     }
 

@@ -287,7 +287,9 @@ impl Inspector {
 fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> {
     let processing = conn
         .prepare_cached(&format!(
-            "SELECT {MARKER_COLUMNS} FROM markers WHERE event_id = ?1 ORDER BY processor"
+            "SELECT {MARKER_COLUMNS} FROM markers
+             WHERE processor IN ('fulfill', 'subscription', 'dispute', 'payout') AND event_id = ?1
+             ORDER BY processor"
         ))?
         .query_map([&entry.key.event_id], marker_from_row)?
         .map(|m| {
@@ -300,12 +302,18 @@ fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> 
             })
         })
         .collect::<OpResult<Vec<_>>>()?;
+    // The ledger names the event's latest message (`{queue}-{seq}`): a primary-key lookup.
+    let seq = entry
+        .message_id
+        .as_deref()
+        .and_then(|id| id.rsplit_once('-'))
+        .and_then(|(_, n)| n.parse::<i64>().ok());
     let delivery = conn
         .prepare_cached(
             "SELECT seq, queue, dead, in_flight, visible_at_millis, receive_count, last_error, redrives
-             FROM messages WHERE provider = ?1 AND event_id = ?2 ORDER BY seq DESC LIMIT 1",
+             FROM messages WHERE seq = ?1 AND provider = ?2 AND event_id = ?3",
         )?
-        .query_row(params![entry.key.provider.as_str(), entry.key.event_id], |row| {
+        .query_row(params![seq, entry.key.provider.as_str(), entry.key.event_id], |row| {
             let seq: i64 = row.get(0)?;
             let queue: String = row.get(1)?;
             let (dead, in_flight, visible_at): (bool, bool, i64) = (row.get(2)?, row.get(3)?, row.get(4)?);
