@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# End-to-end load: `payhook dev` (verify, claim, enqueue, process, all durable
+# in SQLite) against the Express + stripe-node handler most merchants write
+# (express.raw + stripe.webhooks.constructEvent, nothing persisted), with the
+# same wrk load of distinct signed 3 KB events, in the same run.
+#
+# Prints requests/s and latency for both, then payhook's end-to-end rate
+# (events accepted, persisted and processed per second) and the in = out count.
+# Usage: bench/load.sh [duration_s] [connections] [events]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+duration="${1:-15}"
+connections="${2:-64}"
+events="${3:-300000}"
+secret="whsec_payhook_load_benchmark"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Tools: wrk from Debian's packages, the Node peer's packages, a release build.
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+(cd bench/peers && [ -d node_modules/express ] && [ -d node_modules/stripe ] || npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
+cargo build --release -q -p payhook
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+run_wrk() { # url payloads
+  PAYLOADS="$2" THREADS=2 wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s -s bench/load/wrk.lua "$1" | grep '^RESULT'
+}
+field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
+
+echo "generating $events signed events..." >&2
+python3 bench/load/gen_payloads.py "$work/express.tsv" "$events" "$secret" 3072
+python3 bench/load/gen_payloads.py "$work/payhook.tsv" "$events" "$secret" 3072
+
+# 1. Express + stripe-node.
+port="$(free_port)"
+STRIPE_WEBHOOK_SECRET="$secret" PORT="$port" node bench/peers/express_server.js >"$work/express.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$port/healthz"
+express="$(run_wrk "http://127.0.0.1:$port" "$work/express.tsv")"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+# 2. payhook dev: every request a durable, processed event.
+port="$(free_port)"
+STRIPE_WEBHOOK_SECRET="$secret" RUST_LOG=warn target/release/payhook dev --port "$port" --db "$work/load.db" >"$work/payhook.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$port/healthz"
+start="$(date +%s.%N)"
+payhook="$(run_wrk "http://127.0.0.1:$port" "$work/payhook.tsv")"
+# Wait until every accepted event has been processed (queues drained).
+stats=""
+for _ in $(seq 1 600); do
+  stats="$(curl -s "http://127.0.0.1:$port/api/stats")"
+  pending="$(python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(sum(q["ready"]+q["in_flight"] for q in s["queues"]))' "$stats")"
+  [ "$pending" = 0 ] && break
+  sleep 0.2
+done
+end="$(date +%s.%N)"
+
+python3 - "$express" "$payhook" "$stats" "$start" "$end" <<'PY'
+import json, re, sys
+def parse(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
+e, p, stats = parse(sys.argv[1]), parse(sys.argv[2]), json.loads(sys.argv[3])
+start, end = float(sys.argv[4]), float(sys.argv[5])
+accepted = int(p["requests"] - p["non2xx"] - p["errors"])
+enqueued = stats["ledger"].get("ENQUEUED", 0)
+processed = sum(stats["processed"].values())
+dead = sum(q["dead"] for q in stats["queues"])
+print()
+print(f"{'handler':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
+for name, r in (("express + stripe-node", e), ("payhook dev (end to end)", p)):
+    print(f"{name:<28}{r['rps']:>10.0f}{r['p50_us']/1000:>9.2f}{r['p99_us']/1000:>9.2f}{int(r['non2xx']):>9}{int(r['errors']):>8}")
+print()
+print(f"payhook / express: {p['rps']/e['rps']:.2f}x requests/s, p99 {p['p99_us']/e['p99_us']:.2f}x")
+print(f"payhook in = out: answered 2xx {accepted}, ledger ENQUEUED {enqueued}, processed {processed}, dead-lettered {dead}, payloads reused {int(p['reused'])}")
+print(f"payhook end-to-end: {processed/(end-start):.0f} events/s processed (load {p['duration_us']/1e6:.1f} s + drain {end-start-p['duration_us']/1e6:.1f} s)")
+if not (accepted == enqueued == processed and dead == 0 and p["reused"] == 0):
+    print("MISMATCH: accepted, enqueued and processed differ", file=sys.stderr)
+    sys.exit(1)
+PY

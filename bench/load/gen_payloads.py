@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Writes N distinct, signed Stripe events for the load benchmark.
+
+Each line is `<Stripe-Signature>\t<body>`: a `payment_intent.succeeded` event
+built from Stripe's published payment_intent fixture, padded with metadata to
+about SIZE bytes, with a fresh event and payment intent id per line, signed
+with SECRET at the current time (so run the load within the 300 s tolerance).
+
+Usage: gen_payloads.py OUT N SECRET [SIZE]
+"""
+import hashlib
+import hmac
+import json
+import pathlib
+import sys
+import time
+
+root = pathlib.Path(__file__).resolve().parents[2]
+fixtures = json.loads((root / "tests/fixtures/stripe/fixtures3.json").read_text())["resources"]
+
+
+def main() -> None:
+    out, n, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+    size = int(sys.argv[4]) if len(sys.argv) > 4 else 3072
+    now = int(time.time())
+    pi = dict(fixtures["payment_intent"])
+    pi.update(status="succeeded", amount=2000, amount_received=2000, currency="usd", livemode=False)
+    pi["metadata"] = {"order_id": "", "pad": ""}
+    template = {
+        "id": "",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": now,
+        "data": {"object": pi},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "payment_intent.succeeded",
+    }
+    base = len(json.dumps(template, separators=(",", ":"))) + 60
+    pi["metadata"]["pad"] = "x" * max(0, size - base)
+    prefix = f"{now}.".encode()
+    with open(out, "w") as f:
+        for i in range(n):
+            template["id"] = f"evt_load{now}{i:08d}"
+            pi["id"] = f"pi_load{now}{i:08d}"
+            pi["metadata"]["order_id"] = f"order_{i}"
+            body = json.dumps(template, separators=(",", ":"))
+            sig = hmac.new(secret, prefix + body.encode(), hashlib.sha256).hexdigest()
+            f.write(f"t={now},v1={sig}\t{body}\n")
+    print(f"{n} events of {len(body)} bytes in {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
