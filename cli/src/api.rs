@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/accounts/{id}", object_route(StateKind::Account))
         .route("/api/dlq", get(dead_letters))
         .route("/api/dlq/redrive", post(redrive))
+        .route("/api/stats", get(stats))
         .route("/healthz", get(health))
         .fallback(not_found)
         .with_state(state)
@@ -229,6 +230,10 @@ async fn redrive(
         "redriven": moved,
         "queue": processor.map_or("all", Processor::as_str),
     })))
+}
+
+async fn stats(State(state): State<AppState>) -> ApiResult {
+    Ok(axum::Json(json!(state.inspector.stats().await?)))
 }
 
 async fn health(State(state): State<AppState>) -> ApiResult {

@@ -4,6 +4,8 @@
 //! Everything here reads committed data on the reader pool; nothing here can
 //! change what the pipeline does, except [`Inspector::redrive`].
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -26,6 +28,17 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     /// How many, newest first (capped at [`MAX_LIMIT`]).
     pub limit: usize,
+}
+
+/// Totals over the whole database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Ledger entries by status (`ENQUEUED`, `IGNORED`, `RECEIVED`).
+    pub ledger: BTreeMap<String, u64>,
+    /// Events each processor recorded a marker for.
+    pub processed: BTreeMap<String, u64>,
+    /// Each processor queue's depth.
+    pub queues: Vec<QueueDepth>,
 }
 
 /// One event as received and processed.
@@ -276,6 +289,31 @@ impl Inspector {
     /// Moves dead letters back to their queues; returns how many moved.
     pub async fn redrive(&self, processor: Option<Processor>) -> Result<usize, StoreError> {
         self.queue.redrive(processor).await
+    }
+
+    /// Totals for counting a run: ledger entries by status, events each
+    /// processor recorded, and queue depths (`GET /api/stats`; the load
+    /// benchmark checks in = out with it).
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        let queues = self.queue.depths().await?;
+        self.db
+            .read("stats", move |conn| {
+                let count_by = |sql: &str| -> OpResult<BTreeMap<String, u64>> {
+                    let mut stmt = conn.prepare_cached(sql)?;
+                    let rows = stmt.query_map([], |row| {
+                        Ok((row.get(0)?, u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0)))
+                    })?;
+                    Ok(rows.collect::<rusqlite::Result<_>>()?)
+                };
+                Ok(Stats {
+                    ledger: count_by("SELECT status, COUNT(*) FROM ledger GROUP BY status")?,
+                    processed: count_by(
+                        "SELECT processor, COUNT(*) FROM markers GROUP BY processor",
+                    )?,
+                    queues,
+                })
+            })
+            .await
     }
 
     /// Message counts per queue.

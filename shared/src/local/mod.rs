@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 pub use db::{Db, DbOptions, Durability};
 pub(crate) use db::{OpError, OpResult};
-pub use inspect::{EventFilter, Inspector};
+pub use inspect::{EventFilter, Inspector, Stats};
 pub use pipeline::{
     LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_secret,
 };
