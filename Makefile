@@ -74,7 +74,7 @@ bench-load: ## payhook dev end to end vs Express + stripe-node under load
 
 .PHONY: local-aws
 local-aws: tools ## Start moto server with the deployment's tables and queues; prints the exports
-	scripts/moto.sh --foreground --create
+	scripts/moto.sh -- scripts/local_aws.py --hold
 
 .PHONY: build
 build: tools ## The five arm64 Lambda artifacts (target/lambda/<fn>/bootstrap) via cargo-lambda
@@ -101,8 +101,9 @@ events: ## Re-sign the sample events in events/ with the configured secret
 	cargo run -q -p payhook -- events --out events
 
 .PHONY: dlq-redrive
-dlq-redrive: ## Move dead-lettered messages back to their queue (QUEUE=fulfill)
-	cargo run -q -p payhook -- dlq redrive --queue $(QUEUE)
+dlq-redrive: ## Move dead letters back to their queue (QUEUE=fulfill; LOCAL=1 for the local database)
+	@if [ -n "$(LOCAL)" ]; then cargo run -q -p payhook -- dlq redrive --db $(DB) --queue $(QUEUE); \
+	else cargo run -q -p payhook -- dlq redrive --queue $(STACK)-$(QUEUE); fi
 
 .PHONY: destroy
 destroy: ## Delete the deployed stack
