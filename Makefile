@@ -86,18 +86,22 @@ sam-build: tools ## sam build (runs cargo lambda build --release --arm64 per fun
 
 .PHONY: deploy
 deploy: sam-build ## Deploy with SAM (guided the first time: writes samconfig.toml)
-	@if [ -f samconfig.toml ]; then sam deploy; else sam deploy --guided --stack-name $(STACK) --region $(REGION); fi
+	@if [ -f samconfig.toml ]; then sam deploy; else sam deploy --guided --stack-name $(STACK) --region $(REGION) --capabilities CAPABILITY_IAM; fi
 
 .PHONY: logs
-logs: ## Tail a function's CloudWatch logs (FN=receive)
-	sam logs --stack-name $(STACK) --name $(or $(FN),receive) --tail
+logs: ## Tail a deployed function's CloudWatch logs (FN=receive)
+	sam logs --cw-log-group /aws/lambda/$(STACK)-$(or $(FN),receive) --region $(REGION) --tail
+
+.PHONY: watch
+watch: tools ## Run the five functions under cargo lambda watch against moto (for `make invoke`)
+	scripts/moto.sh -- bash -c 'eval "$$(.venv/bin/python scripts/local_aws.py)"; STRIPE_WEBHOOK_SECRET=$${STRIPE_WEBHOOK_SECRET:-whsec_payhook_local_test_secret} cargo-lambda lambda watch --invoke-address 127.0.0.1 --invoke-port 9000'
 
 .PHONY: invoke
-invoke: ## Invoke a function locally with an event file (FN=receive EVENT=events/receive-payment-intent-succeeded.json)
-	cargo lambda invoke $(or $(FN),receive) --data-file $(EVENT)
+invoke: ## Invoke a function under `make watch` with an event file (FN=receive EVENT=events/receive-payment-intent-succeeded.json)
+	cargo-lambda lambda invoke $(or $(FN),receive) --data-file $(EVENT) --invoke-address 127.0.0.1 --invoke-port 9000
 
 .PHONY: events
-events: ## Re-sign the sample events in events/ with the configured secret
+events: ## Re-sign the sample events in events/ (STRIPE_WEBHOOK_SECRET, else the documented test secret)
 	cargo run -q -p payhook -- events --out events
 
 .PHONY: dlq-redrive
@@ -107,4 +111,4 @@ dlq-redrive: ## Move dead letters back to their queue (QUEUE=fulfill; LOCAL=1 fo
 
 .PHONY: destroy
 destroy: ## Delete the deployed stack
-	sam delete --stack-name $(STACK) --region $(REGION)
+	sam delete --stack-name $(STACK) --region $(REGION) --no-prompts

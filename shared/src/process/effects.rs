@@ -65,7 +65,7 @@ impl<E: Serialize + Sync> Effects<E> for LogEffects {
         );
         telemetry::emit_with(
             ctx.processor.as_str(),
-            &[("Effect", &name)],
+            &[("EffectName", &name)],
             &[(Metric::EffectPerformed, 1.0)],
         );
         Ok(())
