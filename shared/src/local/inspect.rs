@@ -301,7 +301,10 @@ impl Inspector {
                 let count_by = |sql: &str| -> OpResult<BTreeMap<String, u64>> {
                     let mut stmt = conn.prepare_cached(sql)?;
                     let rows = stmt.query_map([], |row| {
-                        Ok((row.get(0)?, u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0)))
+                        Ok((
+                            row.get(0)?,
+                            u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                        ))
                     })?;
                     Ok(rows.collect::<rusqlite::Result<_>>()?)
                 };
