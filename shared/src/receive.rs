@@ -326,15 +326,18 @@ where
             Err(err) => return self.unavailable(&key, err, true).await,
         };
         telemetry::emit("receive", &[(Metric::Enqueued, 1.0)]);
-        if let Err(err) = self
-            .ledger
-            .mark_enqueued(&key, processor.as_str(), &message_id)
-            .await
-        {
-            // The event is durably on its queue: acknowledge it. The record stays
-            // RECEIVED until its lease ends; a redelivery then re-enqueues and the
-            // processor's marker absorbs the copy.
-            tracing::warn!(event_id = %env.id, error = %err, "enqueued but ledger not marked");
+        // A queue that marks the ledger itself did so in the send's transaction.
+        if !self.queue.marks_ledger() {
+            if let Err(err) = self
+                .ledger
+                .mark_enqueued(&key, processor.as_str(), &message_id)
+                .await
+            {
+                // The event is durably on its queue: acknowledge it. The record stays
+                // RECEIVED until its lease ends; a redelivery then re-enqueues and the
+                // processor's marker absorbs the copy.
+                tracing::warn!(event_id = %env.id, error = %err, "enqueued but ledger not marked");
+            }
         }
         accepted(
             env,

@@ -162,6 +162,29 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
     Ok(Claim::Claimed { attempts })
 }
 
+/// Records `key` as enqueued on `queue` as `message_id` within the caller's
+/// transaction; returns how many records changed (0: no record for `key`).
+/// Shared by [`Ledger::mark_enqueued`] and the SQLite queue's send, which
+/// marks the ledger in the same transaction as the message it inserts.
+pub(crate) fn mark_enqueued(
+    conn: &Connection,
+    key: &LedgerKey,
+    queue: &str,
+    message_id: &str,
+) -> OpResult<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE ledger SET status = 'ENQUEUED', queue = ?3, message_id = ?4
+             WHERE provider = ?1 AND event_id = ?2",
+        )?
+        .execute(params![
+            key.provider.as_str(),
+            key.event_id,
+            queue,
+            message_id
+        ])?)
+}
+
 impl Ledger for SqliteLedger {
     async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
         let req = req.clone();
@@ -177,17 +200,7 @@ impl Ledger for SqliteLedger {
         let (key, queue, message_id) = (key.clone(), queue.to_owned(), message_id.to_owned());
         self.db
             .write("mark", move |conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE ledger SET status = 'ENQUEUED', queue = ?3, message_id = ?4
-                         WHERE provider = ?1 AND event_id = ?2",
-                    )?
-                    .execute(params![
-                        key.provider.as_str(),
-                        key.event_id,
-                        queue,
-                        message_id
-                    ])?;
+                let changed = mark_enqueued(conn, &key, &queue, &message_id)?;
                 if changed == 0 {
                     return Err(OpError::corrupt(key, "no claim to mark enqueued"));
                 }

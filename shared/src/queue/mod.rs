@@ -200,6 +200,16 @@ pub trait Queue: Send + Sync {
         processor: Processor,
         message: &EventMessage,
     ) -> impl Future<Output = Result<String, QueueError>> + Send;
+
+    /// Whether [`send`](Self::send) also records the claimed event as enqueued
+    /// in the ledger, in the same transaction as the message (a queue that
+    /// shares its store with the ledger, such as the local SQLite one). The
+    /// receive path then skips its separate `mark_enqueued` write: one commit
+    /// instead of two, and no window where the message exists unmarked.
+    /// Queues on another service (SQS) cannot, and keep the default `false`.
+    fn marks_ledger(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Queue> Queue for std::sync::Arc<T> {
@@ -213,6 +223,10 @@ impl<T: Queue> Queue for std::sync::Arc<T> {
         message: &EventMessage,
     ) -> impl Future<Output = Result<String, QueueError>> + Send {
         (**self).send(processor, message)
+    }
+
+    fn marks_ledger(&self) -> bool {
+        (**self).marks_ledger()
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::futures::Notified;
 
 use super::{EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{QueueError, StoreError};
+use crate::ledger::sqlite as ledger;
 use crate::local::{Db, OpResult};
 use crate::route::Processor;
 
@@ -485,6 +486,11 @@ impl Queue for SqliteQueue {
         SQS_MAX_MESSAGE_BYTES
     }
 
+    /// The ledger is in the same database: send marks it in its own transaction.
+    fn marks_ledger(&self) -> bool {
+        true
+    }
+
     async fn send(
         &self,
         processor: Processor,
@@ -495,16 +501,12 @@ impl Queue for SqliteQueue {
             queue: processor.as_str(),
             message: e.to_string(),
         })?;
-        let (provider, event_id, event_type, body) = (
-            message.provider.as_str(),
-            message.event_id.clone(),
-            message.event_type.clone(),
-            message.body(),
-        );
+        let (key, event_type, body) = (message.key(), message.event_type.clone(), message.body());
         let now = self.db.now_millis();
         let id = self
             .db
             .write("send", move |conn| {
+                let queue = processor.as_str();
                 let seq: i64 = conn
                     .prepare_cached(
                         "INSERT INTO messages (queue, provider, event_id, event_type, body, attributes,
@@ -512,10 +514,14 @@ impl Queue for SqliteQueue {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING seq",
                     )?
                     .query_row(
-                        params![processor.as_str(), provider, event_id, event_type, body, attributes, now],
+                        params![queue, key.provider.as_str(), key.event_id, event_type, body, attributes, now],
                         |row| row.get(0),
                     )?;
-                Ok(message_id(processor.as_str(), seq))
+                let id = message_id(queue, seq);
+                // The receive path claimed the event before sending; a queue
+                // used on its own (no ledger record) has nothing to mark.
+                ledger::mark_enqueued(conn, &key, queue, &id)?;
+                Ok(id)
             })
             .await
             .map_err(|e| queue_error(processor, e))?;
@@ -837,6 +843,63 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn send_marks_the_claimed_event_enqueued_in_the_same_transaction() {
+        use crate::ledger::sqlite::SqliteLedger;
+        use crate::ledger::{ClaimRequest, Ledger, LedgerStatus};
+        // GIVEN an event claimed in the ledger of the queue's database
+        let t = TempDb::new();
+        let (q, ledger) = (queue(&t), SqliteLedger::new(t.db()));
+        let key = event("evt_1").key();
+        ledger
+            .claim(&ClaimRequest {
+                key: key.clone(),
+                event_type: "payment_intent.succeeded".into(),
+                created: 1_750_000_000,
+                livemode: Some(false),
+                object_id: Some("pi_1".into()),
+                now_millis: 1_750_000_000_000,
+                lease_until_millis: 1_750_000_030_000,
+                expires_at: 1_760_000_000,
+            })
+            .await
+            .unwrap();
+        // WHEN it is sent
+        assert!(q.marks_ledger());
+        let id = q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        // THEN its record says ENQUEUED with that queue and message id, with
+        // no separate mark: the receive path relies on this
+        let entry = ledger.entry(&key).await.unwrap().unwrap();
+        assert_eq!(entry.status, LedgerStatus::Enqueued);
+        assert_eq!(entry.queue.as_deref(), Some("fulfill"));
+        assert_eq!(entry.message_id.as_deref(), Some(id.as_str()));
+        // AND the two were one write: a message and its mark are committed together
+        let (messages, enqueued): (i64, i64) = t
+            .db()
+            .read("test", |c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM messages),
+                            (SELECT COUNT(*) FROM ledger WHERE status = 'ENQUEUED')",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!((messages, enqueued), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn send_without_a_ledger_record_only_enqueues() {
+        // GIVEN no ledger record WHEN a message is sent THEN it is queued all the same
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_solo"))
+            .await
+            .unwrap();
+        assert_eq!(ids(&q, Processor::Fulfill, 10).await, ["evt_solo"]);
     }
 
     #[tokio::test]
