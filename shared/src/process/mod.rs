@@ -401,32 +401,62 @@ where
         })
     }
 
+    /// Performs `pending` in order, then completes every one performed with a
+    /// single `complete_effects` write (one commit per record, not one per
+    /// effect). When an effect fails, those before it are still completed and
+    /// the record fails, so a retry performs only what is left.
     async fn perform(&self, key: &StateKey, pending: &[PendingEffect]) -> Result<(), ProcessError> {
+        let mut performed: Vec<String> = Vec::with_capacity(pending.len());
+        let mut failure = None;
         for p in pending {
-            let effect: D::Effect =
-                serde_json::from_value(p.effect.clone()).map_err(|e| ProcessError::State {
-                    key: key.to_string(),
-                    message: format!("pending effect {}: {e}", p.id),
-                })?;
-            let ctx = EffectContext {
-                processor: D::PROCESSOR,
-                idempotency_key: p.id.clone(),
-                event_id: p.event_id.clone(),
-                key: key.clone(),
-            };
-            self.effects
-                .perform(&effect, &ctx)
-                .await
-                .map_err(|source| ProcessError::Effect {
-                    id: p.id.clone(),
-                    source,
-                })?;
-            self.store
-                .complete_effects(key, std::slice::from_ref(&p.id))
-                .await?;
-            telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, 1.0)]);
+            match self.perform_one(key, p).await {
+                Ok(()) => performed.push(p.id.clone()),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
         }
-        Ok(())
+        if performed.is_empty() {
+            return failure.map_or(Ok(()), Err);
+        }
+        let completed = self.store.complete_effects(key, &performed).await;
+        if completed.is_ok() {
+            for _ in &performed {
+                telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, 1.0)]);
+            }
+        }
+        match (failure, completed) {
+            (Some(err), Err(store)) => {
+                // The effect's failure is the record's; the unrecorded
+                // completions are performed again (idempotently) on retry.
+                tracing::error!(state = %key, error = %store, "performed effects not recorded as done");
+                Err(err)
+            }
+            (Some(err), Ok(())) => Err(err),
+            (None, completed) => Ok(completed?),
+        }
+    }
+
+    async fn perform_one(&self, key: &StateKey, p: &PendingEffect) -> Result<(), ProcessError> {
+        let effect: D::Effect =
+            serde_json::from_value(p.effect.clone()).map_err(|e| ProcessError::State {
+                key: key.to_string(),
+                message: format!("pending effect {}: {e}", p.id),
+            })?;
+        let ctx = EffectContext {
+            processor: D::PROCESSOR,
+            idempotency_key: p.id.clone(),
+            event_id: p.event_id.clone(),
+            key: key.clone(),
+        };
+        self.effects
+            .perform(&effect, &ctx)
+            .await
+            .map_err(|source| ProcessError::Effect {
+                id: p.id.clone(),
+                source,
+            })
     }
 }
 
@@ -554,6 +584,136 @@ mod tests {
 
     fn tally_event(id: &str, event_type: &str) -> Value {
         ev(id, event_type, 1, json!({"id": "obj_1", "object": "thing"}))
+    }
+
+    /// [`Tally`] with two effects per event (`{id}:1`, `{id}:2`).
+    struct TwoEffects;
+
+    impl Domain for TwoEffects {
+        type State = BTreeSet<String>;
+        type Effect = String;
+
+        const PROCESSOR: Processor = Processor::Fulfill;
+
+        fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
+            Tally.key(event)
+        }
+
+        fn apply(
+            &self,
+            current: Option<&Self::State>,
+            event: &Envelope<'_>,
+        ) -> Result<Decision<Self::State, Self::Effect>, ProcessError> {
+            let mut next = current.cloned().unwrap_or_default();
+            next.insert(event.id.to_string());
+            Ok(Decision::Apply {
+                state: next,
+                effects: vec![format!("{}:1", event.id), format!("{}:2", event.id)],
+            })
+        }
+    }
+
+    /// Records effects, refusing those ending in `:2` while `refuse_second` is set.
+    #[derive(Default)]
+    struct RefuseSecond {
+        performed: std::sync::Mutex<Vec<String>>,
+        refuse_second: std::sync::atomic::AtomicBool,
+    }
+
+    impl Effects<String> for RefuseSecond {
+        async fn perform(&self, effect: &String, _: &EffectContext) -> Result<(), EffectError> {
+            if effect.ends_with(":2") && self.refuse_second.load(Ordering::SeqCst) {
+                return Err(EffectError("refused".into()));
+            }
+            self.performed.lock().unwrap().push(effect.clone());
+            Ok(())
+        }
+    }
+
+    /// A memory store that counts `complete_effects` calls.
+    #[derive(Default)]
+    struct CountingStore {
+        inner: MemoryStateStore,
+        completes: AtomicUsize,
+    }
+
+    impl StateStore for CountingStore {
+        async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
+            self.inner.load(key).await
+        }
+
+        async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
+            self.inner.commit(commit).await
+        }
+
+        async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
+            self.completes.fetch_add(1, Ordering::SeqCst);
+            self.inner.complete_effects(key, ids).await
+        }
+
+        async fn marker(
+            &self,
+            processor: Processor,
+            event_id: &str,
+        ) -> Result<Option<Marker>, StoreError> {
+            self.inner.marker(processor, event_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_records_effects_are_completed_in_one_write() {
+        // GIVEN a record whose transition has two effects
+        let store = Arc::new(CountingStore::default());
+        let effects = Arc::new(RefuseSecond::default());
+        let runner = Runner::new(
+            TwoEffects,
+            Arc::clone(&store),
+            MemoryLedger::new(),
+            Arc::clone(&effects),
+            ManualClock::at_secs(NOW),
+            3600,
+        );
+        // WHEN it runs
+        let failed = runner
+            .run_batch(vec![delivery("m1", &tally_event("evt_1", "test.two"))])
+            .await;
+        // THEN both are performed in order and completed with a single write
+        assert!(failed.is_empty());
+        assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+        assert_eq!(store.completes.load(Ordering::SeqCst), 1);
+        let key = StateKey::new(StateKind::Order, "obj_1");
+        let item = store.inner.load(&key).await.unwrap().unwrap();
+        assert!(item.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn effects_before_a_failing_one_are_completed_and_not_repeated() {
+        // GIVEN a record whose second effect fails
+        let store = Arc::new(CountingStore::default());
+        let effects = Arc::new(RefuseSecond::default());
+        effects.refuse_second.store(true, Ordering::SeqCst);
+        let runner = Runner::new(
+            TwoEffects,
+            Arc::clone(&store),
+            MemoryLedger::new(),
+            Arc::clone(&effects),
+            ManualClock::at_secs(NOW),
+            3600,
+        );
+        let batch = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+        // WHEN it runs THEN the record fails with only the second effect pending
+        assert_eq!(runner.run_batch(batch()).await, ["m1"]);
+        let key = StateKey::new(StateKind::Order, "obj_1");
+        let item = store.inner.load(&key).await.unwrap().unwrap();
+        let pending: Vec<_> = item.pending.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(pending, ["fulfill:evt_1:1"]);
+        // WHEN the effect recovers and the record is redelivered
+        effects.refuse_second.store(false, Ordering::SeqCst);
+        assert!(runner.run_batch(batch()).await.is_empty());
+        // THEN only the second effect is performed again; nothing is left pending
+        assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+        let item = store.inner.load(&key).await.unwrap().unwrap();
+        assert!(item.pending.is_empty());
     }
 
     #[tokio::test]
