@@ -22,12 +22,12 @@ tools: ## Install the Python tools (moto, cfn-lint, SAM CLI, cargo-lambda) into 
 
 .PHONY: dev
 dev: ## Build and run the whole pipeline locally on an embedded SQLite store (port $(PORT))
-	cargo run --release -p payhook -- dev --port $(PORT) --db $(DB)
+	cargo run --profile local -p payhook -- dev --port $(PORT) --db $(DB)
 
 .PHONY: trigger
 trigger: ## Send a realistic signed event to `make dev` (EVENT=payment_intent.succeeded)
-	@secret=$${STRIPE_WEBHOOK_SECRET:-$$(cargo run --release -q -p payhook -- dev --print-secret --db $(DB))}; \
-	cargo run --release -q -p payhook -- trigger $(EVENT) --to http://127.0.0.1:$(PORT)/webhooks/stripe --secret "$$secret"
+	@secret=$${STRIPE_WEBHOOK_SECRET:-$$(cargo run --profile local -q -p payhook -- dev --print-secret --db $(DB))}; \
+	cargo run --profile local -q -p payhook -- trigger $(EVENT) --to http://127.0.0.1:$(PORT)/webhooks/stripe --secret "$$secret"
 
 # --- tests --------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
 fi
 (cd bench/peers && [ -d node_modules/express ] && [ -d node_modules/stripe ] || npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
-cargo build --release -q -p payhook
+cargo build --profile local -q -p payhook
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
@@ -51,7 +51,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 # 2. payhook dev: every request a durable, processed event.
 port="$(free_port)"
-STRIPE_WEBHOOK_SECRET="$secret" RUST_LOG=warn target/release/payhook dev --port "$port" --db "$work/load.db" >"$work/payhook.log" 2>&1 &
+STRIPE_WEBHOOK_SECRET="$secret" RUST_LOG=warn target/local/payhook dev --port "$port" --db "$work/load.db" >"$work/payhook.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/healthz"
 start="$(date +%s.%N)"
