@@ -7,6 +7,7 @@
 # Prints requests/s and latency for both, then payhook's end-to-end rate
 # (events accepted, persisted and processed per second) and the in = out count.
 # Usage: bench/load.sh [duration_s] [connections] [events]
+# PAYHOOK_DEV_FLAGS passes extra flags to payhook dev (e.g. "--batch-size 64").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -51,7 +52,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 # 2. payhook dev: every request a durable, processed event.
 port="$(free_port)"
-STRIPE_WEBHOOK_SECRET="$secret" RUST_LOG=warn target/local/payhook dev --port "$port" --db "$work/load.db" >"$work/payhook.log" 2>&1 &
+STRIPE_WEBHOOK_SECRET="$secret" RUST_LOG=warn target/local/payhook dev --port "$port" --db "$work/load.db" ${PAYHOOK_DEV_FLAGS:-} >"$work/payhook.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/healthz"
 start="$(date +%s.%N)"
