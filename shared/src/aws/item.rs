@@ -113,6 +113,26 @@ pub fn unavailable(operation: &'static str, err: impl std::error::Error) -> Stor
     )
 }
 
+/// A strongly consistent read of the item with partition key `pk`: every
+/// decision payhook reads back (a lost claim, a body, state) must see the
+/// latest write.
+pub async fn get(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    operation: &'static str,
+) -> Result<Option<Item>, StoreError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key(PK, s(pk))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| unavailable(operation, e))?;
+    Ok(out.item)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,7 +258,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Decodes the `XXXX` (and a following `\uXXXX` low surrogate) of `\u`.
+    /// Decodes the four hex digits after `\u` (and a following low-surrogate escape).
     fn unicode_escape(&mut self) -> Scan<char> {
         let hi = self.hex4()?;
         let code = if (0xD800..0xDC00).contains(&hi) {

@@ -99,16 +99,7 @@ impl DynamoLedger {
     }
 
     async fn get(&self, pk: &str, operation: &'static str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| item::unavailable(operation, e))?;
-        Ok(out.item)
+        item::get(&self.client, &self.table, pk, operation).await
     }
 
     /// Decides the claim from the record that made the condition fail.

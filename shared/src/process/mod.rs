@@ -422,9 +422,8 @@ where
         }
         let completed = self.store.complete_effects(key, &performed).await;
         if completed.is_ok() {
-            for _ in &performed {
-                telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, 1.0)]);
-            }
+            let count = performed.len() as f64;
+            telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, count)]);
         }
         match (failure, completed) {
             (Some(err), Err(store)) => {

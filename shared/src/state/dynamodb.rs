@@ -80,16 +80,7 @@ impl DynamoStateStore {
     }
 
     async fn get(&self, pk: &str, operation: &'static str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| item::unavailable(operation, e))?;
-        Ok(out.item)
+        item::get(&self.client, &self.table, pk, operation).await
     }
 
     /// A transaction `Put` of `item` under `condition` (which names `#pk` or `#version`).

@@ -422,6 +422,58 @@ type HmacSha256 = Hmac<Sha256>;
 /// HMAC-SHA256 keyed with `key`. HMAC takes keys of any length (RFC 2104 hashes
 /// long ones and pads short ones), so `InvalidLength` cannot occur and no input
 /// reaches the `expect`.
+/// The configured secrets as prepared HMAC key states: computed once per
+/// verifier and cloned per request, so verification does no allocation and no
+/// key schedule. Shared by every scheme.
+#[derive(Clone)]
+struct Keys {
+    macs: Vec<HmacSha256>,
+    secret_has_whitespace: bool,
+}
+
+impl Keys {
+    /// Prepares one key per secret; `key` turns a secret (at 1-based `position`
+    /// of `count`) into its HMAC key bytes or refuses it.
+    fn new(
+        provider: Provider,
+        secrets: &[String],
+        key: impl Fn(&str, usize, usize) -> Result<Vec<u8>, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let count = secrets.len();
+        if count == 0 {
+            return Err(ConfigError::NoSecrets { provider });
+        }
+        let macs = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, secret)| key(secret, i + 1, count).map(|k| keyed(&k)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            macs,
+            secret_has_whitespace: secrets.iter().any(|s| has_surrounding_whitespace(s)),
+        })
+    }
+
+    /// Whether any secret's HMAC over `parts` (fed in order, so no signed
+    /// payload is ever built) is accepted by `matches`.
+    fn any(&self, parts: &[&[u8]], mut matches: impl FnMut(&[u8]) -> bool) -> bool {
+        self.macs.iter().any(|base| {
+            let mut mac = base.clone();
+            for part in parts {
+                mac.update(part);
+            }
+            matches(&mac.finalize().into_bytes())
+        })
+    }
+
+    /// The refusal when no signature matches, with the whitespace note if it applies.
+    fn mismatch(&self) -> VerifyError {
+        VerifyError::Mismatch {
+            secret_has_whitespace: self.secret_has_whitespace,
+        }
+    }
+}
+
 fn keyed(key: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length")
 }

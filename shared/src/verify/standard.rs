@@ -13,13 +13,11 @@
 use std::fmt;
 
 use base64::Engine as _;
-use hmac::Mac;
 use http::{HeaderMap, HeaderName};
 
 use super::{
-    BASE64, ConfigError, HmacSha256, Provider, Scheme, Tolerance, V1Signatures, Verified,
-    VerifyError, has_surrounding_whitespace, keyed, parse_unix_seconds, single_header,
-    standard_key, utf8_body,
+    BASE64, ConfigError, Keys, Provider, Scheme, Tolerance, V1Signatures, Verified, VerifyError,
+    parse_unix_seconds, single_header, standard_key, utf8_body,
 };
 
 /// The delivery id header.
@@ -41,32 +39,16 @@ const V1_SHAPE: &str = "base64 of 32 bytes";
 /// per request, so verification does no allocation and no key schedule per call.
 #[derive(Clone)]
 pub struct StandardVerifier {
-    macs: Vec<HmacSha256>,
+    keys: Keys,
     tolerance: Tolerance,
-    secret_has_whitespace: bool,
 }
 
 impl StandardVerifier {
     /// A verifier accepting signatures by any of `secrets` (`whsec_<base64>` or
     /// bare base64); refuses an empty list and empty or non-base64 secrets.
     pub fn new(secrets: Vec<String>, tolerance: Tolerance) -> Result<Self, ConfigError> {
-        let count = secrets.len();
-        if count == 0 {
-            return Err(ConfigError::NoSecrets {
-                provider: Provider::Standard,
-            });
-        }
-        let mut macs = Vec::with_capacity(count);
-        let mut secret_has_whitespace = false;
-        for (i, secret) in secrets.iter().enumerate() {
-            macs.push(keyed(&standard_key(secret, i + 1, count)?));
-            secret_has_whitespace |= has_surrounding_whitespace(secret);
-        }
-        Ok(Self {
-            macs,
-            tolerance,
-            secret_has_whitespace,
-        })
+        let keys = Keys::new(Provider::Standard, &secrets, standard_key)?;
+        Ok(Self { keys, tolerance })
     }
 
     /// The timestamp tolerance this verifier applies.
@@ -79,7 +61,7 @@ impl fmt::Debug for StandardVerifier {
     /// Shows the shape of the configuration, never the secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StandardVerifier")
-            .field("secrets", &self.macs.len())
+            .field("secrets", &self.keys.macs.len())
             .field("tolerance", &self.tolerance)
             .finish()
     }
@@ -104,27 +86,18 @@ impl Scheme for StandardVerifier {
         )?;
         self.tolerance.check(timestamp, now)?;
 
-        // One HMAC per secret over the raw bytes, fed in pieces: no signed-content
-        // String is ever built. Each v1 is compared in constant time.
-        for base in &self.macs {
-            let mut mac = base.clone();
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(t.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            let expected = mac.finalize().into_bytes();
-            if given.contains(&expected, || v1_values(signatures).filter_map(decode_v1)) {
-                return Ok(Verified {
-                    body: utf8_body(body)?,
-                    timestamp,
-                    delivery_id: Some(id),
-                });
-            }
+        // One HMAC per secret over the raw bytes; each v1 compared in constant time.
+        let parts: [&[u8]; 5] = [id.as_bytes(), b".", t.as_bytes(), b".", body];
+        if self.keys.any(&parts, |expected| {
+            given.contains(expected, || v1_values(signatures).filter_map(decode_v1))
+        }) {
+            return Ok(Verified {
+                body: utf8_body(body)?,
+                timestamp,
+                delivery_id: Some(id),
+            });
         }
-        Err(VerifyError::Mismatch {
-            secret_has_whitespace: self.secret_has_whitespace,
-        })
+        Err(self.keys.mismatch())
     }
 }
 

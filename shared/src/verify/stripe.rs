@@ -12,12 +12,11 @@
 
 use std::fmt;
 
-use hmac::Mac;
 use http::{HeaderMap, HeaderName};
 
 use super::{
-    ConfigError, HmacSha256, Provider, Scheme, Tolerance, V1Signatures, Verified, VerifyError,
-    has_surrounding_whitespace, keyed, parse_unix_seconds, single_header, utf8_body,
+    ConfigError, Keys, Provider, Scheme, Tolerance, V1Signatures, Verified, VerifyError,
+    parse_unix_seconds, single_header, utf8_body,
 };
 
 /// The signature header (matched case-insensitively by `HeaderMap`).
@@ -35,39 +34,25 @@ const V1_SHAPE: &str = "64 hex characters";
 /// so verification does no allocation and no key schedule on the hot path.
 #[derive(Clone)]
 pub struct StripeVerifier {
-    macs: Vec<HmacSha256>,
+    keys: Keys,
     tolerance: Tolerance,
-    secret_has_whitespace: bool,
 }
 
 impl StripeVerifier {
     /// A verifier accepting signatures by any of `secrets` (the whole `whsec_…`
     /// strings); refuses an empty list or an empty secret.
     pub fn new(secrets: Vec<String>, tolerance: Tolerance) -> Result<Self, ConfigError> {
-        let count = secrets.len();
-        if count == 0 {
-            return Err(ConfigError::NoSecrets {
-                provider: Provider::Stripe,
-            });
-        }
-        let mut macs = Vec::with_capacity(count);
-        let mut secret_has_whitespace = false;
-        for (i, secret) in secrets.iter().enumerate() {
+        let keys = Keys::new(Provider::Stripe, &secrets, |secret, position, count| {
             if secret.is_empty() {
                 return Err(ConfigError::EmptySecret {
                     provider: Provider::Stripe,
-                    position: i + 1,
+                    position,
                     count,
                 });
             }
-            secret_has_whitespace |= has_surrounding_whitespace(secret);
-            macs.push(keyed(secret.as_bytes()));
-        }
-        Ok(Self {
-            macs,
-            tolerance,
-            secret_has_whitespace,
-        })
+            Ok(secret.as_bytes().to_vec())
+        })?;
+        Ok(Self { keys, tolerance })
     }
 
     /// The timestamp tolerance this verifier applies.
@@ -80,9 +65,9 @@ impl fmt::Debug for StripeVerifier {
     /// Shows the shape of the configuration, never the secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StripeVerifier")
-            .field("secrets", &self.macs.len())
+            .field("secrets", &self.keys.macs.len())
             .field("tolerance", &self.tolerance)
-            .field("secret_has_whitespace", &self.secret_has_whitespace)
+            .field("secret_has_whitespace", &self.keys.secret_has_whitespace)
             .finish()
     }
 }
@@ -100,25 +85,18 @@ impl Scheme for StripeVerifier {
         let given = V1Signatures::scan(v1_values(header), decode_v1, HEADER_DISPLAY, V1_SHAPE)?;
         self.tolerance.check(timestamp, now)?;
 
-        // One HMAC per secret over the raw bytes, fed in pieces: no signed-payload
-        // String is ever built. Each v1 is compared in constant time.
-        for base in &self.macs {
-            let mut mac = base.clone();
-            mac.update(t.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            let expected = mac.finalize().into_bytes();
-            if given.contains(&expected, || v1_values(header).filter_map(decode_v1)) {
-                return Ok(Verified {
-                    body: utf8_body(body)?,
-                    timestamp,
-                    delivery_id: None,
-                });
-            }
+        // One HMAC per secret over the raw bytes; each v1 compared in constant time.
+        let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
+        if self.keys.any(&parts, |expected| {
+            given.contains(expected, || v1_values(header).filter_map(decode_v1))
+        }) {
+            return Ok(Verified {
+                body: utf8_body(body)?,
+                timestamp,
+                delivery_id: None,
+            });
         }
-        Err(VerifyError::Mismatch {
-            secret_has_whitespace: self.secret_has_whitespace,
-        })
+        Err(self.keys.mismatch())
     }
 }
 
