@@ -8,10 +8,18 @@
 //! [`Durability::Full`], one fsync) covers dozens of operations, and no caller
 //! hears "done" before its write is committed.
 //!
+//! **Checkpoints** (copying the WAL back into the database file, with its
+//! fsyncs) run on a thread of their own, nudged by the writer once the WAL
+//! holds [`CHECKPOINT_PAGES`], so commits never wait for them. Only when the
+//! WAL reaches [`RESTART_PAGES`] does the writer finish a checkpoint itself (by
+//! then mostly done), which lets the next transaction start the log over.
+//!
 //! **Reads** run on a small pool of read-only connections; in WAL mode they see
 //! every committed write and never wait on the writer. Point lookups run on
 //! the calling thread; longer inspection queries on tokio's blocking pool.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -19,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -31,6 +40,20 @@ pub(crate) const BACKEND: &str = "sqlite";
 
 /// The most operations one group commit takes; bounds a caller's wait.
 const MAX_GROUP: usize = 512;
+
+/// WAL pages added between nudges of the checkpoint thread (SQLite's own
+/// automatic checkpoint interval).
+const CHECKPOINT_PAGES: c_int = 1000;
+
+/// WAL pages after which the writer completes the checkpoint itself (by then
+/// mostly done), so that the log starts over: bounds it at about 16 MB.
+const RESTART_PAGES: c_int = 4000;
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread. Each writer
+    /// thread owns one database, so a thread-local is per database.
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
 
 /// How long a connection waits for another process's lock (e.g. `payhook dlq`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,6 +141,18 @@ const MIGRATIONS: &[&str] = &[
         redrives           INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX messages_ready ON messages (queue, dead, visible_at_millis, seq);
+    ",
+    // 2: message bodies apart from the delivery state each receive and settle
+    // rewrites, so that those rewrite a short row, not the whole event.
+    "
+    CREATE TABLE message_bodies (
+        seq        INTEGER PRIMARY KEY,
+        body       TEXT    NOT NULL,
+        attributes TEXT    NOT NULL
+    );
+    INSERT INTO message_bodies (seq, body, attributes) SELECT seq, body, attributes FROM messages;
+    ALTER TABLE messages DROP COLUMN body;
+    ALTER TABLE messages DROP COLUMN attributes;
     ",
 ];
 
@@ -221,7 +256,7 @@ impl OpError {
         }
     }
 
-    fn into_store(self, operation: &'static str) -> StoreError {
+    pub(crate) fn into_store(self, operation: &'static str) -> StoreError {
         match self {
             Self::Corrupt { key, message } => StoreError::Corrupt { key, message },
             other => StoreError::unavailable(BACKEND, operation, other),
@@ -247,7 +282,8 @@ pub struct Db {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer, then the checkpoint thread: joined in that order.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
     clock: Arc<dyn Clock>,
@@ -286,19 +322,32 @@ impl Db {
         configure_writer(&writer, options.durability).map_err(open_err)?;
         migrate(&mut writer, &path)?;
 
+        let checkpointer = Connection::open(&path).map_err(open_err)?;
+        checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        checkpointer
+            .pragma_update(None, "synchronous", options.durability.as_str())
+            .map_err(open_err)?;
+
+        let spawn_err = |source| LocalError::Io {
+            path: path.clone(),
+            source,
+        };
+        // One nudge waiting is enough: the checkpoint it starts takes all there is.
+        let (nudge, nudges) = mpsc::sync_channel::<()>(1);
+        let checkpoints = std::thread::Builder::new()
+            .name("payhook-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &nudges))
+            .map_err(spawn_err)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
+        let writes = std::thread::Builder::new()
             .name("payhook-sqlite-writer".into())
-            .spawn(move || write_loop(&writer, &rx))
-            .map_err(|source| LocalError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .spawn(move || write_loop(&writer, &rx, &nudge))
+            .map_err(spawn_err)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
+                threads: Mutex::new(vec![writes, checkpoints]),
                 readers: Mutex::new(Vec::new()),
                 max_readers: options.readers.max(1),
                 clock: options.clock,
@@ -322,11 +371,13 @@ impl Db {
         self.inner.clock.now_millis()
     }
 
-    /// Stops taking writes, lets the writer commit what it has, and waits for it.
+    /// Stops taking writes, lets the writer commit what it has, and waits for
+    /// it and the checkpoint thread.
     pub fn close(&self) {
         drop(lock(&self.inner.writer).take());
-        if let Some(thread) = lock(&self.inner.thread).take() {
-            // A panicked writer has nothing left to flush.
+        let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        for thread in threads {
+            // A panicked thread has nothing left to flush.
             let _ = thread.join();
         }
         lock(&self.inner.readers).clear();
@@ -497,6 +548,13 @@ fn configure_writer(conn: &Connection, durability: Durability) -> rusqlite::Resu
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -16_000)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Replaces SQLite's automatic checkpoint inside COMMIT: see `write_loop`.
+    conn.wal_hook(Some(record_wal_pages));
+    Ok(())
+}
+
+fn record_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
     Ok(())
 }
 
@@ -553,9 +611,26 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> OpResult<T>
     result
 }
 
-fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
+/// Copies the WAL into the database whenever nudged, beside the writer. A
+/// passive checkpoint never blocks the writer or readers; what it cannot copy
+/// yet (frames a reader still needs) waits for the next nudge.
+fn checkpoint_loop(conn: &Connection, nudges: &mpsc::Receiver<()>) {
+    while nudges.recv().is_ok() {
+        if let Err(err) = passive_checkpoint(conn) {
+            tracing::warn!(error = %err, "WAL checkpoint failed; the next one retries");
+        }
+    }
+}
+
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Job>, nudge: &mpsc::SyncSender<()>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut finishers: Vec<Finish> = Vec::with_capacity(MAX_GROUP);
+    // The WAL's size at the last nudge of the checkpoint thread.
+    let mut nudged_at: c_int = 0;
     while let Ok(first) = jobs.recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -584,6 +659,19 @@ fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
         };
         for finish in finishers.drain(..) {
             finish(outcome);
+        }
+        // After answering: nobody waits for a checkpoint.
+        let pages = WAL_PAGES.get();
+        if pages < nudged_at {
+            nudged_at = 0; // the log started over
+        }
+        if pages >= RESTART_PAGES {
+            // Busy (the checkpoint thread is at it) is fine: the next commit retries.
+            let _ = passive_checkpoint(conn);
+        } else if pages >= nudged_at + CHECKPOINT_PAGES {
+            nudged_at = pages;
+            // Full means a nudge is already waiting.
+            let _ = nudge.try_send(());
         }
     }
 }
@@ -696,6 +784,38 @@ mod tests {
             matches!(err, LocalError::Schema { found, .. } if found == newer),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn queued_messages_survive_the_move_of_bodies_to_their_own_table() {
+        // GIVEN a schema-1 database holding a queued message
+        let t = TempDb::new();
+        t.db().close();
+        let path = t.path().with_file_name("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO messages (queue, provider, event_id, event_type, body, attributes,
+                     sent_at_millis, visible_at_millis)
+                 VALUES ('fulfill', 'stripe', 'evt_1', 't', '{\"id\":\"evt_1\"}', '{\"k\":\"v\"}', 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        // WHEN it is opened by this build
+        let db = Db::open(&path, DbOptions::default()).unwrap();
+        let queue = crate::queue::sqlite::SqliteQueue::new(db.clone(), Default::default());
+        let got = queue
+            .receive(crate::route::Processor::Fulfill, 10)
+            .await
+            .unwrap();
+        // THEN the message is delivered with its body and attributes
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, r#"{"id":"evt_1"}"#);
+        assert_eq!(got[0].attributes.get("k").map(String::as_str), Some("v"));
+        db.close();
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
@@ -22,7 +22,7 @@ use tokio::sync::futures::Notified;
 use super::{EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{QueueError, StoreError};
 use crate::ledger::sqlite as ledger;
-use crate::local::{Db, OpResult};
+use crate::local::{Db, OpError, OpResult};
 use crate::route::Processor;
 
 /// The SQS behaviour of the local queues.
@@ -221,8 +221,10 @@ fn receive(
     let mut take = conn.prepare_cached(
         "UPDATE messages SET visible_at_millis = ?2, receive_count = receive_count + 1, in_flight = 1
          WHERE seq = ?1
-         RETURNING receive_count, body, attributes, sent_at_millis",
+         RETURNING receive_count, sent_at_millis",
     )?;
+    let mut content =
+        conn.prepare_cached("SELECT body, attributes FROM message_bodies WHERE seq = ?1")?;
     let invisible_until = now.saturating_add(settings.visibility_timeout_millis);
     let mut received = Vec::with_capacity(max);
     // Only the rows a receive would take are examined: dead-lettering one
@@ -242,22 +244,23 @@ fn receive(
                 dead_letter.execute(params![seq, now])?;
                 continue;
             }
-            let message = take.query_row(params![seq, invisible_until], |row| {
-                let attributes: String = row.get(2)?;
-                Ok(Received {
-                    message_id: message_id(queue, seq),
-                    receipt: Receipt {
-                        seq,
-                        receive_count: row.get(0)?,
-                    },
-                    body: row.get(1)?,
-                    // Unreadable attributes leave the message unusable: it fails
-                    // in the processor and reaches the DLQ like any poison message.
-                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
-                    sent_at_millis: row.get(3)?,
-                })
-            })?;
-            received.push(message);
+            let (receive_count, sent_at_millis) = take
+                .query_row(params![seq, invisible_until], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            let (body, attributes) = content
+                .query_row([seq], |row| Ok((row.get(0)?, row.get::<_, String>(1)?)))
+                .optional()?
+                .ok_or_else(|| OpError::corrupt(message_id(queue, seq), "message body missing"))?;
+            received.push(Received {
+                message_id: message_id(queue, seq),
+                receipt: Receipt { seq, receive_count },
+                body,
+                // Unreadable attributes leave the message unusable: it fails
+                // in the processor and reaches the DLQ like any poison message.
+                attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                sent_at_millis,
+            });
         }
     }
     Ok(received)
@@ -274,10 +277,14 @@ fn settle(
     let mut delete = conn.prepare_cached(
         "DELETE FROM messages WHERE seq = ?1 AND receive_count = ?2 AND dead = 0",
     )?;
+    let mut delete_body = conn.prepare_cached("DELETE FROM message_bodies WHERE seq = ?1")?;
     for receipt in done {
         match delete.execute(params![receipt.seq, receipt.receive_count])? {
             0 => settled.stale += 1,
-            _ => settled.deleted += 1,
+            _ => {
+                delete_body.execute([receipt.seq])?;
+                settled.deleted += 1;
+            }
         }
     }
     let mut dead_letter = conn.prepare_cached(
@@ -509,14 +516,18 @@ impl Queue for SqliteQueue {
                 let queue = processor.as_str();
                 let seq: i64 = conn
                     .prepare_cached(
-                        "INSERT INTO messages (queue, provider, event_id, event_type, body, attributes,
+                        "INSERT INTO messages (queue, provider, event_id, event_type,
                              sent_at_millis, visible_at_millis)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING seq",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING seq",
                     )?
                     .query_row(
-                        params![queue, key.provider.as_str(), key.event_id, event_type, body, attributes, now],
+                        params![queue, key.provider.as_str(), key.event_id, event_type, now],
                         |row| row.get(0),
                     )?;
+                conn.prepare_cached(
+                    "INSERT INTO message_bodies (seq, body, attributes) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![seq, body, attributes])?;
                 let id = message_id(queue, seq);
                 // The receive path claimed the event before sending; a queue
                 // used on its own (no ledger record) has nothing to mark.

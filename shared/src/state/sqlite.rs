@@ -139,62 +139,100 @@ fn load(conn: &Connection, key: &StateKey) -> OpResult<Option<StateItem>> {
     .transpose()
 }
 
-fn put_item(conn: &Connection, item: &StateItem) -> OpResult<()> {
-    let version = i64::try_from(item.version).map_err(|_| {
-        OpError::corrupt(&item.key, format!("version {} is too large", item.version))
-    })?;
-    let data = serde_json::to_string(&item.data).map_err(|e| OpError::corrupt(&item.key, e))?;
-    let pending =
-        serde_json::to_string(&item.pending).map_err(|e| OpError::corrupt(&item.key, e))?;
-    conn.prepare_cached(
-        "INSERT INTO state_items (kind, id, version, last_created, last_event_id, last_event_type,
-             updated_at_millis, data, pending)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (kind, id) DO UPDATE SET
-             version = excluded.version, last_created = excluded.last_created,
-             last_event_id = excluded.last_event_id, last_event_type = excluded.last_event_type,
-             updated_at_millis = excluded.updated_at_millis, data = excluded.data,
-             pending = excluded.pending",
-    )?
-    .execute(params![
-        item.key.kind.as_str(),
-        item.key.id,
-        version,
-        item.last_created,
-        item.last_event_id,
-        item.last_event_type,
-        item.updated_at_millis,
-        data,
-        pending,
-    ])?;
-    Ok(())
+/// A state row with its JSON already serialized: done on the caller's thread,
+/// so that the writer thread, which every write queues behind, only binds and steps.
+#[derive(Debug)]
+struct ItemRow {
+    kind: &'static str,
+    id: String,
+    version: i64,
+    last_created: i64,
+    last_event_id: String,
+    last_event_type: String,
+    updated_at_millis: i64,
+    data: String,
+    pending: String,
 }
 
-fn commit(conn: &Connection, commit: &Commit) -> OpResult<CommitResult> {
-    let marker = &commit.marker;
+impl ItemRow {
+    fn new(item: &StateItem) -> OpResult<Self> {
+        let version = i64::try_from(item.version).map_err(|_| {
+            OpError::corrupt(&item.key, format!("version {} is too large", item.version))
+        })?;
+        let json = |value: Result<String, serde_json::Error>| {
+            value.map_err(|e| OpError::corrupt(&item.key, e))
+        };
+        Ok(Self {
+            kind: item.key.kind.as_str(),
+            id: item.key.id.clone(),
+            version,
+            last_created: item.last_created,
+            last_event_id: item.last_event_id.clone(),
+            last_event_type: item.last_event_type.clone(),
+            updated_at_millis: item.updated_at_millis,
+            data: json(serde_json::to_string(&item.data))?,
+            pending: json(serde_json::to_string(&item.pending))?,
+        })
+    }
+
+    fn put(&self, conn: &Connection) -> OpResult<()> {
+        conn.prepare_cached(
+            "INSERT INTO state_items (kind, id, version, last_created, last_event_id, last_event_type,
+                 updated_at_millis, data, pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (kind, id) DO UPDATE SET
+                 version = excluded.version, last_created = excluded.last_created,
+                 last_event_id = excluded.last_event_id, last_event_type = excluded.last_event_type,
+                 updated_at_millis = excluded.updated_at_millis, data = excluded.data,
+                 pending = excluded.pending",
+        )?
+        .execute(params![
+            self.kind,
+            self.id,
+            self.version,
+            self.last_created,
+            self.last_event_id,
+            self.last_event_type,
+            self.updated_at_millis,
+            self.data,
+            self.pending,
+        ])?;
+        Ok(())
+    }
+}
+
+fn commit(
+    conn: &Connection,
+    marker: &Marker,
+    marker_expires_at: i64,
+    expected_version: Option<u64>,
+    item: Option<&ItemRow>,
+) -> OpResult<CommitResult> {
     let seen = conn
         .prepare_cached("SELECT 1 FROM markers WHERE processor = ?1 AND event_id = ?2")?
         .exists(params![marker.processor.as_str(), marker.event_id])?;
     if seen {
         return Ok(CommitResult::Duplicate);
     }
-    if let Some(item) = &commit.item {
+    if let Some(item) = item {
         let stored: Option<i64> = conn
             .prepare_cached("SELECT version FROM state_items WHERE kind = ?1 AND id = ?2")?
-            .query_row(params![item.key.kind.as_str(), item.key.id], |row| {
-                row.get(0)
-            })
+            .query_row(params![item.kind, item.id], |row| row.get(0))
             .optional()?;
         let stored = stored
             .map(|v| {
-                u64::try_from(v)
-                    .map_err(|_| OpError::corrupt(&item.key, format!("negative version {v}")))
+                u64::try_from(v).map_err(|_| {
+                    OpError::corrupt(
+                        format!("{}#{}", item.kind, item.id),
+                        format!("negative version {v}"),
+                    )
+                })
             })
             .transpose()?;
-        if stored != commit.expected_version {
+        if stored != expected_version {
             return Ok(CommitResult::Conflict);
         }
-        put_item(conn, item)?;
+        item.put(conn)?;
     }
     conn.prepare_cached(
         "INSERT INTO markers (processor, event_id, event_type, kind, object_id, outcome, at_millis, expires_at)
@@ -208,9 +246,30 @@ fn commit(conn: &Connection, commit: &Commit) -> OpResult<CommitResult> {
         marker.key.as_ref().map(|k| k.id.as_str()),
         marker.outcome.as_str(),
         marker.at_millis,
-        commit.marker_expires_at,
+        marker_expires_at,
     ])?;
     Ok(CommitResult::Committed)
+}
+
+/// Drops the effects `done` from the pending list of `key` (bumping its
+/// version), touching only that column: the state itself is not re-read.
+fn complete_effects(conn: &Connection, key: &StateKey, done: &[String]) -> OpResult<()> {
+    let pending: Option<String> = conn
+        .prepare_cached("SELECT pending FROM state_items WHERE kind = ?1 AND id = ?2")?
+        .query_row(params![key.kind.as_str(), key.id], |row| row.get(0))
+        .optional()?;
+    let Some(pending) = pending else {
+        return Ok(());
+    };
+    let mut pending: Vec<PendingEffect> = serde_json::from_str(&pending)
+        .map_err(|e| OpError::corrupt(key, format!("pending: {e}")))?;
+    pending.retain(|p| !done.contains(&p.id));
+    let pending = serde_json::to_string(&pending).map_err(|e| OpError::corrupt(key, e))?;
+    conn.prepare_cached(
+        "UPDATE state_items SET pending = ?3, version = version + 1 WHERE kind = ?1 AND id = ?2",
+    )?
+    .execute(params![key.kind.as_str(), key.id, pending])?;
+    Ok(())
 }
 
 impl StateStore for SqliteStateStore {
@@ -219,8 +278,19 @@ impl StateStore for SqliteStateStore {
     }
 
     async fn commit(&self, c: &Commit) -> Result<CommitResult, StoreError> {
-        let c = c.clone();
-        self.db.write("commit", move |conn| commit(conn, &c)).await
+        let item = c
+            .item
+            .as_ref()
+            .map(ItemRow::new)
+            .transpose()
+            .map_err(|e| e.into_store("commit"))?;
+        let (marker, expires_at, expected) =
+            (c.marker.clone(), c.marker_expires_at, c.expected_version);
+        self.db
+            .write("commit", move |conn| {
+                commit(conn, &marker, expires_at, expected, item.as_ref())
+            })
+            .await
     }
 
     async fn complete_effects(
@@ -231,12 +301,7 @@ impl StateStore for SqliteStateStore {
         let (key, effect_ids) = (key.clone(), effect_ids.to_vec());
         self.db
             .write("complete", move |conn| {
-                if let Some(mut item) = load(conn, &key)? {
-                    item.pending.retain(|p| !effect_ids.contains(&p.id));
-                    item.version += 1;
-                    put_item(conn, &item)?;
-                }
-                Ok(())
+                complete_effects(conn, &key, &effect_ids)
             })
             .await
     }
