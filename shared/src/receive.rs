@@ -13,9 +13,9 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::event::{self, Envelope};
-use crate::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey};
-use crate::queue::{EventMessage, Payload, Queue};
-use crate::route::{IgnoreReason, Route, Routes};
+use crate::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus};
+use crate::queue::{ClaimSent, EventMessage, Payload, Queue};
+use crate::route::{IgnoreReason, Processor, Route, Routes};
 use crate::telemetry::{self, Metric};
 use crate::verify::{Provider, Verifiers};
 
@@ -259,36 +259,47 @@ where
             lease_until_millis: now_millis + self.settings.lease_millis,
             expires_at: now_millis.div_euclid(1000) + self.settings.ledger_ttl_secs,
         };
-        match self.ledger.claim(&claim).await {
-            Err(err) => return self.unavailable(&key, err, false).await,
-            Ok(Claim::Done(status)) => {
-                telemetry::emit("receive", &[(Metric::Duplicate, 1.0)]);
-                return accepted(
-                    env,
-                    "duplicate",
-                    json!({ "duplicate": true, "status": status.as_str() }),
-                );
-            }
-            Ok(Claim::InFlight { lease_until_millis }) => {
-                telemetry::emit("receive", &[(Metric::InFlight, 1.0)]);
-                let retry_in = (lease_until_millis - now_millis).max(0).div_euclid(1000) + 1;
-                return Answer::refuse(
-                    StatusCode::CONFLICT,
-                    "in_flight",
-                    format!(
-                        "event {} is being handled by another delivery; retry in {retry_in} s",
-                        env.id
-                    ),
-                );
-            }
-            Ok(Claim::Claimed { .. }) => {}
-        }
-
         let route = if self.settings.livemode.admits(env.livemode) {
             self.settings.routes.route(&env.event_type)
         } else {
             Route::Ignored(IgnoreReason::LivemodeMismatch)
         };
+        let by_reference = EventMessage::needs_reference(body, self.queue.max_message_bytes());
+        let message = |payload| EventMessage {
+            provider,
+            event_id: env.id.to_string(),
+            event_type: env.event_type.to_string(),
+            object_id: env.object_id.as_deref().map(str::to_owned),
+            created: env.created,
+            livemode: env.livemode,
+            payload,
+        };
+
+        // One transaction where the queue shares the ledger's store.
+        if let (Route::To(processor), false) = (route, by_reference) {
+            let inline = message(Payload::Inline(body.to_owned()));
+            if let Some(sent) = self.queue.claim_and_send(&claim, processor, &inline).await {
+                return match sent {
+                    // Rolled back whole: nothing is claimed.
+                    Err(err) => self.unavailable(&key, err, false).await,
+                    Ok(ClaimSent::Sent(_)) => enqueued(env, processor),
+                    Ok(ClaimSent::Duplicate(status)) => duplicate(env, status),
+                    Ok(ClaimSent::InFlight { lease_until_millis }) => {
+                        in_flight(env, lease_until_millis, now_millis)
+                    }
+                };
+            }
+        }
+
+        match self.ledger.claim(&claim).await {
+            Err(err) => return self.unavailable(&key, err, false).await,
+            Ok(Claim::Claimed { .. }) => {}
+            Ok(Claim::Done(status)) => return duplicate(env, status),
+            Ok(Claim::InFlight { lease_until_millis }) => {
+                return in_flight(env, lease_until_millis, now_millis);
+            }
+        }
+
         let processor = match route {
             Route::To(p) => p,
             Route::Ignored(reason) => {
@@ -304,7 +315,7 @@ where
             }
         };
 
-        let payload = if EventMessage::needs_reference(body, self.queue.max_message_bytes()) {
+        let payload = if by_reference {
             if let Err(err) = self.ledger.put_body(&key, body).await {
                 return self.unavailable(&key, err, true).await;
             }
@@ -312,20 +323,10 @@ where
         } else {
             Payload::Inline(body.to_owned())
         };
-        let message = EventMessage {
-            provider,
-            event_id: env.id.to_string(),
-            event_type: env.event_type.to_string(),
-            object_id: env.object_id.as_deref().map(str::to_owned),
-            created: env.created,
-            livemode: env.livemode,
-            payload,
-        };
-        let message_id = match self.queue.send(processor, &message).await {
+        let message_id = match self.queue.send(processor, &message(payload)).await {
             Ok(id) => id,
             Err(err) => return self.unavailable(&key, err, true).await,
         };
-        telemetry::emit("receive", &[(Metric::Enqueued, 1.0)]);
         // A queue that marks the ledger itself did so in the send's transaction.
         if !self.queue.marks_ledger() {
             if let Err(err) = self
@@ -339,11 +340,7 @@ where
                 tracing::warn!(event_id = %env.id, error = %err, "enqueued but ledger not marked");
             }
         }
-        accepted(
-            env,
-            "enqueued",
-            json!({ "duplicate": false, "queue": processor.as_str() }),
-        )
+        enqueued(env, processor)
     }
 
     async fn unavailable(
@@ -371,6 +368,40 @@ where
         telemetry::emit("receive", &[(Metric::Rejected, 1.0)]);
         Answer::refuse(status, error, message)
     }
+}
+
+/// A delivery of an event already enqueued or ignored: 200, so that the
+/// provider stops retrying.
+fn duplicate(env: &Envelope<'_>, status: LedgerStatus) -> Answer {
+    telemetry::emit("receive", &[(Metric::Duplicate, 1.0)]);
+    accepted(
+        env,
+        "duplicate",
+        json!({ "duplicate": true, "status": status.as_str() }),
+    )
+}
+
+/// A delivery racing another that holds the event: 409, retry after its lease.
+fn in_flight(env: &Envelope<'_>, lease_until_millis: i64, now_millis: i64) -> Answer {
+    telemetry::emit("receive", &[(Metric::InFlight, 1.0)]);
+    let retry_in = (lease_until_millis - now_millis).max(0).div_euclid(1000) + 1;
+    Answer::refuse(
+        StatusCode::CONFLICT,
+        "in_flight",
+        format!(
+            "event {} is being handled by another delivery; retry in {retry_in} s",
+            env.id
+        ),
+    )
+}
+
+fn enqueued(env: &Envelope<'_>, processor: Processor) -> Answer {
+    telemetry::emit("receive", &[(Metric::Enqueued, 1.0)]);
+    accepted(
+        env,
+        "enqueued",
+        json!({ "duplicate": false, "queue": processor.as_str() }),
+    )
 }
 
 fn accepted(env: &Envelope<'_>, outcome: &str, extra: serde_json::Value) -> Answer {

@@ -109,7 +109,9 @@ pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<LedgerE
     }))
 }
 
-fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
+/// Claims `req` within the caller's transaction: shared by [`Ledger::claim`] and
+/// the SQLite queue's claim-and-send, which enqueues in the same transaction.
+pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
     let existing: Option<(String, i64, u32)> = conn
         .prepare_cached(
             "SELECT status, lease_until_millis, attempts FROM ledger WHERE provider = ?1 AND event_id = ?2",

@@ -490,6 +490,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn delivery_racing_a_live_claim_is_told_to_retry_and_queues_nothing() {
+        use crate::ledger::{ClaimRequest, Ledger};
+        // GIVEN an event another delivery has claimed and still holds
+        let t = TempDb::new();
+        let p = start(&t, Flaky::default()).await;
+        let now = SystemClock.now_millis();
+        SqliteLedger::new(t.db())
+            .claim(&ClaimRequest {
+                key: LedgerKey::new(Provider::Stripe, "evt_held"),
+                event_type: "payment_intent.succeeded".into(),
+                created: now / 1000,
+                livemode: Some(false),
+                object_id: Some("pi_held".into()),
+                now_millis: now,
+                lease_until_millis: now + 30_000,
+                expires_at: now / 1000 + 86_400,
+            })
+            .await
+            .unwrap();
+        // WHEN the event is delivered
+        let answer = deliver(&p, &payment_succeeded("evt_held", "pi_held")).await;
+        // THEN it is refused with 409 and nothing is queued for it
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+        assert_eq!(answer.body["error"], "in_flight");
+        let depths = p.inspector().stats().await.unwrap();
+        assert!(
+            depths.queues.iter().all(|q| q.ready + q.in_flight == 0),
+            "{depths:?}"
+        );
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn failing_effect_dead_letters_and_redrive_finishes_it_once_fixed() {
         // GIVEN a pipeline whose fulfilment service is down
         let t = TempDb::new();

@@ -15,7 +15,7 @@ pub mod sqs;
 use std::future::Future;
 
 use crate::error::QueueError;
-use crate::ledger::LedgerKey;
+use crate::ledger::{ClaimRequest, LedgerKey, LedgerStatus};
 use crate::route::Processor;
 use crate::verify::Provider;
 
@@ -210,6 +210,36 @@ pub trait Queue: Send + Sync {
     fn marks_ledger(&self) -> bool {
         false
     }
+
+    /// Claims the event in the ledger and, if this delivery wins the claim,
+    /// sends `message` and marks the event enqueued, all in one transaction:
+    /// one write per new event instead of two. Only a queue that shares its
+    /// store with the ledger can; the default `None` tells the receive path
+    /// to claim, send and mark separately.
+    fn claim_and_send(
+        &self,
+        claim: &ClaimRequest,
+        processor: Processor,
+        message: &EventMessage,
+    ) -> impl Future<Output = Option<Result<ClaimSent, QueueError>>> + Send {
+        let _ = (claim, processor, message);
+        async { None }
+    }
+}
+
+/// What [`Queue::claim_and_send`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimSent {
+    /// This delivery claimed the event; it is queued under this message id
+    /// and marked enqueued.
+    Sent(String),
+    /// The event was already enqueued or ignored: nothing was sent.
+    Duplicate(LedgerStatus),
+    /// Another delivery holds a live lease on the event: nothing was sent.
+    InFlight {
+        /// When its lease ends (unix milliseconds).
+        lease_until_millis: i64,
+    },
 }
 
 impl<T: Queue> Queue for std::sync::Arc<T> {
@@ -227,6 +257,15 @@ impl<T: Queue> Queue for std::sync::Arc<T> {
 
     fn marks_ledger(&self) -> bool {
         (**self).marks_ledger()
+    }
+
+    fn claim_and_send(
+        &self,
+        claim: &ClaimRequest,
+        processor: Processor,
+        message: &EventMessage,
+    ) -> impl Future<Output = Option<Result<ClaimSent, QueueError>>> + Send {
+        (**self).claim_and_send(claim, processor, message)
     }
 }
 

@@ -19,9 +19,10 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
-use super::{EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
+use super::{ClaimSent, EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{QueueError, StoreError};
 use crate::ledger::sqlite as ledger;
+use crate::ledger::{Claim, ClaimRequest, LedgerKey};
 use crate::local::{Db, OpError, OpResult};
 use crate::route::Processor;
 
@@ -503,41 +504,107 @@ impl Queue for SqliteQueue {
         processor: Processor,
         message: &EventMessage,
     ) -> Result<String, QueueError> {
-        let attributes: BTreeMap<&str, String> = message.attributes().into_iter().collect();
-        let attributes = serde_json::to_string(&attributes).map_err(|e| QueueError {
-            queue: processor.as_str(),
-            message: e.to_string(),
-        })?;
-        let (key, event_type, body) = (message.key(), message.event_type.clone(), message.body());
+        let row = MessageRow::new(processor, message)?;
         let now = self.db.now_millis();
         let id = self
             .db
             .write("send", move |conn| {
-                let queue = processor.as_str();
-                let seq: i64 = conn
-                    .prepare_cached(
-                        "INSERT INTO messages (queue, provider, event_id, event_type,
-                             sent_at_millis, visible_at_millis)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING seq",
-                    )?
-                    .query_row(
-                        params![queue, key.provider.as_str(), key.event_id, event_type, now],
-                        |row| row.get(0),
-                    )?;
-                conn.prepare_cached(
-                    "INSERT INTO message_bodies (seq, body, attributes) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![seq, body, attributes])?;
-                let id = message_id(queue, seq);
+                let id = row.insert(conn, now)?;
                 // The receive path claimed the event before sending; a queue
                 // used on its own (no ledger record) has nothing to mark.
-                ledger::mark_enqueued(conn, &key, queue, &id)?;
+                ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
                 Ok(id)
             })
             .await
             .map_err(|e| queue_error(processor, e))?;
         self.wake(processor);
         Ok(id)
+    }
+
+    async fn claim_and_send(
+        &self,
+        claim: &ClaimRequest,
+        processor: Processor,
+        message: &EventMessage,
+    ) -> Option<Result<ClaimSent, QueueError>> {
+        let row = match MessageRow::new(processor, message) {
+            Ok(row) => row,
+            Err(err) => return Some(Err(err)),
+        };
+        let claim = claim.clone();
+        let now = self.db.now_millis();
+        let sent = self
+            .db
+            .write("claim_send", move |conn| {
+                Ok(match ledger::claim(conn, &claim)? {
+                    Claim::Claimed { .. } => {
+                        let id = row.insert(conn, now)?;
+                        ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
+                        ClaimSent::Sent(id)
+                    }
+                    Claim::Done(status) => ClaimSent::Duplicate(status),
+                    Claim::InFlight { lease_until_millis } => {
+                        ClaimSent::InFlight { lease_until_millis }
+                    }
+                })
+            })
+            .await
+            .map_err(|e| queue_error(processor, e));
+        if let Ok(ClaimSent::Sent(_)) = sent {
+            self.wake(processor);
+        }
+        Some(sent)
+    }
+}
+
+/// A message ready to insert, its attributes serialized on the caller's thread.
+struct MessageRow {
+    queue: &'static str,
+    key: LedgerKey,
+    event_type: String,
+    body: String,
+    attributes: String,
+}
+
+impl MessageRow {
+    fn new(processor: Processor, message: &EventMessage) -> Result<Self, QueueError> {
+        let attributes: BTreeMap<&str, String> = message.attributes().into_iter().collect();
+        let attributes = serde_json::to_string(&attributes).map_err(|e| QueueError {
+            queue: processor.as_str(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            queue: processor.as_str(),
+            key: message.key(),
+            event_type: message.event_type.clone(),
+            body: message.body(),
+            attributes,
+        })
+    }
+
+    /// Inserts the message, visible at once; returns its id.
+    fn insert(&self, conn: &Connection, now: i64) -> OpResult<String> {
+        let seq: i64 = conn
+            .prepare_cached(
+                "INSERT INTO messages (queue, provider, event_id, event_type,
+                     sent_at_millis, visible_at_millis)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING seq",
+            )?
+            .query_row(
+                params![
+                    self.queue,
+                    self.key.provider.as_str(),
+                    self.key.event_id,
+                    self.event_type,
+                    now
+                ],
+                |row| row.get(0),
+            )?;
+        conn.prepare_cached(
+            "INSERT INTO message_bodies (seq, body, attributes) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![seq, self.body, self.attributes])?;
+        Ok(message_id(self.queue, seq))
     }
 }
 
@@ -900,6 +967,131 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((messages, enqueued), (1, 1));
+    }
+
+    fn claim_of(id: &str, now_millis: i64) -> ClaimRequest {
+        ClaimRequest {
+            key: event(id).key(),
+            event_type: "payment_intent.succeeded".into(),
+            created: 1_750_000_000,
+            livemode: Some(false),
+            object_id: Some("pi_1".into()),
+            now_millis,
+            lease_until_millis: now_millis + 30_000,
+            expires_at: 1_760_000_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn claim_and_send_enqueues_a_new_event_once_in_one_write() {
+        use crate::ledger::LedgerStatus;
+        use crate::ledger::sqlite::SqliteLedger;
+        // GIVEN a new event
+        let t = TempDb::new();
+        let (q, ledger) = (queue(&t), SqliteLedger::new(t.db()));
+        let now = 1_750_000_000_000;
+        // WHEN it is claimed and sent
+        let sent = q
+            .claim_and_send(&claim_of("evt_1", now), Processor::Fulfill, &event("evt_1"))
+            .await
+            .expect("the SQLite queue claims and sends in one write")
+            .unwrap();
+        // THEN it is queued and its record says ENQUEUED under that message id
+        let ClaimSent::Sent(id) = sent else {
+            panic!("not sent: {sent:?}")
+        };
+        let entry = ledger.entry(&event("evt_1").key()).await.unwrap().unwrap();
+        assert_eq!(entry.status, LedgerStatus::Enqueued);
+        assert_eq!(entry.message_id.as_deref(), Some(id.as_str()));
+        assert_eq!(entry.attempts, 1);
+        // WHEN the same event arrives again THEN it is a duplicate and nothing more is queued
+        let again = q
+            .claim_and_send(
+                &claim_of("evt_1", now + 1),
+                Processor::Fulfill,
+                &event("evt_1"),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, ClaimSent::Duplicate(LedgerStatus::Enqueued));
+        assert_eq!(ids(&q, Processor::Fulfill, 10).await, ["evt_1"]);
+    }
+
+    #[tokio::test]
+    async fn claim_and_send_leaves_an_event_held_by_another_delivery_alone() {
+        use crate::ledger::Ledger;
+        use crate::ledger::sqlite::SqliteLedger;
+        // GIVEN an event claimed by another delivery whose lease is live
+        let t = TempDb::new();
+        let (q, ledger) = (queue(&t), SqliteLedger::new(t.db()));
+        let now = 1_750_000_000_000;
+        ledger.claim(&claim_of("evt_1", now)).await.unwrap();
+        // WHEN a second delivery claims and sends it
+        let sent = q
+            .claim_and_send(
+                &claim_of("evt_1", now + 5),
+                Processor::Fulfill,
+                &event("evt_1"),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        // THEN it is told when the lease ends, and nothing is queued
+        assert_eq!(
+            sent,
+            ClaimSent::InFlight {
+                lease_until_millis: now + 30_000
+            }
+        );
+        assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn claim_and_send_that_fails_claims_nothing() {
+        use crate::ledger::Ledger;
+        use crate::ledger::sqlite::SqliteLedger;
+        // GIVEN a ledger record the claim cannot read (an unknown status)
+        let t = TempDb::new();
+        let (q, ledger) = (queue(&t), SqliteLedger::new(t.db()));
+        let now = 1_750_000_000_000;
+        ledger
+            .claim(&claim_of("evt_1", now - 60_000))
+            .await
+            .unwrap();
+        t.db()
+            .write("test", |c| {
+                Ok(c.execute("UPDATE ledger SET status = 'BOGUS'", [])?)
+            })
+            .await
+            .unwrap();
+        // WHEN the event is claimed and sent THEN it fails, naming the queue,
+        // and neither a message nor a changed record is left behind
+        let err = q
+            .claim_and_send(&claim_of("evt_1", now), Processor::Fulfill, &event("evt_1"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.queue, "fulfill");
+        assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
+        let status: String = t
+            .db()
+            .read("test", |c| {
+                Ok(c.query_row("SELECT status FROM ledger", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(status, "BOGUS");
+    }
+
+    #[tokio::test]
+    async fn memory_queue_leaves_claiming_to_the_ledger() {
+        // GIVEN a queue apart from the ledger WHEN asked to claim and send THEN it declines
+        let q = MemoryQueue::new();
+        let declined = q
+            .claim_and_send(&claim_of("evt_1", 0), Processor::Fulfill, &event("evt_1"))
+            .await;
+        assert!(declined.is_none());
     }
 
     #[tokio::test]
