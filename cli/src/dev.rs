@@ -56,10 +56,10 @@ pub struct DevArgs {
     #[arg(long, env = "PAYHOOK_DURABILITY", default_value = "normal", value_parser = parse_durability)]
     durability: Durability,
     /// Messages a processor takes per batch (SQS `BatchSize`).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = WorkerSettings::DEFAULT.batch_size as u16, value_parser = clap::value_parser!(u16).range(1..=1000))]
     batch_size: u16,
     /// Concurrent batches per processor (Lambda's concurrency per queue).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+    #[arg(long, default_value_t = WorkerSettings::DEFAULT.consumers as u8, value_parser = clap::value_parser!(u8).range(1..=64))]
     consumers: u8,
     /// Receives before a failing message moves to its dead-letter queue.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]

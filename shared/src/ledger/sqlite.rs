@@ -109,9 +109,19 @@ pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<LedgerE
     }))
 }
 
-/// Claims `req` within the caller's transaction: shared by [`Ledger::claim`] and
-/// the SQLite queue's claim-and-send, which enqueues in the same transaction.
-pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
+/// Claims `req` within the caller's transaction.
+fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
+    let claim = claimable(conn, req)?;
+    if let Claim::Claimed { attempts } = claim {
+        record_claim(conn, req, attempts, None)?;
+    }
+    Ok(claim)
+}
+
+/// What claiming `req` now would give, without writing it: with
+/// [`record_claim`], shared by [`Ledger::claim`] and the SQLite queue's
+/// claim-and-send, which enqueues in between, in the same transaction.
+pub(crate) fn claimable(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
     let existing: Option<(String, i64, u32)> = conn
         .prepare_cached(
             "SELECT status, lease_until_millis, attempts FROM ledger WHERE provider = ?1 AND event_id = ?2",
@@ -120,32 +130,42 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let attempts = match existing {
-        None => 1,
-        Some((status, lease_until_millis, attempts)) => match LedgerStatus::parse(&status) {
-            Some(LedgerStatus::Received) if lease_until_millis < req.now_millis => {
-                attempts.saturating_add(1)
-            }
-            Some(LedgerStatus::Received) => return Ok(Claim::InFlight { lease_until_millis }),
-            Some(done) => return Ok(Claim::Done(done)),
-            None => {
-                return Err(OpError::corrupt(
-                    req.key.partition_key(),
-                    format!("unknown status {status:?}"),
-                ));
-            }
-        },
+    let Some((status, lease_until_millis, attempts)) = existing else {
+        return Ok(Claim::Claimed { attempts: 1 });
     };
+    match LedgerStatus::parse(&status) {
+        Some(LedgerStatus::Received) if lease_until_millis < req.now_millis => Ok(Claim::Claimed {
+            attempts: attempts.saturating_add(1),
+        }),
+        Some(LedgerStatus::Received) => Ok(Claim::InFlight { lease_until_millis }),
+        Some(done) => Ok(Claim::Done(done)),
+        None => Err(OpError::corrupt(
+            req.key.partition_key(),
+            format!("unknown status {status:?}"),
+        )),
+    }
+}
+
+/// Writes the claim of `req` (after [`claimable`]): `RECEIVED` under its lease,
+/// or, given the (queue, message id) it was just sent as, `ENQUEUED` at once.
+pub(crate) fn record_claim(
+    conn: &Connection,
+    req: &ClaimRequest,
+    attempts: u32,
+    enqueued: Option<(&str, &str)>,
+) -> OpResult<()> {
+    let (queue, message_id) = enqueued.unzip();
     // A take-over replaces the expired claim whole, as a conditional put would.
     conn.prepare_cached(
         "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
              lease_until_millis, attempts, queue, message_id, ignore_reason, object_id, livemode, expires_at)
-         VALUES (?1, ?2, 'RECEIVED', ?3, ?4, ?5, ?6, ?7, NULL, NULL, NULL, ?8, ?9, ?10)
+         VALUES (?1, ?2, IIF(?11 IS NULL, 'RECEIVED', 'ENQUEUED'), ?3, ?4, ?5, ?6, ?7, ?11, ?12, NULL,
+             ?8, ?9, ?10)
          ON CONFLICT (provider, event_id) DO UPDATE SET
-             status = 'RECEIVED', event_type = excluded.event_type, created = excluded.created,
+             status = excluded.status, event_type = excluded.event_type, created = excluded.created,
              received_at_millis = excluded.received_at_millis,
              lease_until_millis = excluded.lease_until_millis, attempts = excluded.attempts,
-             queue = NULL, message_id = NULL, ignore_reason = NULL,
+             queue = excluded.queue, message_id = excluded.message_id, ignore_reason = NULL,
              object_id = excluded.object_id, livemode = excluded.livemode,
              expires_at = excluded.expires_at",
     )?
@@ -160,8 +180,10 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
         req.object_id,
         req.livemode.map(i64::from),
         req.expires_at,
+        queue,
+        message_id,
     ])?;
-    Ok(Claim::Claimed { attempts })
+    Ok(())
 }
 
 /// Records `key` as enqueued on `queue` as `message_id` within the caller's

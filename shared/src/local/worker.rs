@@ -30,13 +30,19 @@ pub struct WorkerSettings {
     pub consumers: usize,
 }
 
+impl WorkerSettings {
+    /// The defaults: batches of 64 keep up with receive under load on two
+    /// cores, where 32 fell behind (`bench/load.sh`).
+    pub const DEFAULT: Self = Self {
+        batch_size: 64,
+        poll_interval: Duration::from_secs(1),
+        consumers: 4,
+    };
+}
+
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self {
-            batch_size: 32,
-            poll_interval: Duration::from_secs(1),
-            consumers: 4,
-        }
+        Self::DEFAULT
     }
 }
 

@@ -285,7 +285,12 @@ impl Domain for Fulfill {
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         let id = match Family::of(&event.event_type) {
-            Some(Family::PaymentIntent) => non_empty(object_as::<PaymentIntent>(event)?.id),
+            // The envelope already holds the object's id: no need to decode
+            // the object twice (apply does, and checks its kind).
+            Some(Family::PaymentIntent) => match &event.object_id {
+                Some(id) => non_empty(id.to_string()),
+                None => non_empty(object_as::<PaymentIntent>(event)?.id),
+            },
             Some(Family::Charge) => {
                 let charge: Charge = object_as(event)?;
                 charge

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::clock::Clock;
@@ -298,11 +298,9 @@ where
             let state = current
                 .as_ref()
                 .map(|item| {
-                    serde_json::from_value::<D::State>(item.data.clone()).map_err(|e| {
-                        ProcessError::State {
-                            key: item.key.to_string(),
-                            message: e.to_string(),
-                        }
+                    D::State::deserialize(&item.data).map_err(|e| ProcessError::State {
+                        key: item.key.to_string(),
+                        message: e.to_string(),
                     })
                 })
                 .transpose()?;

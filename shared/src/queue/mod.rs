@@ -184,8 +184,12 @@ impl EventMessage {
     /// large, or holding a character SQS refuses in a message (JSON allows raw
     /// U+FFFE and U+FFFF in strings; SQS's permitted range stops at U+FFFD).
     pub fn needs_reference(body: &str, max_message_bytes: usize) -> bool {
+        // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8: a SIMD search
+        // for the shared prefix, instead of decoding every character.
+        let bytes = body.as_bytes();
         body.len() + ATTRIBUTE_ALLOWANCE > max_message_bytes
-            || body.contains(['\u{FFFE}', '\u{FFFF}'])
+            || memchr::memmem::find_iter(bytes, b"\xEF\xBF")
+                .any(|at| matches!(bytes.get(at + 2), Some(0xBE | 0xBF)))
     }
 }
 
@@ -347,9 +351,21 @@ mod tests {
         let body = "{\"id\":\"evt_1\",\"note\":\"\u{FFFF}\"}";
         // THEN it is carried by reference rather than refused by SQS on every retry
         assert!(EventMessage::needs_reference(body, SQS_MAX_MESSAGE_BYTES));
-        assert!(!EventMessage::needs_reference(
-            "{\"note\":\"é\u{FFFD}\"}",
+        assert!(EventMessage::needs_reference(
+            "{\"note\":\"\u{FFFE}\"}",
             SQS_MAX_MESSAGE_BYTES
         ));
+        // AND characters SQS accepts that share those bytes (U+FFFD: EF BF BD) stay inline
+        for fine in [
+            "{\"note\":\"é\u{FFFD}\"}",
+            "\u{FFBF}\u{FFBE}",
+            "\u{EFBF}",
+            "\u{FFFD}",
+        ] {
+            assert!(
+                !EventMessage::needs_reference(fine, SQS_MAX_MESSAGE_BYTES),
+                "{fine:?}"
+            );
+        }
     }
 }

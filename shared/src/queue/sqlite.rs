@@ -536,10 +536,10 @@ impl Queue for SqliteQueue {
         let sent = self
             .db
             .write("claim_send", move |conn| {
-                Ok(match ledger::claim(conn, &claim)? {
-                    Claim::Claimed { .. } => {
+                Ok(match ledger::claimable(conn, &claim)? {
+                    Claim::Claimed { attempts } => {
                         let id = row.insert(conn, now)?;
-                        ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
+                        ledger::record_claim(conn, &claim, attempts, Some((row.queue, &id)))?;
                         ClaimSent::Sent(id)
                     }
                     Claim::Done(status) => ClaimSent::Duplicate(status),
@@ -1020,8 +1020,8 @@ mod tests {
 
     #[tokio::test]
     async fn claim_and_send_leaves_an_event_held_by_another_delivery_alone() {
-        use crate::ledger::Ledger;
         use crate::ledger::sqlite::SqliteLedger;
+        use crate::ledger::{Ledger, LedgerStatus};
         // GIVEN an event claimed by another delivery whose lease is live
         let t = TempDb::new();
         let (q, ledger) = (queue(&t), SqliteLedger::new(t.db()));
@@ -1045,6 +1045,23 @@ mod tests {
             }
         );
         assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
+        // WHEN the lease has run out THEN the next delivery takes the event
+        // over and enqueues it, as its second attempt
+        let later = now + 30_001;
+        let sent = q
+            .claim_and_send(
+                &claim_of("evt_1", later),
+                Processor::Fulfill,
+                &event("evt_1"),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(sent, ClaimSent::Sent(_)), "{sent:?}");
+        let entry = ledger.entry(&event("evt_1").key()).await.unwrap().unwrap();
+        assert_eq!((entry.status, entry.attempts), (LedgerStatus::Enqueued, 2));
+        assert_eq!(entry.received_at_millis, later);
+        assert_eq!(ids(&q, Processor::Fulfill, 10).await, ["evt_1"]);
     }
 
     #[tokio::test]
