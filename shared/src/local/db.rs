@@ -819,6 +819,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_wal_starts_over_under_sustained_writes() {
+        // GIVEN a database taking far more writes than the WAL bound (~40 MB)
+        let t = TempDb::new();
+        let db = t.db();
+        let blob = "x".repeat(4000);
+        for n in 0..200 {
+            let blob = blob.clone();
+            db.write("test", move |conn| {
+                for i in 0..50 {
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                        params![format!("k{n}-{i}"), blob],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        // THEN the checkpoints (thread and writer) kept the WAL file near its
+        // bound instead of growing with every write, and nothing was lost
+        let wal = t.path().with_extension("db-wal");
+        let wal_bytes = std::fs::metadata(&wal).unwrap().len();
+        let bound = u64::try_from(RESTART_PAGES + CHECKPOINT_PAGES).unwrap() * 4096 * 3 / 2;
+        assert!(wal_bytes < bound, "WAL is {wal_bytes} bytes");
+        assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 10_000);
+    }
+
+    #[tokio::test]
     async fn opening_creates_the_directory_in_wal_mode() {
         // GIVEN a path in a directory that does not exist yet
         let t = TempDb::new();
