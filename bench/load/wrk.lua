@@ -1,6 +1,6 @@
--- Every request is a distinct signed event from $PAYLOADS (lines of
--- "<Stripe-Signature>\t<body>"), split between wrk's threads, so that a
--- receiver that deduplicates does real work for each one.
+-- Every request is a distinct signed event from $PAYLOADS.<thread> (lines of
+-- "<Stripe-Signature>\t<body>", one file per wrk thread), so that a receiver
+-- that deduplicates does real work for each one.
 local threads = {}
 local next_id = 0
 
@@ -11,15 +11,13 @@ function setup(thread)
 end
 
 function init(args)
-  local nthreads = tonumber(os.getenv("THREADS") or "2")
+  -- Each thread reads only its own file ($PAYLOADS.<thread>): wrk runs each
+  -- thread's init just before starting it, so a long init would let the first
+  -- thread send alone, outside wrk's clock, for as long as the next one loads.
   payloads = {}
-  local i = 0
-  for line in io.lines(os.getenv("PAYLOADS")) do
-    if i % nthreads == id then
-      local tab = line:find("\t", 1, true)
-      payloads[#payloads + 1] = { line:sub(1, tab - 1), line:sub(tab + 1) }
-    end
-    i = i + 1
+  for line in io.lines(os.getenv("PAYLOADS") .. "." .. id) do
+    local tab = line:find("\t", 1, true)
+    payloads[#payloads + 1] = { line:sub(1, tab - 1), line:sub(tab + 1) }
   end
   sent = 0
   reused = 0
