@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use payhook_shared::aws::AwsClients;
+use payhook_shared::aws::{AwsClients, Timeouts};
 use payhook_shared::local::{Db, DbOptions, Inspector};
 use payhook_shared::queue::attr;
 use payhook_shared::queue::sqlite::DeadLetter;
@@ -134,7 +134,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 print_local(&letters?, json);
             }
             Location::Sqs { dlq, .. } => {
-                let admin = SqsAdmin::new(AwsClients::load().await.sqs);
+                let admin = SqsAdmin::new(AwsClients::load(Timeouts::PROCESSOR).await.sqs);
                 let url = resolve(&admin, dlq).await?;
                 let messages = admin.list(&url, limit).await?;
                 print_sqs(&url, &messages, json);
@@ -150,7 +150,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 println!("redrove {moved} dead letter(s) back to {queue} queue(s)");
             }
             Location::Sqs { queue, dlq } => {
-                let admin = SqsAdmin::new(AwsClients::load().await.sqs);
+                let admin = SqsAdmin::new(AwsClients::load(Timeouts::PROCESSOR).await.sqs);
                 let (to, from) = (resolve(&admin, queue).await?, resolve(&admin, dlq).await?);
                 let report = admin.redrive(&from, &to, max).await?;
                 println!("moved {} message(s) from {from} to {to}", report.moved);

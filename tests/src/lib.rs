@@ -47,10 +47,12 @@ pub fn endpoint() -> String {
     }
 }
 
-/// The SDK configuration payhook's functions use, pointed at moto.
+/// The SDK configuration payhook's functions use, pointed at moto, with the
+/// processors' timeouts for every test: moto on a busy CI machine can take
+/// longer than the receive function's 2 s per call, which AWS does not.
 pub async fn sdk_config() -> SdkConfig {
     endpoint();
-    payhook_shared::aws::sdk_config().await
+    payhook_shared::aws::sdk_config(payhook_shared::aws::Timeouts::PROCESSOR).await
 }
 
 /// A name no other test (or earlier run) uses.

@@ -8,22 +8,49 @@ use aws_config::BehaviorVersion;
 use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
 
-/// Connecting to an AWS endpoint takes longer than this only when it is down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// One attempt of one call.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One call, retries included: well inside the receive lease (30 s by
-/// default), so a claim never outlives its lease while a call hangs.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long a function waits on AWS: connecting, one attempt of a call, and
+/// the whole call with its retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to an endpoint takes longer than this only when it is down.
+    pub connect: Duration,
+    /// One attempt of one call.
+    pub attempt: Duration,
+    /// One call, retries included.
+    pub operation: Duration,
+}
 
-/// Loads the shared AWS configuration with payhook's timeouts.
-pub async fn sdk_config() -> SdkConfig {
+impl Timeouts {
+    /// The receive function makes at most four calls per delivery (claim, body,
+    /// send, then mark or release) inside its 10 s timeout (`template.yaml`):
+    /// at 2 s each it answers 503 itself, and the provider retries, before
+    /// Lambda would cut it off with the claim's lease left to run out.
+    pub const RECEIVE: Self = Self {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_millis(800),
+        operation: Duration::from_secs(2),
+    };
+
+    /// The processors (30 s timeout) and the CLI: well inside the receive
+    /// lease (30 s by default) and the processors' timeout.
+    pub const PROCESSOR: Self = Self {
+        connect: Duration::from_secs(2),
+        attempt: Duration::from_secs(5),
+        operation: Duration::from_secs(12),
+    };
+}
+
+// Four receive calls at their limit still end inside the 10 s function timeout.
+const _: () = assert!(Timeouts::RECEIVE.operation.as_millis() * 4 < 10_000);
+
+/// Loads the shared AWS configuration with `timeouts`.
+pub async fn sdk_config(timeouts: Timeouts) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .operation_timeout(OPERATION_TIMEOUT)
+                .connect_timeout(timeouts.connect)
+                .operation_attempt_timeout(timeouts.attempt)
+                .operation_timeout(timeouts.operation)
                 .build(),
         )
         .load()
@@ -52,7 +79,7 @@ impl AwsClients {
     }
 
     /// Loads the configuration and builds the clients.
-    pub async fn load() -> Self {
-        Self::from_config(&sdk_config().await)
+    pub async fn load(timeouts: Timeouts) -> Self {
+        Self::from_config(&sdk_config(timeouts).await)
     }
 }

@@ -15,7 +15,7 @@ use http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::{LambdaEvent, service_fn};
 
-use super::clients::AwsClients;
+use super::clients::{AwsClients, Timeouts};
 use super::secrets::{self, SecretError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource};
@@ -253,7 +253,7 @@ fn fail_start(err: StartupError) -> lambda_runtime::Error {
 /// The receive function: `POST /webhooks/{provider}`.
 pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json_logs();
-    let clients = AwsClients::load().await;
+    let clients = AwsClients::load(Timeouts::RECEIVE).await;
     let receiver = receiver_from_env(&ProcessEnv, &clients)
         .await
         .map_err(fail_start)?;
@@ -267,7 +267,7 @@ pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
 /// A processor function: SQS batches of `D`'s events.
 pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json_logs();
-    let clients = AwsClients::load().await;
+    let clients = AwsClients::load(Timeouts::PROCESSOR).await;
     let runner = processor_from_env::<D>(&ProcessEnv, &clients).map_err(fail_start)?;
     let runner = &runner;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -11,7 +11,7 @@ pub mod item;
 pub mod lambda;
 pub mod secrets;
 
-pub use clients::{AwsClients, sdk_config};
+pub use clients::{AwsClients, Timeouts, sdk_config};
 pub use lambda::{
     StartupError, handle_sqs_event, processor_from_env, receiver_from_env, respond, run_processor,
     run_receive,
