@@ -175,56 +175,32 @@ impl ItemRow {
         })
     }
 
-    /// Creates the item; 0 if it already exists.
-    fn insert_new(&self, conn: &Connection) -> OpResult<usize> {
-        Ok(conn
-            .prepare_cached(
-                "INSERT INTO state_items (kind, id, version, last_created, last_event_id,
-                     last_event_type, updated_at_millis, data, pending)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (kind, id) DO NOTHING",
-            )?
-            .execute(params![
-                self.kind,
-                self.id,
-                self.version,
-                self.last_created,
-                self.last_event_id,
-                self.last_event_type,
-                self.updated_at_millis,
-                self.data,
-                self.pending,
-            ])?)
-    }
-
-    /// Replaces the item if it is at `expected` version; 0 if it is not.
-    fn update_at(&self, conn: &Connection, expected: i64) -> OpResult<usize> {
-        Ok(conn
-            .prepare_cached(
-                "UPDATE state_items SET version = ?3, last_created = ?4, last_event_id = ?5,
-                     last_event_type = ?6, updated_at_millis = ?7, data = ?8, pending = ?9
-                 WHERE kind = ?1 AND id = ?2 AND version = ?10",
-            )?
-            .execute(params![
-                self.kind,
-                self.id,
-                self.version,
-                self.last_created,
-                self.last_event_id,
-                self.last_event_type,
-                self.updated_at_millis,
-                self.data,
-                self.pending,
-                expected,
-            ])?)
+    fn put(&self, conn: &Connection) -> OpResult<()> {
+        conn.prepare_cached(
+            "INSERT INTO state_items (kind, id, version, last_created, last_event_id, last_event_type,
+                 updated_at_millis, data, pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (kind, id) DO UPDATE SET
+                 version = excluded.version, last_created = excluded.last_created,
+                 last_event_id = excluded.last_event_id, last_event_type = excluded.last_event_type,
+                 updated_at_millis = excluded.updated_at_millis, data = excluded.data,
+                 pending = excluded.pending",
+        )?
+        .execute(params![
+            self.kind,
+            self.id,
+            self.version,
+            self.last_created,
+            self.last_event_id,
+            self.last_event_type,
+            self.updated_at_millis,
+            self.data,
+            self.pending,
+        ])?;
+        Ok(())
     }
 }
 
-/// The marker goes in first: if it is already there the event is a duplicate
-/// and nothing was written. Then the item is written only at the expected
-/// version (created only if expected absent); if not, the marker is taken
-/// back out and the commit is a conflict. Two statements, no reads, in the
-/// usual case.
 fn commit(
     conn: &Connection,
     marker: &Marker,
@@ -232,40 +208,46 @@ fn commit(
     expected_version: Option<u64>,
     item: Option<&ItemRow>,
 ) -> OpResult<CommitResult> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO markers (processor, event_id, event_type, kind, object_id, outcome, at_millis, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (processor, event_id) DO NOTHING",
-        )?
-        .execute(params![
-            marker.processor.as_str(),
-            marker.event_id,
-            marker.event_type,
-            marker.key.as_ref().map(|k| k.kind.as_str()),
-            marker.key.as_ref().map(|k| k.id.as_str()),
-            marker.outcome.as_str(),
-            marker.at_millis,
-            marker_expires_at,
-        ])?;
-    if inserted == 0 {
+    let seen = conn
+        .prepare_cached("SELECT 1 FROM markers WHERE processor = ?1 AND event_id = ?2")?
+        .exists(params![marker.processor.as_str(), marker.event_id])?;
+    if seen {
         return Ok(CommitResult::Duplicate);
     }
-    let Some(item) = item else {
-        return Ok(CommitResult::Committed);
-    };
-    let written = match expected_version {
-        None => item.insert_new(conn)?,
-        Some(version) => match i64::try_from(version) {
-            Ok(version) => item.update_at(conn, version)?,
-            Err(_) => 0,
-        },
-    };
-    if written == 0 {
-        conn.prepare_cached("DELETE FROM markers WHERE processor = ?1 AND event_id = ?2")?
-            .execute(params![marker.processor.as_str(), marker.event_id])?;
-        return Ok(CommitResult::Conflict);
+    if let Some(item) = item {
+        let stored: Option<i64> = conn
+            .prepare_cached("SELECT version FROM state_items WHERE kind = ?1 AND id = ?2")?
+            .query_row(params![item.kind, item.id], |row| row.get(0))
+            .optional()?;
+        let stored = stored
+            .map(|v| {
+                u64::try_from(v).map_err(|_| {
+                    OpError::corrupt(
+                        format!("{}#{}", item.kind, item.id),
+                        format!("negative version {v}"),
+                    )
+                })
+            })
+            .transpose()?;
+        if stored != expected_version {
+            return Ok(CommitResult::Conflict);
+        }
+        item.put(conn)?;
     }
+    conn.prepare_cached(
+        "INSERT INTO markers (processor, event_id, event_type, kind, object_id, outcome, at_millis, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        marker.processor.as_str(),
+        marker.event_id,
+        marker.event_type,
+        marker.key.as_ref().map(|k| k.kind.as_str()),
+        marker.key.as_ref().map(|k| k.id.as_str()),
+        marker.outcome.as_str(),
+        marker.at_millis,
+        marker_expires_at,
+    ])?;
     Ok(CommitResult::Committed)
 }
 
