@@ -275,10 +275,12 @@ where
             payload,
         };
 
-        // One transaction where the queue shares the ledger's store.
+        // One transaction where the queue shares the ledger's store; otherwise
+        // the inline message built for it is the one sent below.
+        let mut inline = None;
         if let (Route::To(processor), false) = (route, by_reference) {
-            let inline = message(Payload::Inline(body.to_owned()));
-            if let Some(sent) = self.queue.claim_and_send(&claim, processor, &inline).await {
+            let message = message(Payload::Inline(body.to_owned()));
+            if let Some(sent) = self.queue.claim_and_send(&claim, processor, &message).await {
                 return match sent {
                     // Rolled back whole: nothing is claimed.
                     Err(err) => self.unavailable(&key, err, false).await,
@@ -289,6 +291,7 @@ where
                     }
                 };
             }
+            inline = Some(message);
         }
 
         match self.ledger.claim(&claim).await {
@@ -315,15 +318,17 @@ where
             }
         };
 
-        let payload = if by_reference {
-            if let Err(err) = self.ledger.put_body(&key, body).await {
-                return self.unavailable(&key, err, true).await;
+        // Routed and not built above: too large (or unsendable) for a message.
+        let message = match inline {
+            Some(message) => message,
+            None => {
+                if let Err(err) = self.ledger.put_body(&key, body).await {
+                    return self.unavailable(&key, err, true).await;
+                }
+                message(Payload::Stored)
             }
-            Payload::Stored
-        } else {
-            Payload::Inline(body.to_owned())
         };
-        let message_id = match self.queue.send(processor, &message(payload)).await {
+        let message_id = match self.queue.send(processor, &message).await {
             Ok(id) => id,
             Err(err) => return self.unavailable(&key, err, true).await,
         };
