@@ -125,7 +125,9 @@ impl Pipeline {
         let owner = OwnerLock::acquire(&db).await?;
         let ledger = SqliteLedger::new(db.clone());
         let state = SqliteStateStore::new(db.clone());
-        let queue = SqliteQueue::new(db.clone(), settings.queue);
+        // Room for one batch per consumer in memory; more waits in the table.
+        let hand_off = settings.worker.batch_size.max(1) * settings.worker.consumers.max(1);
+        let queue = SqliteQueue::new(db.clone(), settings.queue).with_hand_off(hand_off);
         let recovery = Recovery {
             released_messages: queue.release_in_flight().await?,
             ended_leases: ledger.expire_leases().await?,

@@ -1,16 +1,19 @@
 //! One processor's consumer loop: what the SQS event source mapping and the
 //! Lambda runtime do on AWS, in a tokio task.
 //!
-//! Receive a batch, hand it to [`Runner::run_batch_failures`], delete the
+//! Take a batch, hand it to [`Runner::run_batch_failures`], delete the
 //! successes and release the failures, with their error, for retry (or the
-//! dead-letter queue). When the queue is empty, sleep until a send wakes it,
-//! with a poll as the fallback (e.g. for a redrive done by another process).
+//! dead-letter queue). A batch is what the queue handed off in memory, after
+//! what its table holds whenever something became visible there or the poll
+//! interval has passed (retries after their backoff, a redrive done by another
+//! process). When there is nothing, sleep until a send wakes the worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::ledger::BodyStore;
@@ -62,19 +65,29 @@ pub(crate) async fn run<D, S, B, F, C>(
 {
     let processor = D::PROCESSOR;
     let batch_size = settings.batch_size.max(1);
+    let mut next_poll = Instant::now();
     while !*stop.borrow() {
-        let batch = match queue.receive(processor, batch_size).await {
-            Ok(batch) => batch,
-            Err(err) => {
-                tracing::error!(%processor, error = %err, "receiving from the queue failed");
-                if !idle(&queue, processor, settings.poll_interval, &mut stop).await {
-                    break;
+        let mut batch = Vec::new();
+        // The table first, so that hand-offs never starve what waits there.
+        if queue.visible_since_last_look(processor) || Instant::now() >= next_poll {
+            next_poll = Instant::now() + settings.poll_interval;
+            match queue.receive(processor, batch_size).await {
+                Ok(received) => {
+                    if received.len() == batch_size {
+                        // More may be waiting: look again next time round.
+                        next_poll = Instant::now();
+                    }
+                    batch = received;
                 }
-                continue;
+                Err(err) => {
+                    tracing::error!(%processor, error = %err, "receiving from the queue failed");
+                }
             }
-        };
+        }
+        let room = batch_size - batch.len();
+        batch.extend(queue.handed_off(processor, room).await);
         if batch.is_empty() {
-            if !idle(&queue, processor, settings.poll_interval, &mut stop).await {
+            if !idle(&queue, processor, next_poll, &mut stop).await {
                 break;
             }
             continue;
@@ -112,17 +125,17 @@ pub(crate) async fn run<D, S, B, F, C>(
     tracing::debug!(%processor, "worker stopped");
 }
 
-/// Waits for a wake-up, the poll interval or a stop request; `false` when the
+/// Waits for a wake-up, the next poll or a stop request; `false` when the
 /// pipeline that owns the worker is gone.
 async fn idle(
     queue: &SqliteQueue,
     processor: crate::route::Processor,
-    poll: Duration,
+    next_poll: Instant,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     tokio::select! {
         () = queue.notified(processor) => true,
-        () = tokio::time::sleep(poll) => true,
+        () = tokio::time::sleep_until(next_poll) => true,
         changed = stop.changed() => changed.is_ok(),
     }
 }

@@ -10,14 +10,24 @@
 //! processor's dead-letter queue instead, from where it can be listed and
 //! redriven. A receive is identified by its receive count (the receipt), so a
 //! stale consumer can never settle a newer receive of the same message.
+//!
+//! **Hand-off.** The pipeline's own consumers need not read back what this
+//! process has just written: with [`SqliteQueue::with_hand_off`], a message
+//! sent while a consumer has room is inserted already received (receive count
+//! 1, invisible for the visibility timeout) in the sending transaction, and
+//! handed to that consumer in memory once committed. On disk it is exactly a
+//! message whose consumer holds it, so a crash loses nothing: the restart
+//! releases it like any other unsettled receive. Messages sent without room,
+//! redriven or released are received from the table as before.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
-use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
+use tokio::sync::{Mutex, Notify, mpsc};
 
 use super::{ClaimSent, EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{QueueError, StoreError};
@@ -61,12 +71,25 @@ impl QueueSettings {
     }
 }
 
-/// The processor queues of a local database; clones share the wake-ups.
+/// The processor queues of a local database; clones share the wake-ups and
+/// the hand-off.
 #[derive(Clone, Debug)]
 pub struct SqliteQueue {
     db: Db,
     settings: QueueSettings,
     wake: Arc<[Notify; 4]>,
+    /// Per processor: a message became visible in the table since its
+    /// consumers last looked.
+    visible: Arc<[AtomicBool; 4]>,
+    hand_off: Option<Arc<[HandOff; 4]>>,
+}
+
+/// One processor's in-memory hand-off: messages already received on disk,
+/// waiting for a consumer of this process.
+#[derive(Debug)]
+struct HandOff {
+    tx: mpsc::Sender<Received>,
+    rx: Mutex<mpsc::Receiver<Received>>,
 }
 
 /// A message handed to a consumer, invisible to others until settled or timed out.
@@ -326,7 +349,25 @@ impl SqliteQueue {
             db,
             settings,
             wake: Arc::new(std::array::from_fn(|_| Notify::new())),
+            visible: Arc::new(std::array::from_fn(|_| AtomicBool::new(false))),
+            hand_off: None,
         }
+    }
+
+    /// Hands up to `capacity` messages per processor straight to this
+    /// process's consumers (see the module docs): only for the one process
+    /// that consumes the database, whose consumers take them with
+    /// [`handed_off`](Self::handed_off).
+    #[must_use]
+    pub fn with_hand_off(mut self, capacity: usize) -> Self {
+        self.hand_off = Some(Arc::new(std::array::from_fn(|_| {
+            let (tx, rx) = mpsc::channel(capacity.max(1));
+            HandOff {
+                tx,
+                rx: Mutex::new(rx),
+            }
+        })));
+        self
     }
 
     /// The settings in force.
@@ -343,6 +384,62 @@ impl SqliteQueue {
     /// Wakes `processor`'s consumer, e.g. to make it notice a stop request.
     pub fn wake(&self, processor: Processor) {
         self.wake[index(processor)].notify_one();
+    }
+
+    /// Whether a message became visible in `processor`'s table since the last
+    /// call: a consumer that takes hand-offs receives from the table when
+    /// this says so (or on its poll interval), so those are never starved.
+    pub fn visible_since_last_look(&self, processor: Processor) -> bool {
+        self.visible[index(processor)].swap(false, Ordering::AcqRel)
+    }
+
+    /// Up to `max` messages handed off to `processor`'s consumers, without
+    /// waiting; each is received (receive count 1) and is settled like any other.
+    pub async fn handed_off(&self, processor: Processor, max: usize) -> Vec<Received> {
+        let Some(hand_off) = &self.hand_off else {
+            return Vec::new();
+        };
+        let mut rx = hand_off[index(processor)].rx.lock().await;
+        let mut taken = Vec::with_capacity(max.min(rx.len()));
+        while taken.len() < max {
+            match rx.try_recv() {
+                Ok(received) => taken.push(received),
+                Err(_) => break,
+            }
+        }
+        taken
+    }
+
+    /// Room with a consumer of this process for one message to `processor`,
+    /// if it has any: held across the write, used once it commits.
+    fn slot(&self, processor: Processor) -> Option<mpsc::Permit<'_, Received>> {
+        self.hand_off.as_ref()?[index(processor)]
+            .tx
+            .try_reserve()
+            .ok()
+    }
+
+    /// After `row` was committed as message `seq`: hands it to the consumer
+    /// that held `slot` or, without one, tells the consumers to look at the table.
+    fn delivered(
+        &self,
+        processor: Processor,
+        slot: Option<mpsc::Permit<'_, Received>>,
+        row: MessageRow,
+        seq: i64,
+        now: i64,
+    ) {
+        match slot {
+            Some(slot) => slot.send(row.received(seq, now)),
+            None => self.visible[index(processor)].store(true, Ordering::Release),
+        }
+        self.wake(processor);
+    }
+
+    /// Tells `processor`'s consumers that messages became visible in the table.
+    fn announce(&self, processor: Processor) {
+        self.visible[index(processor)].store(true, Ordering::Release);
+        self.wake(processor);
     }
 
     /// Receives up to `max` visible messages from `processor`'s queue, making
@@ -395,7 +492,7 @@ impl SqliteQueue {
             })
             .await?;
         for p in Processor::ALL {
-            self.wake(p);
+            self.announce(p);
         }
         Ok(released)
     }
@@ -442,7 +539,7 @@ impl SqliteQueue {
             .await?;
         for p in Processor::ALL {
             if processor.is_none_or(|only| only == p) {
-                self.wake(p);
+                self.announce(p);
             }
         }
         Ok(moved)
@@ -506,18 +603,21 @@ impl Queue for SqliteQueue {
     ) -> Result<String, QueueError> {
         let row = MessageRow::new(processor, message)?;
         let now = self.db.now_millis();
-        let id = self
+        let slot = self.slot(processor);
+        let in_flight_until = slot.as_ref().map(|_| self.in_flight_until(now));
+        let (row, seq) = self
             .db
             .write("send", move |conn| {
-                let id = row.insert(conn, now)?;
+                let seq = row.insert(conn, now, in_flight_until)?;
                 // The receive path claimed the event before sending; a queue
                 // used on its own (no ledger record) has nothing to mark.
-                ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
-                Ok(id)
+                ledger::mark_enqueued(conn, &row.key, row.queue, &message_id(row.queue, seq))?;
+                Ok((row, seq))
             })
             .await
             .map_err(|e| queue_error(processor, e))?;
-        self.wake(processor);
+        let id = message_id(row.queue, seq);
+        self.delivered(processor, slot, row, seq, now);
         Ok(id)
     }
 
@@ -533,27 +633,41 @@ impl Queue for SqliteQueue {
         };
         let claim = claim.clone();
         let now = self.db.now_millis();
-        let sent = self
+        let slot = self.slot(processor);
+        let in_flight_until = slot.as_ref().map(|_| self.in_flight_until(now));
+        let written = self
             .db
             .write("claim_send", move |conn| {
                 Ok(match ledger::claimable(conn, &claim)? {
                     Claim::Claimed { attempts } => {
-                        let id = row.insert(conn, now)?;
+                        let seq = row.insert(conn, now, in_flight_until)?;
+                        let id = message_id(row.queue, seq);
                         ledger::record_claim(conn, &claim, attempts, Some((row.queue, &id)))?;
-                        ClaimSent::Sent(id)
+                        Ok((row, seq))
                     }
-                    Claim::Done(status) => ClaimSent::Duplicate(status),
+                    Claim::Done(status) => Err(ClaimSent::Duplicate(status)),
                     Claim::InFlight { lease_until_millis } => {
-                        ClaimSent::InFlight { lease_until_millis }
+                        Err(ClaimSent::InFlight { lease_until_millis })
                     }
                 })
             })
-            .await
-            .map_err(|e| queue_error(processor, e));
-        if let Ok(ClaimSent::Sent(_)) = sent {
-            self.wake(processor);
-        }
-        Some(sent)
+            .await;
+        Some(match written {
+            Ok(Ok((row, seq))) => {
+                let id = message_id(row.queue, seq);
+                self.delivered(processor, slot, row, seq, now);
+                Ok(ClaimSent::Sent(id))
+            }
+            Ok(Err(refused)) => Ok(refused),
+            Err(err) => Err(queue_error(processor, err)),
+        })
+    }
+}
+
+impl SqliteQueue {
+    /// Until when a message handed off at `now` stays invisible in the table.
+    fn in_flight_until(&self, now: i64) -> i64 {
+        now.saturating_add(self.settings.visibility_timeout_millis)
     }
 }
 
@@ -563,13 +677,18 @@ struct MessageRow {
     key: LedgerKey,
     event_type: String,
     body: String,
-    attributes: String,
+    attributes: BTreeMap<String, String>,
+    attributes_json: String,
 }
 
 impl MessageRow {
     fn new(processor: Processor, message: &EventMessage) -> Result<Self, QueueError> {
-        let attributes: BTreeMap<&str, String> = message.attributes().into_iter().collect();
-        let attributes = serde_json::to_string(&attributes).map_err(|e| QueueError {
+        let attributes: BTreeMap<String, String> = message
+            .attributes()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        let attributes_json = serde_json::to_string(&attributes).map_err(|e| QueueError {
             queue: processor.as_str(),
             message: e.to_string(),
         })?;
@@ -579,16 +698,18 @@ impl MessageRow {
             event_type: message.event_type.clone(),
             body: message.body(),
             attributes,
+            attributes_json,
         })
     }
 
-    /// Inserts the message, visible at once; returns its id.
-    fn insert(&self, conn: &Connection, now: i64) -> OpResult<String> {
+    /// Inserts the message, visible at once or, handed off, already received
+    /// and invisible until `in_flight_until`; returns its sequence number.
+    fn insert(&self, conn: &Connection, now: i64, in_flight_until: Option<i64>) -> OpResult<i64> {
         let seq: i64 = conn
             .prepare_cached(
                 "INSERT INTO messages (queue, provider, event_id, event_type,
-                     sent_at_millis, visible_at_millis)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING seq",
+                     sent_at_millis, visible_at_millis, receive_count, in_flight)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING seq",
             )?
             .query_row(
                 params![
@@ -596,15 +717,31 @@ impl MessageRow {
                     self.key.provider.as_str(),
                     self.key.event_id,
                     self.event_type,
-                    now
+                    now,
+                    in_flight_until.unwrap_or(now),
+                    i64::from(in_flight_until.is_some()),
                 ],
                 |row| row.get(0),
             )?;
         conn.prepare_cached(
             "INSERT INTO message_bodies (seq, body, attributes) VALUES (?1, ?2, ?3)",
         )?
-        .execute(params![seq, self.body, self.attributes])?;
-        Ok(message_id(self.queue, seq))
+        .execute(params![seq, self.body, self.attributes_json])?;
+        Ok(seq)
+    }
+
+    /// The message as its first receive, for a hand-off.
+    fn received(self, seq: i64, sent_at_millis: i64) -> Received {
+        Received {
+            message_id: message_id(self.queue, seq),
+            receipt: Receipt {
+                seq,
+                receive_count: 1,
+            },
+            body: self.body,
+            attributes: self.attributes,
+            sent_at_millis,
+        }
     }
 }
 
@@ -1184,6 +1321,112 @@ mod tests {
             ),
             (1, 1, 1, 1)
         );
+    }
+
+    fn handed_off_ids(got: &[Received]) -> Vec<(String, u32)> {
+        got.iter()
+            .map(|r| (r.message().unwrap().event_id, r.receipt.receive_count))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn handed_off_message_is_already_received_and_settles_like_any_other() {
+        // GIVEN a queue that hands off to this process's consumers
+        let t = TempDb::new();
+        let q = queue(&t).with_hand_off(4);
+        let ledger = crate::ledger::sqlite::SqliteLedger::new(t.db());
+        // WHEN one event is sent and another claimed and sent
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        let now = t.db().now_millis();
+        let sent = q
+            .claim_and_send(&claim_of("evt_2", now), Processor::Fulfill, &event("evt_2"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(sent, ClaimSent::Sent(_)));
+        // THEN both are handed over as their first receive, in order, and the
+        // table holds them in flight: nothing is left there to receive
+        let got = q.handed_off(Processor::Fulfill, 10).await;
+        assert_eq!(
+            handed_off_ids(&got),
+            [("evt_1".to_owned(), 1), ("evt_2".to_owned(), 1)]
+        );
+        assert_eq!(got[1].message().unwrap(), event("evt_2"));
+        assert!(!q.visible_since_last_look(Processor::Fulfill));
+        assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
+        let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
+        assert_eq!((depth.ready, depth.in_flight), (0, 2));
+        let key = event("evt_2").key();
+        assert_eq!(
+            ledger
+                .entry(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .message_id
+                .as_deref(),
+            Some(got[1].message_id.as_str())
+        );
+        // WHEN they are settled THEN they are gone
+        let settled = q
+            .settle(got.iter().map(|r| r.receipt).collect(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(settled.deleted, 2);
+        let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
+        assert_eq!((depth.ready, depth.in_flight), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn message_sent_without_room_waits_in_the_table_and_says_so() {
+        // GIVEN a hand-off with room for one message
+        let t = TempDb::new();
+        let q = queue(&t).with_hand_off(1);
+        // WHEN two are sent
+        q.send(Processor::Payout, &event("evt_1")).await.unwrap();
+        q.send(Processor::Payout, &event("evt_2")).await.unwrap();
+        // THEN the first is handed off, the second is visible in the table and
+        // the consumers are told to look there (once)
+        let got = q.handed_off(Processor::Payout, 10).await;
+        assert_eq!(handed_off_ids(&got), [("evt_1".to_owned(), 1)]);
+        assert!(q.visible_since_last_look(Processor::Payout));
+        assert!(!q.visible_since_last_look(Processor::Payout));
+        assert!(!q.visible_since_last_look(Processor::Fulfill));
+        assert_eq!(ids(&q, Processor::Payout, 10).await, ["evt_2"]);
+        // AND a failed hand-off comes back from the table after its backoff
+        q.settle(vec![], vec![(got[0].receipt, Some("boom".into()))])
+            .await
+            .unwrap();
+        let depth = &q.depths().await.unwrap()[index(Processor::Payout)];
+        assert_eq!((depth.delayed, depth.in_flight), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn handed_off_message_not_settled_before_a_crash_is_released_at_restart() {
+        // GIVEN a message handed off to a consumer of a process that then died
+        let mut t = TempDb::new();
+        let q = queue(&t).with_hand_off(4);
+        q.send(Processor::Dispute, &event("evt_1")).await.unwrap();
+        // WHEN the database is reopened and in-flight messages are released
+        let q = SqliteQueue::new(t.reopen(), SETTINGS).with_hand_off(4);
+        assert_eq!(q.release_in_flight().await.unwrap(), 1);
+        // THEN the consumers are told, and it is received again as its second receive
+        assert!(q.visible_since_last_look(Processor::Dispute));
+        assert!(q.handed_off(Processor::Dispute, 10).await.is_empty());
+        let got = q.receive(Processor::Dispute, 10).await.unwrap();
+        assert_eq!(handed_off_ids(&got), [("evt_1".to_owned(), 2)]);
+    }
+
+    #[tokio::test]
+    async fn queue_without_hand_off_hands_nothing_over() {
+        // GIVEN a queue of another process (e.g. `payhook dlq`) WHEN it sends
+        let t = TempDb::new();
+        let q = queue(&t);
+        q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
+        // THEN the message is visible in the table
+        assert!(q.handed_off(Processor::Fulfill, 10).await.is_empty());
+        assert!(q.visible_since_last_look(Processor::Fulfill));
+        assert_eq!(ids(&q, Processor::Fulfill, 10).await, ["evt_1"]);
     }
 
     #[test]
