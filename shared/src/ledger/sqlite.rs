@@ -226,7 +226,7 @@ impl Ledger for SqliteLedger {
             .write("mark", move |conn| {
                 let changed = mark_enqueued(conn, &key, &queue, &message_id)?;
                 if changed == 0 {
-                    return Err(OpError::corrupt(key, "no claim to mark enqueued"));
+                    return Err(OpError::corrupt(&key, "no claim to mark enqueued"));
                 }
                 Ok(())
             })
@@ -248,7 +248,7 @@ impl Ledger for SqliteLedger {
                         reason.as_str()
                     ])?;
                 if changed == 0 {
-                    return Err(OpError::corrupt(key, "no claim to mark ignored"));
+                    return Err(OpError::corrupt(&key, "no claim to mark ignored"));
                 }
                 Ok(())
             })

@@ -2,11 +2,18 @@
 //! migrations, and the connection model every local adapter shares.
 //!
 //! **Writes** go to one writer thread that owns the only write connection. It
-//! takes every operation waiting on its channel, runs each inside its own
-//! savepoint of a single `BEGIN IMMEDIATE` transaction, commits once, and only
-//! then answers each caller: a group commit. Under load one commit (and, with
+//! takes every operation waiting on its channel, runs them all in a single
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each
+//! caller: a group commit. Under load one commit (and, with
 //! [`Durability::Full`], one fsync) covers dozens of operations, and no caller
 //! hears "done" before its write is committed.
+//!
+//! An operation that fails must leave nothing behind, and must not take the
+//! rest of its group with it. Operations almost never fail, so a group first
+//! runs without savepoints (each costs a copy of every page it touches); if
+//! one fails, the group is rolled back and run again with a savepoint around
+//! each operation, which then fails alone. Operations are therefore `Fn`:
+//! run twice on the same state, they do the same.
 //!
 //! **Checkpoints** (copying the WAL back into the database file, with its
 //! fsyncs) run on a thread of their own, nudged by the writer once the WAL
@@ -267,11 +274,72 @@ impl OpError {
 /// The result type of database operations.
 pub(crate) type OpResult<T> = Result<T, OpError>;
 
-/// Called with the group's commit outcome; answers the operation's caller.
-type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
-/// One write operation: runs inside the group's transaction (or, given `None`,
-/// is abandoned because the transaction could not start), then waits for the commit.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Finish + Send>;
+/// One write operation waiting in a group.
+trait Job: Send {
+    /// Runs the operation, inside a savepoint of its own when `alone`;
+    /// `false` when it failed. Run again after its group was rolled back, it
+    /// sees the state it saw the first time.
+    fn run(&mut self, conn: &Connection, alone: bool) -> bool;
+
+    /// Answers the caller with the last run's result once the group's commit
+    /// is decided (`Err`: not committed); `started` is whether the group's
+    /// transaction began at all.
+    fn finish(self: Box<Self>, started: bool, commit: Result<(), &str>);
+}
+
+/// A [`Job`] and where its answer goes.
+struct Op<T, F> {
+    operation: &'static str,
+    f: F,
+    result: Option<OpResult<T>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send,
+    F: Fn(&Connection) -> OpResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection, alone: bool) -> bool {
+        let result = if alone {
+            in_savepoint(conn, &self.f)
+        } else {
+            std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
+                .unwrap_or(Err(OpError::Panicked))
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, started: bool, commit: Result<(), &str>) {
+        let Self {
+            operation,
+            f,
+            result,
+            reply,
+        } = *self;
+        // Dropped first: what it captured is its caller's alone again when answered.
+        drop(f);
+        let out = match (result, commit) {
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Err(err)), _) => Err(err.into_store(operation)),
+            (_, Err(message)) if !started => Err(StoreError::unavailable(
+                BACKEND,
+                operation,
+                format!("transaction could not begin: {message}"),
+            )),
+            (_, Err(message)) => Err(StoreError::unavailable(
+                BACKEND,
+                operation,
+                format!("commit failed: {message}"),
+            )),
+            (None, Ok(())) => Err(OpError::NotStarted.into_store(operation)),
+        };
+        // The caller may have gone away (a dropped request); the write stands.
+        let _ = reply.send(out);
+    }
+}
 
 /// A handle to the database; cheap to clone, shared by every local adapter.
 #[derive(Clone)]
@@ -281,7 +349,7 @@ pub struct Db {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     /// The writer, then the checkpoint thread: joined in that order.
     threads: Mutex<Vec<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -338,7 +406,7 @@ impl Db {
             .name("payhook-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &nudges))
             .map_err(spawn_err)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let writes = std::thread::Builder::new()
             .name("payhook-sqlite-writer".into())
             .spawn(move || write_loop(&writer, &rx, &nudge))
@@ -383,36 +451,20 @@ impl Db {
         lock(&self.inner.readers).clear();
     }
 
-    /// Runs `f` in the next group commit; resolves once that commit is durable.
+    /// Runs `f` in the next group commit; resolves once that commit is
+    /// durable. `f` may run twice (see the module docs), and is dropped before
+    /// the answer, so an `Arc` it captured is the caller's alone again.
     pub(crate) async fn write<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+        F: Fn(&Connection) -> OpResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn: Option<&Connection>| {
-            let result = match conn {
-                Some(conn) => in_savepoint(conn, f),
-                None => Err(OpError::NotStarted),
-            };
-            Box::new(move |commit: Result<(), &str>| {
-                let out = match (result, commit) {
-                    (Ok(value), Ok(())) => Ok(value),
-                    (Err(OpError::NotStarted), Err(message)) => Err(StoreError::unavailable(
-                        BACKEND,
-                        operation,
-                        format!("transaction could not begin: {message}"),
-                    )),
-                    (Ok(_), Err(message)) => Err(StoreError::unavailable(
-                        BACKEND,
-                        operation,
-                        format!("commit failed: {message}"),
-                    )),
-                    (Err(err), _) => Err(err.into_store(operation)),
-                };
-                // The caller may have gone away (a dropped request); the write stands.
-                let _ = reply.send(out);
-            })
+        let job: Box<dyn Job> = Box::new(Op {
+            operation,
+            f,
+            result: None,
+            reply,
         });
         let sent = match lock(&self.inner.writer).as_ref() {
             Some(tx) => tx.send(job).is_ok(),
@@ -467,11 +519,12 @@ impl Db {
         key: &'static str,
         make: impl FnOnce() -> String + Send + 'static,
     ) -> Result<String, StoreError> {
+        let candidate = make();
         self.write("meta", move |conn| {
             conn.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
             )?
-            .execute(params![key, make()])?;
+            .execute(params![key, candidate])?;
             Ok(conn
                 .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
                 .query_row([key], |row| row.get(0))?)
@@ -626,9 +679,32 @@ fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
-fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Job>, nudge: &mpsc::SyncSender<()>) {
-    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
-    let mut finishers: Vec<Finish> = Vec::with_capacity(MAX_GROUP);
+/// Runs a begun group's operations and commits them: without savepoints
+/// first and, if one failed, all again from the start with a savepoint each.
+fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<(), String> {
+    if !group.iter_mut().all(|job| job.run(conn, false)) {
+        conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                e.to_string()
+            })?;
+        for job in group.iter_mut() {
+            job.run(conn, true);
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        // Leave no half-open transaction behind for the next group.
+        let _ = conn.execute_batch("ROLLBACK");
+        e.to_string()
+    })
+}
+
+fn write_loop(
+    conn: &Connection,
+    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    nudge: &mpsc::SyncSender<()>,
+) {
+    let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     // The WAL's size at the last nudge of the checkpoint thread.
     let mut nudged_at: c_int = 0;
     while let Ok(first) = jobs.recv() {
@@ -639,26 +715,17 @@ fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Job>, nudge: &mpsc::SyncS
                 Err(_) => break,
             }
         }
-        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => {
-                finishers.extend(group.drain(..).map(|job| job(Some(conn))));
-                conn.execute_batch("COMMIT").map_err(|e| {
-                    // Leave no half-open transaction behind for the next group.
-                    let _ = conn.execute_batch("ROLLBACK");
-                    e.to_string()
-                })
-            }
-            Err(e) => {
-                finishers.extend(group.drain(..).map(|job| job(None)));
-                Err(e.to_string())
-            }
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        let outcome = match &begun {
+            Ok(()) => run_group(conn, &mut group),
+            Err(e) => Err(e.to_string()),
         };
-        let outcome = match &outcome {
+        let commit = match &outcome {
             Ok(()) => Ok(()),
             Err(message) => Err(message.as_str()),
         };
-        for finish in finishers.drain(..) {
-            finish(outcome);
+        for job in group.drain(..) {
+            job.finish(begun.is_ok(), commit);
         }
         // After answering: nobody waits for a checkpoint.
         let pages = WAL_PAGES.get();
@@ -711,6 +778,39 @@ mod tests {
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
         assert!(matches!(results[7], Err(StoreError::Corrupt { .. })));
         assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 39);
+    }
+
+    #[tokio::test]
+    async fn group_run_again_after_a_failure_answers_what_was_committed() {
+        // GIVEN a counter and many concurrent increments that each report the
+        // value they wrote, one of which fails after incrementing
+        let t = TempDb::new();
+        let db = t.db();
+        db.meta_put("counter", "0".into()).await.unwrap();
+        let writes = (0..40).map(|n| {
+            let db = db.clone();
+            async move {
+                db.write("test", move |conn| {
+                    let value: i64 = conn.query_row(
+                        "UPDATE meta SET value = value + 1 WHERE key = 'counter' RETURNING CAST(value AS INTEGER)",
+                        [],
+                        |row| row.get(0),
+                    )?;
+                    if n == 7 {
+                        return Err(OpError::corrupt("counter", "refused after writing"));
+                    }
+                    Ok(value)
+                })
+                .await
+            }
+        });
+        let results = futures_util::future::join_all(writes).await;
+        // THEN the others each answer a distinct value that stands, and the
+        // failed increment left nothing behind
+        let mut values: Vec<i64> = results.into_iter().filter_map(Result::ok).collect();
+        values.sort_unstable();
+        assert_eq!(values, (1..=39).collect::<Vec<_>>());
+        assert_eq!(db.meta_get("counter").await.unwrap().as_deref(), Some("39"));
     }
 
     #[tokio::test]

@@ -605,19 +605,24 @@ impl Queue for SqliteQueue {
         let now = self.db.now_millis();
         let slot = self.slot(processor);
         let in_flight_until = slot.as_ref().map(|_| self.in_flight_until(now));
-        let (row, seq) = self
+        let row = Arc::new(row);
+        let seq = self
             .db
-            .write("send", move |conn| {
-                let seq = row.insert(conn, now, in_flight_until)?;
-                // The receive path claimed the event before sending; a queue
-                // used on its own (no ledger record) has nothing to mark.
-                ledger::mark_enqueued(conn, &row.key, row.queue, &message_id(row.queue, seq))?;
-                Ok((row, seq))
+            .write("send", {
+                let row = Arc::clone(&row);
+                move |conn| {
+                    let seq = row.insert(conn, now, in_flight_until)?;
+                    // The receive path claimed the event before sending; a queue
+                    // used on its own (no ledger record) has nothing to mark.
+                    let id = message_id(row.queue, seq);
+                    ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
+                    Ok(seq)
+                }
             })
             .await
             .map_err(|e| queue_error(processor, e))?;
         let id = message_id(row.queue, seq);
-        self.delivered(processor, slot, row, seq, now);
+        self.delivered(processor, slot, Arc::unwrap_or_clone(row), seq, now);
         Ok(id)
     }
 
@@ -635,27 +640,31 @@ impl Queue for SqliteQueue {
         let now = self.db.now_millis();
         let slot = self.slot(processor);
         let in_flight_until = slot.as_ref().map(|_| self.in_flight_until(now));
+        let row = Arc::new(row);
         let written = self
             .db
-            .write("claim_send", move |conn| {
-                Ok(match ledger::claimable(conn, &claim)? {
-                    Claim::Claimed { attempts } => {
-                        let seq = row.insert(conn, now, in_flight_until)?;
-                        let id = message_id(row.queue, seq);
-                        ledger::record_claim(conn, &claim, attempts, Some((row.queue, &id)))?;
-                        Ok((row, seq))
-                    }
-                    Claim::Done(status) => Err(ClaimSent::Duplicate(status)),
-                    Claim::InFlight { lease_until_millis } => {
-                        Err(ClaimSent::InFlight { lease_until_millis })
-                    }
-                })
+            .write("claim_send", {
+                let row = Arc::clone(&row);
+                move |conn| {
+                    Ok(match ledger::claimable(conn, &claim)? {
+                        Claim::Claimed { attempts } => {
+                            let seq = row.insert(conn, now, in_flight_until)?;
+                            let id = message_id(row.queue, seq);
+                            ledger::record_claim(conn, &claim, attempts, Some((row.queue, &id)))?;
+                            Ok(seq)
+                        }
+                        Claim::Done(status) => Err(ClaimSent::Duplicate(status)),
+                        Claim::InFlight { lease_until_millis } => {
+                            Err(ClaimSent::InFlight { lease_until_millis })
+                        }
+                    })
+                }
             })
             .await;
         Some(match written {
-            Ok(Ok((row, seq))) => {
+            Ok(Ok(seq)) => {
                 let id = message_id(row.queue, seq);
-                self.delivered(processor, slot, row, seq, now);
+                self.delivered(processor, slot, Arc::unwrap_or_clone(row), seq, now);
                 Ok(ClaimSent::Sent(id))
             }
             Ok(Err(refused)) => Ok(refused),
@@ -672,6 +681,7 @@ impl SqliteQueue {
 }
 
 /// A message ready to insert, its attributes serialized on the caller's thread.
+#[derive(Clone)]
 struct MessageRow {
     queue: &'static str,
     key: LedgerKey,
