@@ -40,9 +40,8 @@ field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
 
 echo "generating $events signed events..." >&2
 for server in express payhook; do
-  python3 bench/load/gen_payloads.py "$work/$server.tsv" "$events" "$secret" 3072
-  # One file per wrk thread (see bench/load/wrk.lua).
-  awk -v f="$work/$server.tsv" '{ print > (f "." (NR - 1) % 2) }' "$work/$server.tsv"
+  # One file of ready requests per wrk thread (see bench/load/wrk.lua).
+  python3 bench/load/gen_payloads.py "$work/$server.req" "$events" "$secret" 3072 2
 done
 
 # 1. Express + stripe-node.
@@ -50,7 +49,7 @@ port="$(free_port)"
 STRIPE_WEBHOOK_SECRET="$secret" PORT="$port" node bench/peers/express_server.js >"$work/express.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/healthz"
-express="$(run_wrk "http://127.0.0.1:$port" "$work/express.tsv")"
+express="$(run_wrk "http://127.0.0.1:$port" "$work/express.req")"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 # 2. payhook dev: every request a durable, processed event.
@@ -58,7 +57,7 @@ port="$(free_port)"
 STRIPE_WEBHOOK_SECRET="$secret" RUST_LOG=warn target/local/payhook dev --port "$port" --db "$work/load.db" ${PAYHOOK_DEV_FLAGS:-} >"$work/payhook.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/healthz"
-payhook="$(run_wrk "http://127.0.0.1:$port" "$work/payhook.tsv")"
+payhook="$(run_wrk "http://127.0.0.1:$port" "$work/payhook.req")"
 # Wait until every accepted event has been processed (queues drained).
 stats=""
 for _ in $(seq 1 600); do

@@ -1,6 +1,8 @@
--- Every request is a distinct signed event from $PAYLOADS.<thread> (lines of
--- "<Stripe-Signature>\t<body>", one file per wrk thread), so that a receiver
--- that deduplicates does real work for each one.
+-- Every request is a distinct signed event, sent exactly as written by
+-- gen_payloads.py into $PAYLOADS.<thread> (one file per wrk thread, each
+-- request ended by a NUL byte), so that a receiver that deduplicates does real
+-- work for each one and wrk spends no time building requests: the load
+-- generator shares the machine with the server it measures.
 local threads = {}
 local next_id = 0
 
@@ -11,13 +13,18 @@ function setup(thread)
 end
 
 function init(args)
-  -- Each thread reads only its own file ($PAYLOADS.<thread>): wrk runs each
-  -- thread's init just before starting it, so a long init would let the first
-  -- thread send alone, outside wrk's clock, for as long as the next one loads.
-  payloads = {}
-  for line in io.lines(os.getenv("PAYLOADS") .. "." .. id) do
-    local tab = line:find("\t", 1, true)
-    payloads[#payloads + 1] = { line:sub(1, tab - 1), line:sub(tab + 1) }
+  -- Each thread reads only its own file: wrk runs each thread's init just
+  -- before starting it, so a long init would let the first thread send alone.
+  local f = assert(io.open(os.getenv("PAYLOADS") .. "." .. id, "rb"))
+  local all = f:read("a")
+  f:close()
+  requests = {}
+  local from = 1
+  while true do
+    local nul = all:find("\0", from, true)
+    if nul == nil then break end
+    requests[#requests + 1] = all:sub(from, nul - 1)
+    from = nul + 1
   end
   sent = 0
   reused = 0
@@ -25,13 +32,12 @@ end
 
 function request()
   sent = sent + 1
-  local p = payloads[sent]
-  if p == nil then
+  local r = requests[sent]
+  if r == nil then
     reused = reused + 1
-    p = payloads[((sent - 1) % #payloads) + 1]
+    r = requests[((sent - 1) % #requests) + 1]
   end
-  return wrk.format("POST", os.getenv("TARGET_PATH") or "/webhooks/stripe",
-    { ["Content-Type"] = "application/json", ["Stripe-Signature"] = p[1] }, p[2])
+  return r
 end
 
 function done(summary, latency, requests)
