@@ -13,7 +13,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 duration="${1:-15}"
 connections="${2:-64}"
-events="${3:-300000}"
+events="${3:-400000}"
 secret="whsec_payhook_load_benchmark"
 work="$(mktemp -d)"
 pids=()
