@@ -43,6 +43,9 @@ for server in express payhook; do
   # One file of ready requests per wrk thread (see bench/load/wrk.lua).
   python3 bench/load/gen_payloads.py "$work/$server.req" "$events" "$secret" 3072 2
 done
+# Write those files out now: otherwise the kernel flushes them to disk during
+# the run, and payhook's checkpoints (which fsync) queue behind that flush.
+sync
 
 # 1. Express + stripe-node.
 port="$(free_port)"

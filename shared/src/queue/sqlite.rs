@@ -419,18 +419,24 @@ impl SqliteQueue {
             .ok()
     }
 
+    /// Until when a message handed off at `now` stays invisible in the table.
+    fn in_flight_until(&self, now: i64) -> i64 {
+        now.saturating_add(self.settings.visibility_timeout_millis)
+    }
+
     /// After `row` was committed as message `seq`: hands it to the consumer
     /// that held `slot` or, without one, tells the consumers to look at the table.
     fn delivered(
         &self,
         processor: Processor,
         slot: Option<mpsc::Permit<'_, Received>>,
-        row: MessageRow,
+        row: Arc<MessageRow>,
         seq: i64,
         now: i64,
     ) {
         match slot {
-            Some(slot) => slot.send(row.received(seq, now)),
+            // The write has let go of the row: it is not copied.
+            Some(slot) => slot.send(Arc::unwrap_or_clone(row).received(seq, now)),
             None => self.visible[index(processor)].store(true, Ordering::Release),
         }
         self.wake(processor);
@@ -622,7 +628,7 @@ impl Queue for SqliteQueue {
             .await
             .map_err(|e| queue_error(processor, e))?;
         let id = message_id(row.queue, seq);
-        self.delivered(processor, slot, Arc::unwrap_or_clone(row), seq, now);
+        self.delivered(processor, slot, row, seq, now);
         Ok(id)
     }
 
@@ -664,19 +670,12 @@ impl Queue for SqliteQueue {
         Some(match written {
             Ok(Ok(seq)) => {
                 let id = message_id(row.queue, seq);
-                self.delivered(processor, slot, Arc::unwrap_or_clone(row), seq, now);
+                self.delivered(processor, slot, row, seq, now);
                 Ok(ClaimSent::Sent(id))
             }
             Ok(Err(refused)) => Ok(refused),
             Err(err) => Err(queue_error(processor, err)),
         })
-    }
-}
-
-impl SqliteQueue {
-    /// Until when a message handed off at `now` stays invisible in the table.
-    fn in_flight_until(&self, now: i64) -> i64 {
-        now.saturating_add(self.settings.visibility_timeout_millis)
     }
 }
 
