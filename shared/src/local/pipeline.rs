@@ -492,6 +492,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn burst_beyond_the_hand_off_is_processed_in_full_from_the_table() {
+        // GIVEN a pipeline whose consumers have room for 16 messages in memory
+        // and would not poll their table for a minute
+        let t = TempDb::new();
+        let effects = Flaky::default();
+        let mut settings = settings();
+        settings.worker.poll_interval = Duration::from_secs(60);
+        let verifiers =
+            Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
+        let p = Pipeline::start_with_effects(t.db(), verifiers, settings, effects.clone())
+            .await
+            .unwrap();
+        // (past the consumers' first look at the table, at start-up)
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // WHEN 120 events arrive at once
+        let bodies: Vec<_> = (0..120)
+            .map(|n| payment_succeeded(&format!("evt_{n}"), &format!("pi_{n}")))
+            .collect();
+        let answers = futures_util::future::join_all(bodies.iter().map(|b| deliver(&p, b))).await;
+        assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+        // THEN those beyond the hand-off are taken from the table at once, and
+        // every event is applied once
+        for n in 0..120 {
+            wait_for_stage(&p, &format!("evt_{n}"), "processed").await;
+        }
+        assert_eq!(effects.performed.load(Ordering::SeqCst), 120);
+        for _ in 0..500 {
+            let stats = p.inspector().stats().await.unwrap();
+            if stats.queues.iter().all(|q| q.ready + q.in_flight == 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = p.inspector().stats().await.unwrap();
+        assert!(
+            stats.queues.iter().all(|q| q.ready + q.in_flight == 0),
+            "{stats:?}"
+        );
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn delivery_racing_a_live_claim_is_told_to_retry_and_queues_nothing() {
         use crate::ledger::{ClaimRequest, Ledger};
         // GIVEN an event another delivery has claimed and still holds
