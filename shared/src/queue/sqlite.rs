@@ -1128,6 +1128,15 @@ mod tests {
         }
     }
 
+    /// Claims and sends event `id` to the fulfill queue at `now_millis`; the
+    /// SQLite queue always takes this path.
+    async fn claim_send(q: &SqliteQueue, id: &str, now_millis: i64) -> ClaimSent {
+        q.claim_and_send(&claim_of(id, now_millis), Processor::Fulfill, &event(id))
+            .await
+            .expect("the SQLite queue claims and sends in one write")
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn claim_and_send_enqueues_a_new_event_once_in_one_write() {
         use crate::ledger::LedgerStatus;
@@ -1137,11 +1146,7 @@ mod tests {
         let (q, ledger) = (queue(&t), SqliteLedger::new(t.db()));
         let now = 1_750_000_000_000;
         // WHEN it is claimed and sent
-        let sent = q
-            .claim_and_send(&claim_of("evt_1", now), Processor::Fulfill, &event("evt_1"))
-            .await
-            .expect("the SQLite queue claims and sends in one write")
-            .unwrap();
+        let sent = claim_send(&q, "evt_1", now).await;
         // THEN it is queued and its record says ENQUEUED under that message id
         let ClaimSent::Sent(id) = sent else {
             panic!("not sent: {sent:?}")
@@ -1151,15 +1156,7 @@ mod tests {
         assert_eq!(entry.message_id.as_deref(), Some(id.as_str()));
         assert_eq!(entry.attempts, 1);
         // WHEN the same event arrives again THEN it is a duplicate and nothing more is queued
-        let again = q
-            .claim_and_send(
-                &claim_of("evt_1", now + 1),
-                Processor::Fulfill,
-                &event("evt_1"),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let again = claim_send(&q, "evt_1", now + 1).await;
         assert_eq!(again, ClaimSent::Duplicate(LedgerStatus::Enqueued));
         assert_eq!(ids(&q, Processor::Fulfill, 10).await, ["evt_1"]);
     }
@@ -1174,15 +1171,7 @@ mod tests {
         let now = 1_750_000_000_000;
         ledger.claim(&claim_of("evt_1", now)).await.unwrap();
         // WHEN a second delivery claims and sends it
-        let sent = q
-            .claim_and_send(
-                &claim_of("evt_1", now + 5),
-                Processor::Fulfill,
-                &event("evt_1"),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let sent = claim_send(&q, "evt_1", now + 5).await;
         // THEN it is told when the lease ends, and nothing is queued
         assert_eq!(
             sent,
@@ -1194,15 +1183,7 @@ mod tests {
         // WHEN the lease has run out THEN the next delivery takes the event
         // over and enqueues it, as its second attempt
         let later = now + 30_001;
-        let sent = q
-            .claim_and_send(
-                &claim_of("evt_1", later),
-                Processor::Fulfill,
-                &event("evt_1"),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let sent = claim_send(&q, "evt_1", later).await;
         assert!(matches!(sent, ClaimSent::Sent(_)), "{sent:?}");
         let entry = ledger.entry(&event("evt_1").key()).await.unwrap().unwrap();
         assert_eq!((entry.status, entry.attempts), (LedgerStatus::Enqueued, 2));
@@ -1347,11 +1328,7 @@ mod tests {
         // WHEN one event is sent and another claimed and sent
         q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
         let now = t.db().now_millis();
-        let sent = q
-            .claim_and_send(&claim_of("evt_2", now), Processor::Fulfill, &event("evt_2"))
-            .await
-            .unwrap()
-            .unwrap();
+        let sent = claim_send(&q, "evt_2", now).await;
         assert!(matches!(sent, ClaimSent::Sent(_)));
         // THEN both are handed over as their first receive, in order, and the
         // table holds them in flight: nothing is left there to receive

@@ -143,8 +143,7 @@ fn load(conn: &Connection, key: &StateKey) -> OpResult<Option<StateItem>> {
 /// so that the writer thread, which every write queues behind, only binds and steps.
 #[derive(Debug)]
 struct ItemRow {
-    kind: &'static str,
-    id: String,
+    key: StateKey,
     version: i64,
     last_created: i64,
     last_event_id: String,
@@ -163,8 +162,7 @@ impl ItemRow {
             value.map_err(|e| OpError::corrupt(&item.key, e))
         };
         Ok(Self {
-            kind: item.key.kind.as_str(),
-            id: item.key.id.clone(),
+            key: item.key.clone(),
             version,
             last_created: item.last_created,
             last_event_id: item.last_event_id.clone(),
@@ -187,8 +185,8 @@ impl ItemRow {
                  pending = excluded.pending",
         )?
         .execute(params![
-            self.kind,
-            self.id,
+            self.key.kind.as_str(),
+            self.key.id,
             self.version,
             self.last_created,
             self.last_event_id,
@@ -217,16 +215,14 @@ fn commit(
     if let Some(item) = item {
         let stored: Option<i64> = conn
             .prepare_cached("SELECT version FROM state_items WHERE kind = ?1 AND id = ?2")?
-            .query_row(params![item.kind, item.id], |row| row.get(0))
+            .query_row(params![item.key.kind.as_str(), item.key.id], |row| {
+                row.get(0)
+            })
             .optional()?;
         let stored = stored
             .map(|v| {
-                u64::try_from(v).map_err(|_| {
-                    OpError::corrupt(
-                        format!("{}#{}", item.kind, item.id),
-                        format!("negative version {v}"),
-                    )
-                })
+                u64::try_from(v)
+                    .map_err(|_| OpError::corrupt(&item.key, format!("negative version {v}")))
             })
             .transpose()?;
         if stored != expected_version {
