@@ -2,7 +2,7 @@
 //! processors map them to answers and batch failures in one place.
 
 /// A ledger, state or body store failed; the caller answers 5xx or fails the record.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or refused the request; retrying may succeed.
     #[error("{backend} {operation} failed: {message}")]

@@ -10,7 +10,7 @@ use payhook_shared::error::StoreError;
 use payhook_shared::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus};
 use payhook_shared::route::{IgnoreReason, Processor};
 use payhook_shared::state::{
-    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
     StateStore,
 };
 use payhook_shared::verify::Provider;
@@ -44,7 +44,7 @@ fn item(key: &StateKey, version: u64, event_id: &str, pending: Vec<PendingEffect
         last_event_id: event_id.to_owned(),
         last_event_type: "payment_intent.succeeded".to_owned(),
         updated_at_millis: 1_750_000_000_000,
-        data: json!({ "status": "succeeded", "amount": 1099, "version": version, "tags": ["a", "b"], "note": null }),
+        data: Json::encode(&json!({ "status": "succeeded", "amount": 1099, "version": version, "tags": ["a", "b"], "note": null })).unwrap(),
         pending,
     }
 }
@@ -53,7 +53,7 @@ fn effect(event_id: &str, n: usize) -> PendingEffect {
     PendingEffect {
         id: format!("fulfill:{event_id}:{n}"),
         event_id: event_id.to_owned(),
-        effect: json!({ "effect": "fulfil_order", "n": n }),
+        effect: Json::encode(&json!({ "effect": "fulfil_order", "n": n })).unwrap(),
     }
 }
 

@@ -17,7 +17,7 @@ use payhook_shared::receive::{ReceiveSettings, Receiver};
 use payhook_shared::route::Processor;
 use payhook_shared::state::dynamodb::DynamoStateStore;
 use payhook_shared::state::{
-    Commit, CommitResult, Marker, MemoryStateStore, Outcome, StateKey, StateKind, StateStore,
+    Commit, CommitResult, Json, Marker, MemoryStateStore, Outcome, StateKey, StateKind, StateStore,
 };
 use payhook_shared::verify::{Provider, Tolerance, Verifiers};
 use payhook_tests::{
@@ -66,7 +66,7 @@ async fn markers_carry_their_ttl_and_commits_are_one_call() {
         last_event_id: "evt_ttl".into(),
         last_event_type: "payout.paid".into(),
         updated_at_millis: 1,
-        data: serde_json::json!({ "status": "paid" }),
+        data: Json::encode(&serde_json::json!({ "status": "paid" })).unwrap(),
         pending: vec![],
     };
     // WHEN a commit with an item is made

@@ -16,7 +16,7 @@ use crate::ledger::{LedgerEntry, LedgerKey, LedgerStatus};
 use crate::queue::sqlite::{DeadLetter, QueueDepth, QueueSettings, SqliteQueue};
 use crate::route::Processor;
 use crate::state::sqlite::{ITEM_COLUMNS, MARKER_COLUMNS, item_from_row, marker_from_row};
-use crate::state::{Marker, Outcome, PendingEffect, StateKey, StateKind};
+use crate::state::{Json, Marker, Outcome, PendingEffect, StateKey, StateKind};
 
 /// The most events or history entries one query returns.
 pub const MAX_LIMIT: usize = 1000;
@@ -118,7 +118,7 @@ pub struct ObjectView {
     /// The version every commit checks and bumps.
     pub version: u64,
     /// The processor's state.
-    pub state: serde_json::Value,
+    pub state: Json,
     /// The last event applied.
     pub last_event: LastEvent,
     /// When it was last written (unix milliseconds).

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::clock::Clock;
@@ -33,7 +33,7 @@ use crate::ledger::BodyStore;
 use crate::queue::{EventMessage, MessageError, Payload};
 use crate::route::Processor;
 use crate::state::{
-    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateStore,
+    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateStore,
 };
 use crate::telemetry::{self, Metric};
 use crate::verify::Verified;
@@ -158,6 +158,29 @@ pub struct Delivery {
     pub message: Result<EventMessage, MessageError>,
 }
 
+/// Effects performed for one object, to be recorded as done.
+type Performed = (StateKey, Vec<String>);
+
+/// Effects a commit made due: the object and its pending effects, in order.
+type Due = (StateKey, Vec<PendingEffect>);
+
+/// The effects a batch's records have taken on: until the batch ends they
+/// are not recorded as done, so a second delivery of the same event in the
+/// batch must not perform them again.
+#[derive(Default)]
+struct Claimed(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Claimed {
+    /// `true` for the first claim of `effect_id`.
+    fn claim(&self, effect_id: &str) -> bool {
+        let mut claimed = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        claimed.insert(effect_id.to_owned())
+    }
+}
+
 /// Applies batches of events for one [`Domain`].
 #[derive(Debug)]
 pub struct Runner<D, S, B, F, C> {
@@ -211,11 +234,16 @@ where
 
     /// [`run_batch`](Self::run_batch), keeping why each record failed: for
     /// queues that record the last error with a message (the local DLQ).
+    ///
+    /// The effects the batch performed are recorded as done with one
+    /// [`StateStore::complete_effects_many`] after every record has run: one
+    /// store write per batch rather than one per record.
     pub async fn run_batch_failures(
         &self,
         deliveries: Vec<Delivery>,
     ) -> Vec<(String, ProcessError)> {
-        let results = join_all(deliveries.into_iter().map(|delivery| {
+        let claimed = Claimed::default();
+        let records = join_all(deliveries.into_iter().map(|delivery| {
             let span = tracing::info_span!(
                 "record",
                 processor = D::PROCESSOR.as_str(),
@@ -223,57 +251,99 @@ where
                 event_id = tracing::field::Empty,
                 event_type = tracing::field::Empty,
             );
+            let claimed = &claimed;
             async move {
-                let outcome = AssertUnwindSafe(self.run_one(delivery.message))
+                let record = self.run_record(delivery.message, claimed);
+                let (outcome, performed) = AssertUnwindSafe(record)
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|panic| Err(ProcessError::Panicked(panic_message(&panic))));
-                (delivery.id, outcome)
+                    .unwrap_or_else(|panic| {
+                        (Err(ProcessError::Panicked(panic_message(&panic))), None)
+                    });
+                (delivery.id, outcome, performed)
             }
             .instrument(span)
         }))
         .await;
-        results
+        let done: Vec<Performed> = records
+            .iter()
+            .filter_map(|(_, _, performed)| performed.clone())
+            .collect();
+        let mut completed = self.complete(&done).await.into_iter();
+        records
             .into_iter()
-            .filter_map(|(id, outcome)| match outcome {
-                Ok(_) => None,
-                Err(err) => {
-                    tracing::error!(message_id = %id, error = %err, "record failed");
-                    telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Failed, 1.0)]);
-                    Some((id, err))
+            .filter_map(|(id, outcome, performed)| {
+                let completed = match performed {
+                    Some(_) => completed.next().unwrap_or(Ok(())),
+                    None => Ok(()),
+                };
+                match finish(outcome, completed) {
+                    Ok(_) => None,
+                    Err(err) => {
+                        tracing::error!(message_id = %id, error = %err, "record failed");
+                        telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Failed, 1.0)]);
+                        Some((id, err))
+                    }
                 }
             })
             .collect()
     }
 
-    /// Applies one record.
+    /// Applies one record and records its effects as done.
     pub async fn run_one(
         &self,
         message: Result<EventMessage, MessageError>,
     ) -> Result<RecordOutcome, ProcessError> {
-        let message = message?;
+        let (outcome, performed) = self.run_record(message, &Claimed::default()).await;
+        let completed = match performed {
+            Some(done) => self.complete(&[done]).await.pop().unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        finish(outcome, completed)
+    }
+
+    /// Applies one record and performs its effects, returning those performed
+    /// (also when a later one failed) for the caller to record as done.
+    async fn run_record(
+        &self,
+        message: Result<EventMessage, MessageError>,
+        claimed: &Claimed,
+    ) -> (Result<RecordOutcome, ProcessError>, Option<Performed>) {
+        let message = match message {
+            Ok(message) => message,
+            Err(err) => return (Err(err.into()), None),
+        };
         let span = tracing::Span::current();
         span.record("event_id", message.event_id.as_str());
         span.record("event_type", message.event_type.as_str());
+        let stored;
         let body = match &message.payload {
-            Payload::Inline(body) => body.clone(),
+            Payload::Inline(body) => body,
             Payload::Stored => {
                 let key = message.key();
-                self.bodies
-                    .get_body(&key)
-                    .await?
-                    .ok_or_else(|| ProcessError::BodyMissing(key.to_string()))?
+                stored = match self.bodies.get_body(&key).await {
+                    Ok(Some(body)) => body,
+                    Ok(None) => return (Err(ProcessError::BodyMissing(key.to_string())), None),
+                    Err(err) => return (Err(err.into()), None),
+                };
+                &stored
             }
         };
         // The body was verified by receive; the queue is trusted, so the
         // envelope is parsed as the verified payload it was.
         let verified = Verified {
-            body: &body,
+            body,
             timestamp: message.created,
             delivery_id: Some(&message.event_id),
         };
-        let envelope = event::parse(message.provider, &verified)?;
-        let outcome = self.apply(&envelope).await?;
+        let envelope = match event::parse(message.provider, &verified) {
+            Ok(envelope) => envelope,
+            Err(err) => return (Err(err.into()), None),
+        };
+        let (outcome, due) = match self.apply(&envelope).await {
+            Ok(applied) => applied,
+            Err(err) => return (Err(err), None),
+        };
         let lag = (self.clock.now_millis() - envelope.created * 1000).max(0) as f64;
         let metric = match outcome {
             RecordOutcome::Duplicate => Metric::Duplicate,
@@ -285,10 +355,40 @@ where
             &[(metric, 1.0), (Metric::LagMillis, lag)],
         );
         tracing::info!(outcome = ?outcome, "record processed");
-        Ok(outcome)
+        let Some((key, pending)) = due else {
+            return (Ok(outcome), None);
+        };
+        let (done, failure) = self.perform(&key, &pending, claimed).await;
+        let performed = (!done.is_empty()).then_some((key, done));
+        (failure.map_or(Ok(outcome), Err), performed)
     }
 
-    async fn apply(&self, event: &Envelope<'_>) -> Result<RecordOutcome, ProcessError> {
+    /// Records performed effects as done, one result per entry of `done`.
+    async fn complete(&self, done: &[Performed]) -> Vec<Result<(), StoreError>> {
+        if done.is_empty() {
+            return Vec::new();
+        }
+        let results = self.store.complete_effects_many(done).await;
+        let count: usize = done
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_ok())
+            .map(|((_, ids), _)| ids.len())
+            .sum();
+        if count > 0 {
+            telemetry::emit(
+                D::PROCESSOR.as_str(),
+                &[(Metric::EffectPerformed, count as f64)],
+            );
+        }
+        results
+    }
+
+    /// Decides and commits; returns the outcome and the effects now due.
+    async fn apply(
+        &self,
+        event: &Envelope<'_>,
+    ) -> Result<(RecordOutcome, Option<Due>), ProcessError> {
         let key = self.domain.key(event)?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = match &key {
@@ -298,10 +398,12 @@ where
             let state = current
                 .as_ref()
                 .map(|item| {
-                    D::State::deserialize(&item.data).map_err(|e| ProcessError::State {
-                        key: item.key.to_string(),
-                        message: e.to_string(),
-                    })
+                    item.data
+                        .decode::<D::State>()
+                        .map_err(|e| ProcessError::State {
+                            key: item.key.to_string(),
+                            message: e.to_string(),
+                        })
                 })
                 .transpose()?;
             let decision = match &key {
@@ -334,24 +436,21 @@ where
             };
             match self.store.commit(&commit).await? {
                 CommitResult::Committed => {
-                    if let Some(key) = &key {
-                        self.perform(key, &fresh).await?;
-                    }
-                    return Ok(RecordOutcome::Recorded(outcome));
+                    let due = key.filter(|_| !fresh.is_empty()).map(|key| (key, fresh));
+                    return Ok((RecordOutcome::Recorded(outcome), due));
                 }
                 CommitResult::Duplicate => {
                     // A redelivery: finish what an earlier attempt committed
                     // but did not get to perform.
-                    if let Some(item) = &current {
+                    let due = current.and_then(|item| {
                         let mine: Vec<_> = item
                             .pending
-                            .iter()
+                            .into_iter()
                             .filter(|p| p.event_id == event.id)
-                            .cloned()
                             .collect();
-                        self.perform(&item.key, &mine).await?;
-                    }
-                    return Ok(RecordOutcome::Duplicate);
+                        (!mine.is_empty()).then_some((item.key, mine))
+                    });
+                    return Ok((RecordOutcome::Duplicate, due));
                 }
                 CommitResult::Conflict => {
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
@@ -378,7 +477,7 @@ where
             pending.push(PendingEffect {
                 id: format!("{}:{}:{n}", D::PROCESSOR.as_str(), event.id),
                 event_id: event.id.to_string(),
-                effect: serde_json::to_value(effect).map_err(|e| ProcessError::State {
+                effect: Json::encode(effect).map_err(|e| ProcessError::State {
                     key: key.to_string(),
                     message: e.to_string(),
                 })?,
@@ -391,7 +490,7 @@ where
             last_event_id: event.id.to_string(),
             last_event_type: event.event_type.to_string(),
             updated_at_millis: now,
-            data: serde_json::to_value(&state).map_err(|e| ProcessError::State {
+            data: Json::encode(&state).map_err(|e| ProcessError::State {
                 key: key.to_string(),
                 message: e.to_string(),
             })?,
@@ -399,48 +498,34 @@ where
         })
     }
 
-    /// Performs `pending` in order, then completes every one performed with a
-    /// single `complete_effects` write (one commit per record, not one per
-    /// effect). When an effect fails, those before it are still completed and
-    /// the record fails, so a retry performs only what is left.
-    async fn perform(&self, key: &StateKey, pending: &[PendingEffect]) -> Result<(), ProcessError> {
-        let mut performed: Vec<String> = Vec::with_capacity(pending.len());
-        let mut failure = None;
+    /// Performs `pending` in order until one fails; returns the ids of those
+    /// performed and the failure, if any. A retry performs only what is left
+    /// once those performed are recorded as done. An effect another record of
+    /// the batch has claimed (the same event delivered twice) is left to it.
+    async fn perform(
+        &self,
+        key: &StateKey,
+        pending: &[PendingEffect],
+        claimed: &Claimed,
+    ) -> (Vec<String>, Option<ProcessError>) {
+        let mut performed = Vec::with_capacity(pending.len());
         for p in pending {
-            match self.perform_one(key, p).await {
-                Ok(()) => performed.push(p.id.clone()),
-                Err(err) => {
-                    failure = Some(err);
-                    break;
-                }
+            if !claimed.claim(&p.id) {
+                continue;
             }
-        }
-        if performed.is_empty() {
-            return failure.map_or(Ok(()), Err);
-        }
-        let completed = self.store.complete_effects(key, &performed).await;
-        if completed.is_ok() {
-            let count = performed.len() as f64;
-            telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, count)]);
-        }
-        match (failure, completed) {
-            (Some(err), Err(store)) => {
-                // The effect's failure is the record's; the unrecorded
-                // completions are performed again (idempotently) on retry.
-                tracing::error!(state = %key, error = %store, "performed effects not recorded as done");
-                Err(err)
+            if let Err(err) = self.perform_one(key, p).await {
+                return (performed, Some(err));
             }
-            (Some(err), Ok(())) => Err(err),
-            (None, completed) => Ok(completed?),
+            performed.push(p.id.clone());
         }
+        (performed, None)
     }
 
     async fn perform_one(&self, key: &StateKey, p: &PendingEffect) -> Result<(), ProcessError> {
-        let effect: D::Effect =
-            serde_json::from_value(p.effect.clone()).map_err(|e| ProcessError::State {
-                key: key.to_string(),
-                message: format!("pending effect {}: {e}", p.id),
-            })?;
+        let effect: D::Effect = p.effect.decode().map_err(|e| ProcessError::State {
+            key: key.to_string(),
+            message: format!("pending effect {}: {e}", p.id),
+        })?;
         let ctx = EffectContext {
             processor: D::PROCESSOR,
             idempotency_key: p.id.clone(),
@@ -454,6 +539,23 @@ where
                 id: p.id.clone(),
                 source,
             })
+    }
+}
+
+/// A record's result once its effects' completion is known: an effect's
+/// failure is the record's; a completion that could not be recorded fails the
+/// record, so that its redelivery performs (idempotently) and records it again.
+fn finish(
+    outcome: Result<RecordOutcome, ProcessError>,
+    completed: Result<(), StoreError>,
+) -> Result<RecordOutcome, ProcessError> {
+    match (outcome, completed) {
+        (Err(err), Err(store)) => {
+            tracing::error!(error = %store, "performed effects not recorded as done");
+            Err(err)
+        }
+        (Err(err), Ok(())) => Err(err),
+        (Ok(outcome), completed) => completed.map(|()| outcome).map_err(ProcessError::from),
     }
 }
 
@@ -540,7 +642,7 @@ mod tests {
 
     async fn order(store: &MemoryStateStore) -> Option<Order> {
         let item = store.load(&order_key()).await.unwrap()?;
-        Some(serde_json::from_value(item.data).unwrap())
+        Some(item.data.decode().unwrap())
     }
 
     /// A domain that counts the events applied to each object, and panics on
@@ -627,11 +729,13 @@ mod tests {
         }
     }
 
-    /// A memory store that counts `complete_effects` calls.
+    /// A memory store that counts `complete_effects` calls and the batches
+    /// they come in.
     #[derive(Default)]
     struct CountingStore {
         inner: MemoryStateStore,
         completes: AtomicUsize,
+        batches: AtomicUsize,
     }
 
     impl StateStore for CountingStore {
@@ -646,6 +750,18 @@ mod tests {
         async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
             self.completes.fetch_add(1, Ordering::SeqCst);
             self.inner.complete_effects(key, ids).await
+        }
+
+        async fn complete_effects_many(
+            &self,
+            done: &[(StateKey, Vec<String>)],
+        ) -> Vec<Result<(), StoreError>> {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            let mut results = Vec::new();
+            for (key, ids) in done {
+                results.push(self.complete_effects(key, ids).await);
+            }
+            results
         }
 
         async fn marker(
@@ -681,6 +797,40 @@ mod tests {
         let key = StateKey::new(StateKind::Order, "obj_1");
         let item = store.inner.load(&key).await.unwrap().unwrap();
         assert!(item.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_records_all_its_effects_in_one_store_call() {
+        // GIVEN a batch of three records on three objects, each with two effects
+        let store = Arc::new(CountingStore::default());
+        let effects = Arc::new(RefuseSecond::default());
+        let runner = Runner::new(
+            TwoEffects,
+            Arc::clone(&store),
+            MemoryLedger::new(),
+            Arc::clone(&effects),
+            ManualClock::at_secs(NOW),
+            3600,
+        );
+        let batch = (1..=3)
+            .map(|n| {
+                let mut event = tally_event(&format!("evt_{n}"), "test.two");
+                event["data"]["object"]["id"] = json!(format!("obj_{n}"));
+                delivery(&format!("m{n}"), &event)
+            })
+            .collect();
+        // WHEN it runs
+        assert!(runner.run_batch(batch).await.is_empty());
+        // THEN all six effects were performed and recorded as done by one
+        // store call for the batch, one entry per record
+        assert_eq!(effects.performed.lock().unwrap().len(), 6);
+        assert_eq!(store.batches.load(Ordering::SeqCst), 1);
+        assert_eq!(store.completes.load(Ordering::SeqCst), 3);
+        for n in 1..=3 {
+            let key = StateKey::new(StateKind::Order, format!("obj_{n}"));
+            let item = store.inner.load(&key).await.unwrap().unwrap();
+            assert!(item.pending.is_empty(), "obj_{n}: {:?}", item.pending);
+        }
     }
 
     #[tokio::test]
@@ -804,7 +954,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let applied: BTreeSet<String> = serde_json::from_value(item.data).unwrap();
+        let applied: BTreeSet<String> = item.data.decode().unwrap();
         assert_eq!(
             applied,
             BTreeSet::from(["evt_1".to_owned(), "evt_3".to_owned()])
@@ -1054,7 +1204,7 @@ mod tests {
             "the records did not interleave"
         );
         let item = store.inner.load(&order_key()).await.unwrap().unwrap();
-        let state: Order = serde_json::from_value(item.data).unwrap();
+        let state: Order = item.data.decode().unwrap();
         let (expected, _) = testkit::fold(&Fulfill, &events.iter().collect::<Vec<_>>());
         assert_eq!(Some(state), expected);
         assert_eq!(runner.effects().effects().len(), 1);

@@ -115,7 +115,7 @@ pub async fn deliver<D: Domain>(runner: &TestRunner<D>, events: &[Value]) -> Vec
 /// The stored state of `key`, decoded.
 pub async fn state<D: Domain>(runner: &TestRunner<D>, key: &StateKey) -> Option<D::State> {
     let item = runner.store().load(key).await.unwrap()?;
-    Some(serde_json::from_value(item.data).unwrap())
+    Some(item.data.decode().unwrap())
 }
 
 /// How many effects are still pending on `key`.

@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{
-    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
     StateStore,
 };
 use crate::aws::item::{self, Item, ItemExt, PK, n, s};
@@ -255,11 +255,6 @@ fn codes_from_message(message: &str) -> Vec<Option<String>> {
         .collect()
 }
 
-fn json_text(pk: &str, what: &str, value: &serde_json::Value) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::corrupt(pk, format!("{what} cannot be written: {e}")))
-}
-
 fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
     let pk = state.key.partition_key();
     let pending = state
@@ -269,10 +264,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         .map(|(seq, p)| {
             let entry: Item = [
                 (a::EVENT_ID.to_owned(), s(&p.event_id)),
-                (
-                    a::EFFECT.to_owned(),
-                    s(json_text(&pk, "effect", &p.effect)?),
-                ),
+                (a::EFFECT.to_owned(), s(p.effect.as_str())),
                 (a::SEQ.to_owned(), n(seq)),
             ]
             .into();
@@ -288,7 +280,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         (a::LAST_EVENT_ID.to_owned(), s(&state.last_event_id)),
         (a::LAST_EVENT_TYPE.to_owned(), s(&state.last_event_type)),
         (a::UPDATED_AT.to_owned(), n(state.updated_at_millis)),
-        (a::DATA.to_owned(), s(json_text(&pk, "data", &state.data)?)),
+        (a::DATA.to_owned(), s(state.data.as_str())),
         (a::PENDING.to_owned(), AttributeValue::M(pending)),
     ]
     .into())
@@ -296,7 +288,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
 
 fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, StoreError> {
     let parse_json = |what: &str, text: &str| {
-        serde_json::from_str(text)
+        Json::from_text(text.to_owned())
             .map_err(|e| StoreError::corrupt(pk, format!("{what} is not JSON: {e}")))
     };
     let version = item.req_i64(pk, a::VERSION)?;
@@ -399,7 +391,10 @@ mod tests {
             last_event_id: "evt_1".into(),
             last_event_type: "payment_intent.succeeded".into(),
             updated_at_millis: 1_700_000_000_123,
-            data: serde_json::json!({ "status": "succeeded", "amount": 2000, "note": null }),
+            data: Json::encode(
+                &serde_json::json!({ "status": "succeeded", "amount": 2000, "note": null }),
+            )
+            .unwrap(),
             pending,
         }
     }
@@ -412,7 +407,7 @@ mod tests {
             .map(|id| PendingEffect {
                 id: format!("fulfill:evt_1:{id}"),
                 event_id: "evt_1".into(),
-                effect: serde_json::json!({ "effect": "fulfil", "id": id }),
+                effect: Json::encode(&serde_json::json!({ "effect": "fulfil", "id": id })).unwrap(),
             })
             .collect();
         let original = item(pending);

@@ -14,6 +14,8 @@ pub mod sqlite;
 
 use std::future::Future;
 
+use futures_util::future::join_all;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -93,6 +95,42 @@ impl std::fmt::Display for StateKey {
     }
 }
 
+/// JSON kept as the text it was encoded as: a processor's state and effects
+/// are encoded once, stored as they are and decoded only by that processor,
+/// with no generic JSON tree in between.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json(Box<serde_json::value::RawValue>);
+
+impl Json {
+    /// Encodes `value`.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// Takes stored `text`, once it is known to be JSON.
+    pub fn from_text(text: String) -> serde_json::Result<Self> {
+        serde_json::value::RawValue::from_string(text).map(Self)
+    }
+
+    /// Decodes it as `T`.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+/// Equal texts: what was stored is read back byte for byte.
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 /// A side effect committed with a transition and not yet performed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingEffect {
@@ -102,7 +140,7 @@ pub struct PendingEffect {
     /// The event whose transition caused it; only that event's redelivery performs it.
     pub event_id: String,
     /// The processor's effect, as JSON.
-    pub effect: serde_json::Value,
+    pub effect: Json,
 }
 
 /// One business object's state as stored.
@@ -121,7 +159,7 @@ pub struct StateItem {
     /// When it was last written (unix milliseconds).
     pub updated_at_millis: i64,
     /// The processor's typed state, as JSON.
-    pub data: serde_json::Value,
+    pub data: Json,
     /// Effects committed but not yet performed.
     pub pending: Vec<PendingEffect>,
 }
@@ -222,6 +260,19 @@ pub trait StateStore: Send + Sync {
         effect_ids: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// [`complete_effects`](Self::complete_effects) for several objects, one
+    /// result per entry in order: a processor records a whole batch's effects
+    /// with it. By default the entries are completed concurrently.
+    fn complete_effects_many(
+        &self,
+        done: &[(StateKey, Vec<String>)],
+    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
+        join_all(
+            done.iter()
+                .map(|(key, effect_ids)| self.complete_effects(key, effect_ids)),
+        )
+    }
+
     /// The marker `processor` wrote for `event_id`, if any.
     fn marker(
         &self,
@@ -251,6 +302,13 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         effect_ids: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).complete_effects(key, effect_ids)
+    }
+
+    fn complete_effects_many(
+        &self,
+        done: &[(StateKey, Vec<String>)],
+    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
+        (**self).complete_effects_many(done)
     }
 
     fn marker(

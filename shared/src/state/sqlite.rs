@@ -8,7 +8,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Commit, CommitResult, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
     StateStore,
 };
 use crate::error::StoreError;
@@ -71,7 +71,7 @@ pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<StateIte
             format!("negative version {version}"),
         )));
     };
-    let data: serde_json::Value = match serde_json::from_str(&data) {
+    let data = match Json::from_text(data) {
         Ok(v) => v,
         Err(e) => return Ok(Err(OpError::corrupt(name, format!("data: {e}")))),
     };
@@ -168,7 +168,7 @@ impl ItemRow {
             last_event_id: item.last_event_id.clone(),
             last_event_type: item.last_event_type.clone(),
             updated_at_millis: item.updated_at_millis,
-            data: json(serde_json::to_string(&item.data))?,
+            data: item.data.as_str().to_owned(),
             pending: json(serde_json::to_string(&item.pending))?,
         })
     }
@@ -302,6 +302,31 @@ impl StateStore for SqliteStateStore {
             .await
     }
 
+    /// One writer operation for them all.
+    async fn complete_effects_many(
+        &self,
+        done: &[(StateKey, Vec<String>)],
+    ) -> Vec<Result<(), StoreError>> {
+        let entries = done.len();
+        let done = done.to_vec();
+        let results = self
+            .db
+            .write("complete", move |conn| {
+                // A malformed item fails its own entry; SQLite failing fails them all.
+                done.iter()
+                    .map(|(key, ids)| match complete_effects(conn, key, ids) {
+                        Err(err @ OpError::Corrupt { .. }) => Ok(Err(err.into_store("complete"))),
+                        other => other.map(Ok),
+                    })
+                    .collect::<OpResult<Vec<_>>>()
+            })
+            .await;
+        match results {
+            Ok(results) => results,
+            Err(err) => vec![Err(err); entries],
+        }
+    }
+
     async fn marker(
         &self,
         processor: Processor,
@@ -341,13 +366,19 @@ mod tests {
             last_event_id: event_id.into(),
             last_event_type: "payment_intent.succeeded".into(),
             updated_at_millis: AT,
-            data: serde_json::json!({ "status": "succeeded", "amount": 2000, "v": version }),
+            data: Json::encode(
+                &serde_json::json!({ "status": "succeeded", "amount": 2000, "v": version }),
+            )
+            .unwrap(),
             pending: pending
                 .iter()
                 .map(|id| PendingEffect {
                     id: (*id).into(),
                     event_id: event_id.into(),
-                    effect: serde_json::json!({ "effect": "fulfil_order", "id": id }),
+                    effect: Json::encode(
+                        &serde_json::json!({ "effect": "fulfil_order", "id": id }),
+                    )
+                    .unwrap(),
                 })
                 .collect(),
         }
@@ -563,11 +594,42 @@ mod tests {
             ["b"]
         );
         assert_eq!(after.version, 2);
-        assert_eq!(after.data["v"], 1);
+        assert_eq!(after.data.decode::<serde_json::Value>().unwrap()["v"], 1);
         // AND completing on a missing item creates nothing
         s.complete_effects(&key("pi_none"), &["a".into()])
             .await
             .unwrap();
+        assert_eq!(s.load(&key("pi_none")).await.unwrap(), None);
+    }
+
+    async fn completing_many_effects_answers_each_object_apart(s: &impl StateStore) {
+        // GIVEN two items with pending effects
+        for (id, event) in [("pi_1", "evt_1"), ("pi_2", "evt_2")] {
+            s.commit(&commit(
+                Processor::Fulfill,
+                event,
+                Some(item(id, 1, event, &["a", "b"])),
+                None,
+            ))
+            .await
+            .unwrap();
+        }
+        // WHEN effects of both, and of a missing item, are completed at once
+        let results = s
+            .complete_effects_many(&[
+                (key("pi_1"), vec!["a".into()]),
+                (key("pi_none"), vec!["a".into()]),
+                (key("pi_2"), vec!["a".into(), "b".into()]),
+            ])
+            .await;
+        // THEN each entry answers, and each item lost exactly its own
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(Result::is_ok));
+        let pending = |item: StateItem| item.pending.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        let one = s.load(&key("pi_1")).await.unwrap().unwrap();
+        assert_eq!((one.version, pending(one)), (2, vec!["b".to_owned()]));
+        let two = s.load(&key("pi_2")).await.unwrap().unwrap();
+        assert_eq!((two.version, pending(two)), (2, Vec::<String>::new()));
         assert_eq!(s.load(&key("pi_none")).await.unwrap(), None);
     }
 
@@ -602,7 +664,55 @@ mod tests {
         marker_only_commit_records_the_outcome,
         markers_are_per_processor,
         completing_effects_removes_them_and_bumps_the_version,
+        completing_many_effects_answers_each_object_apart,
     );
+
+    #[tokio::test]
+    async fn completing_many_fails_only_the_entry_whose_item_is_malformed() {
+        // GIVEN two items with pending effects, one whose pending list is broken
+        let t = TempDb::new();
+        let s = SqliteStateStore::new(t.db());
+        for (id, event) in [("pi_1", "evt_1"), ("pi_2", "evt_2")] {
+            s.commit(&commit(
+                Processor::Fulfill,
+                event,
+                Some(item(id, 1, event, &["a"])),
+                None,
+            ))
+            .await
+            .unwrap();
+        }
+        t.db()
+            .write("test", |c| {
+                Ok(c.execute(
+                    "UPDATE state_items SET pending = 'not json' WHERE id = 'pi_1'",
+                    [],
+                )?)
+            })
+            .await
+            .unwrap();
+        // WHEN both are completed in one write
+        let results = s
+            .complete_effects_many(&[
+                (key("pi_1"), vec!["a".into()]),
+                (key("pi_2"), vec!["a".into()]),
+            ])
+            .await;
+        // THEN the broken one fails as corrupt and the other is completed
+        assert!(
+            matches!(results[0], Err(StoreError::Corrupt { .. })),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok());
+        assert!(
+            s.load(&key("pi_2"))
+                .await
+                .unwrap()
+                .unwrap()
+                .pending
+                .is_empty()
+        );
+    }
 
     #[tokio::test]
     async fn concurrent_commits_of_one_version_let_exactly_one_win() {
