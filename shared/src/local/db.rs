@@ -287,18 +287,20 @@ trait Job: Send {
     fn finish(self: Box<Self>, started: bool, commit: Result<(), &str>);
 }
 
-/// A [`Job`] and where its answer goes.
-struct Op<T, F> {
+/// A [`Job`], what follows its commit, and where its answer goes.
+struct Op<T, F, A> {
     operation: &'static str,
     f: F,
+    then: A,
     result: Option<OpResult<T>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
-impl<T, F> Job for Op<T, F>
+impl<T, F, A> Job for Op<T, F, A>
 where
     T: Send,
     F: Fn(&Connection) -> OpResult<T> + Send,
+    A: FnOnce(&Result<T, StoreError>) + Send,
 {
     fn run(&mut self, conn: &Connection, alone: bool) -> bool {
         let result = if alone {
@@ -316,6 +318,7 @@ where
         let Self {
             operation,
             f,
+            then,
             result,
             reply,
         } = *self;
@@ -336,6 +339,7 @@ where
             )),
             (None, Ok(())) => Err(OpError::NotStarted.into_store(operation)),
         };
+        then(&out);
         // The caller may have gone away (a dropped request); the write stands.
         let _ = reply.send(out);
     }
@@ -459,10 +463,28 @@ impl Db {
         T: Send + 'static,
         F: Fn(&Connection) -> OpResult<T> + Send + 'static,
     {
+        self.write_then(operation, f, |_| {}).await
+    }
+
+    /// [`write`](Self::write), then `then` with the result on the writer
+    /// thread, once the commit is decided and before the caller is answered:
+    /// it runs even if the caller has gone away meanwhile (a dropped request).
+    pub(crate) async fn write_then<T, F, A>(
+        &self,
+        operation: &'static str,
+        f: F,
+        then: A,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> OpResult<T> + Send + 'static,
+        A: FnOnce(&Result<T, StoreError>) + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Op {
             operation,
             f,
+            then,
             result: None,
             reply,
         });

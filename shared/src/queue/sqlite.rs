@@ -410,36 +410,27 @@ impl SqliteQueue {
         taken
     }
 
-    /// Room with a consumer of this process for one message to `processor`,
-    /// if it has any: held across the write, used once it commits.
-    fn slot(&self, processor: Processor) -> Option<mpsc::Permit<'_, Received>> {
-        self.hand_off.as_ref()?[index(processor)]
-            .tx
-            .try_reserve()
-            .ok()
-    }
-
-    /// Until when a message handed off at `now` stays invisible in the table.
-    fn in_flight_until(&self, now: i64) -> i64 {
-        now.saturating_add(self.settings.visibility_timeout_millis)
-    }
-
-    /// After `row` was committed as message `seq`: hands it to the consumer
-    /// that held `slot` or, without one, tells the consumers to look at the table.
-    fn delivered(
-        &self,
-        processor: Processor,
-        slot: Option<mpsc::Permit<'_, Received>>,
-        row: Arc<MessageRow>,
-        seq: i64,
-        now: i64,
-    ) {
-        match slot {
-            // The write has let go of the row: it is not copied.
-            Some(slot) => slot.send(Arc::unwrap_or_clone(row).received(seq, now)),
-            None => self.visible[index(processor)].store(true, Ordering::Release),
+    /// Where a message sent to `processor` at `now` goes once written: to a
+    /// consumer of this process with room for it, if one has any, else to
+    /// the table.
+    fn delivery(&self, processor: Processor, now: i64) -> Delivery {
+        let slot = self.hand_off.as_ref().and_then(|hand_off| {
+            hand_off[index(processor)]
+                .tx
+                .clone()
+                .try_reserve_owned()
+                .ok()
+        });
+        Delivery {
+            processor,
+            in_flight_until: slot
+                .as_ref()
+                .map(|_| now.saturating_add(self.settings.visibility_timeout_millis)),
+            slot,
+            wake: Arc::clone(&self.wake),
+            visible: Arc::clone(&self.visible),
+            now,
         }
-        self.wake(processor);
     }
 
     /// Tells `processor`'s consumers that messages became visible in the table.
@@ -607,29 +598,33 @@ impl Queue for SqliteQueue {
         processor: Processor,
         message: &EventMessage,
     ) -> Result<String, QueueError> {
-        let row = MessageRow::new(processor, message)?;
-        let now = self.db.now_millis();
-        let slot = self.slot(processor);
-        let in_flight_until = slot.as_ref().map(|_| self.in_flight_until(now));
-        let row = Arc::new(row);
+        let row = Arc::new(MessageRow::new(processor, message)?);
+        let delivery = self.delivery(processor, self.db.now_millis());
+        let (now, in_flight_until) = (delivery.now, delivery.in_flight_until);
         let seq = self
             .db
-            .write("send", {
-                let row = Arc::clone(&row);
-                move |conn| {
-                    let seq = row.insert(conn, now, in_flight_until)?;
-                    // The receive path claimed the event before sending; a queue
-                    // used on its own (no ledger record) has nothing to mark.
-                    let id = message_id(row.queue, seq);
-                    ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
-                    Ok(seq)
-                }
-            })
+            .write_then(
+                "send",
+                {
+                    let row = Arc::clone(&row);
+                    move |conn| {
+                        let seq = row.insert(conn, now, in_flight_until)?;
+                        // The receive path claimed the event before sending; a queue
+                        // used on its own (no ledger record) has nothing to mark.
+                        let id = message_id(row.queue, seq);
+                        ledger::mark_enqueued(conn, &row.key, row.queue, &id)?;
+                        Ok(seq)
+                    }
+                },
+                move |written| {
+                    if let Ok(seq) = written {
+                        delivery.deliver(row, *seq);
+                    }
+                },
+            )
             .await
             .map_err(|e| queue_error(processor, e))?;
-        let id = message_id(row.queue, seq);
-        self.delivered(processor, slot, row, seq, now);
-        Ok(id)
+        Ok(message_id(processor.as_str(), seq))
     }
 
     async fn claim_and_send(
@@ -643,39 +638,79 @@ impl Queue for SqliteQueue {
             Err(err) => return Some(Err(err)),
         };
         let claim = claim.clone();
-        let now = self.db.now_millis();
-        let slot = self.slot(processor);
-        let in_flight_until = slot.as_ref().map(|_| self.in_flight_until(now));
         let row = Arc::new(row);
+        let delivery = self.delivery(processor, self.db.now_millis());
+        let (now, in_flight_until) = (delivery.now, delivery.in_flight_until);
         let written = self
             .db
-            .write("claim_send", {
-                let row = Arc::clone(&row);
-                move |conn| {
-                    Ok(match ledger::claimable(conn, &claim)? {
-                        Claim::Claimed { attempts } => {
-                            let seq = row.insert(conn, now, in_flight_until)?;
-                            let id = message_id(row.queue, seq);
-                            ledger::record_claim(conn, &claim, attempts, Some((row.queue, &id)))?;
-                            Ok(seq)
-                        }
-                        Claim::Done(status) => Err(ClaimSent::Duplicate(status)),
-                        Claim::InFlight { lease_until_millis } => {
-                            Err(ClaimSent::InFlight { lease_until_millis })
-                        }
-                    })
-                }
-            })
+            .write_then(
+                "claim_send",
+                {
+                    let row = Arc::clone(&row);
+                    move |conn| {
+                        Ok(match ledger::claimable(conn, &claim)? {
+                            Claim::Claimed { attempts } => {
+                                let seq = row.insert(conn, now, in_flight_until)?;
+                                let id = message_id(row.queue, seq);
+                                ledger::record_claim(
+                                    conn,
+                                    &claim,
+                                    attempts,
+                                    Some((row.queue, &id)),
+                                )?;
+                                Ok(seq)
+                            }
+                            Claim::Done(status) => Err(ClaimSent::Duplicate(status)),
+                            Claim::InFlight { lease_until_millis } => {
+                                Err(ClaimSent::InFlight { lease_until_millis })
+                            }
+                        })
+                    }
+                },
+                move |written| {
+                    if let Ok(Ok(seq)) = written {
+                        delivery.deliver(row, *seq);
+                    }
+                },
+            )
             .await;
         Some(match written {
-            Ok(Ok(seq)) => {
-                let id = message_id(row.queue, seq);
-                self.delivered(processor, slot, row, seq, now);
-                Ok(ClaimSent::Sent(id))
-            }
+            Ok(Ok(seq)) => Ok(ClaimSent::Sent(message_id(processor.as_str(), seq))),
             Ok(Err(refused)) => Ok(refused),
             Err(err) => Err(queue_error(processor, err)),
         })
+    }
+}
+
+/// Where a message goes once its write commits, decided before the write (a
+/// handed-off message is written already received). The writer thread does
+/// it right after the commit, so that a sender gone away meanwhile (a
+/// request dropped by its client) cannot leave a handed-off message in
+/// flight and unseen until its visibility timeout.
+struct Delivery {
+    processor: Processor,
+    /// Room held with a consumer of this process.
+    slot: Option<mpsc::OwnedPermit<Received>>,
+    /// With a slot: until when the message stays invisible in the table.
+    in_flight_until: Option<i64>,
+    wake: Arc<[Notify; 4]>,
+    visible: Arc<[AtomicBool; 4]>,
+    now: i64,
+}
+
+impl Delivery {
+    /// Hands `row`, committed as message `seq`, to the consumer holding the
+    /// slot or, without one, tells the consumers to look at the table.
+    fn deliver(self, row: Arc<MessageRow>, seq: i64) {
+        let i = index(self.processor);
+        match self.slot {
+            // The write has let go of the row: it is not copied.
+            Some(slot) => {
+                slot.send(Arc::unwrap_or_clone(row).received(seq, self.now));
+            }
+            None => self.visible[i].store(true, Ordering::Release),
+        }
+        self.wake[i].notify_one();
     }
 }
 
@@ -757,6 +792,8 @@ impl MessageRow {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use futures_util::FutureExt;
 
     use super::*;
     use crate::local::testing::TempDb;
@@ -1361,6 +1398,35 @@ mod tests {
         assert_eq!(settled.deleted, 2);
         let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
         assert_eq!((depth.ready, depth.in_flight), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn handed_off_message_reaches_its_consumer_when_the_sender_goes_away() {
+        // GIVEN a queue that hands off, and a claim-and-send whose caller is
+        // gone (a request dropped by its client) as soon as the write is queued
+        let t = TempDb::new();
+        let q = queue(&t).with_hand_off(4);
+        let claim = claim_of("evt_1", t.db().now_millis());
+        let message = event("evt_1");
+        let sending = q.claim_and_send(&claim, Processor::Fulfill, &message);
+        assert!(
+            sending.now_or_never().is_none(),
+            "the write is still pending"
+        );
+        // WHEN the write commits anyway
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            got = q.handed_off(Processor::Fulfill, 10).await;
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // THEN the message, in flight in the table, is in its consumer's hands
+        // rather than unseen until its visibility timeout
+        assert_eq!(handed_off_ids(&got), [("evt_1".to_owned(), 1)]);
+        let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
+        assert_eq!((depth.ready, depth.in_flight), (0, 1));
     }
 
     #[tokio::test]
