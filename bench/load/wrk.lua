@@ -12,9 +12,26 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function ready_file(n)
+  return os.getenv("PAYLOADS") .. ".ready." .. n
+end
+
 function init(args)
-  -- Each thread reads only its own file: wrk runs each thread's init just
-  -- before starting it, so a long init would let the first thread send alone.
+  -- wrk runs each thread's init just before starting that thread, so the
+  -- first thread would send alone while the next one loads its file. Each
+  -- thread says here when it has loaded, and none sends before all have
+  -- (see request): the run's clock starts once every thread has started.
+  files = 0
+  while exists(os.getenv("PAYLOADS") .. "." .. files) do files = files + 1 end
+  if id == 0 then
+    for n = 0, files - 1 do os.remove(ready_file(n)) end
+  end
   local f = assert(io.open(os.getenv("PAYLOADS") .. "." .. id, "rb"))
   local all = f:read("a")
   f:close()
@@ -28,9 +45,21 @@ function init(args)
   end
   sent = 0
   reused = 0
+  assert(io.open(ready_file(id), "wb")):close()
+  started = false
+end
+
+local function wait_for_every_thread()
+  for n = 0, files - 1 do
+    while not exists(ready_file(n)) do os.execute("sleep 0.01") end
+  end
+  started = true
 end
 
 function request()
+  -- wrk calls the first thread's request() once more on its main thread,
+  -- before starting the others, to check the request: that one must not wait.
+  if not started and not (id == 0 and sent == 0) then wait_for_every_thread() end
   sent = sent + 1
   local r = requests[sent]
   if r == nil then
