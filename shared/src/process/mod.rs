@@ -265,17 +265,23 @@ where
             .instrument(span)
         }))
         .await;
-        let done: Vec<Performed> = records
-            .iter()
-            .filter_map(|(_, _, performed)| performed.clone())
+        let mut done: Vec<Performed> = Vec::new();
+        let records: Vec<_> = records
+            .into_iter()
+            .map(|(id, outcome, performed)| {
+                let has_performed = performed.is_some();
+                done.extend(performed);
+                (id, outcome, has_performed)
+            })
             .collect();
         let mut completed = self.complete(&done).await.into_iter();
         records
             .into_iter()
-            .filter_map(|(id, outcome, performed)| {
-                let completed = match performed {
-                    Some(_) => completed.next().unwrap_or(Ok(())),
-                    None => Ok(()),
+            .filter_map(|(id, outcome, has_performed)| {
+                let completed = if has_performed {
+                    completed.next().unwrap_or(Ok(()))
+                } else {
+                    Ok(())
                 };
                 match finish(outcome, completed) {
                     Ok(_) => None,
