@@ -779,9 +779,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_records_effects_are_completed_in_one_write() {
-        // GIVEN a record whose transition has two effects
+    type TwoEffectsRunner =
+        Runner<TwoEffects, Arc<CountingStore>, MemoryLedger, Arc<RefuseSecond>, ManualClock>;
+
+    /// A [`TwoEffects`] runner over a counting store and effects that can refuse.
+    fn two_effects_runner() -> (Arc<CountingStore>, Arc<RefuseSecond>, TwoEffectsRunner) {
         let store = Arc::new(CountingStore::default());
         let effects = Arc::new(RefuseSecond::default());
         let runner = Runner::new(
@@ -792,6 +794,13 @@ mod tests {
             ManualClock::at_secs(NOW),
             3600,
         );
+        (store, effects, runner)
+    }
+
+    #[tokio::test]
+    async fn a_records_effects_are_completed_in_one_write() {
+        // GIVEN a record whose transition has two effects
+        let (store, effects, runner) = two_effects_runner();
         // WHEN it runs
         let failed = runner
             .run_batch(vec![delivery("m1", &tally_event("evt_1", "test.two"))])
@@ -808,16 +817,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_records_all_its_effects_in_one_store_call() {
         // GIVEN a batch of three records on three objects, each with two effects
-        let store = Arc::new(CountingStore::default());
-        let effects = Arc::new(RefuseSecond::default());
-        let runner = Runner::new(
-            TwoEffects,
-            Arc::clone(&store),
-            MemoryLedger::new(),
-            Arc::clone(&effects),
-            ManualClock::at_secs(NOW),
-            3600,
-        );
+        let (store, effects, runner) = two_effects_runner();
         let batch = (1..=3)
             .map(|n| {
                 let mut event = tally_event(&format!("evt_{n}"), "test.two");
@@ -842,17 +842,8 @@ mod tests {
     #[tokio::test]
     async fn effects_before_a_failing_one_are_completed_and_not_repeated() {
         // GIVEN a record whose second effect fails
-        let store = Arc::new(CountingStore::default());
-        let effects = Arc::new(RefuseSecond::default());
+        let (store, effects, runner) = two_effects_runner();
         effects.refuse_second.store(true, Ordering::SeqCst);
-        let runner = Runner::new(
-            TwoEffects,
-            Arc::clone(&store),
-            MemoryLedger::new(),
-            Arc::clone(&effects),
-            ManualClock::at_secs(NOW),
-            3600,
-        );
         let batch = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
         // WHEN it runs THEN the record fails with only the second effect pending
         assert_eq!(runner.run_batch(batch()).await, ["m1"]);

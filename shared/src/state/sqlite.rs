@@ -602,18 +602,23 @@ mod tests {
         assert_eq!(s.load(&key("pi_none")).await.unwrap(), None);
     }
 
-    async fn completing_many_effects_answers_each_object_apart(s: &impl StateStore) {
-        // GIVEN two items with pending effects
+    /// Commits `pi_1` (by `evt_1`) and `pi_2` (by `evt_2`), each with `pending`.
+    async fn commit_two_items(s: &impl StateStore, pending: &[&str]) {
         for (id, event) in [("pi_1", "evt_1"), ("pi_2", "evt_2")] {
             s.commit(&commit(
                 Processor::Fulfill,
                 event,
-                Some(item(id, 1, event, &["a", "b"])),
+                Some(item(id, 1, event, pending)),
                 None,
             ))
             .await
             .unwrap();
         }
+    }
+
+    async fn completing_many_effects_answers_each_object_apart(s: &impl StateStore) {
+        // GIVEN two items with pending effects
+        commit_two_items(s, &["a", "b"]).await;
         // WHEN effects of both, and of a missing item, are completed at once
         let results = s
             .complete_effects_many(&[
@@ -672,16 +677,7 @@ mod tests {
         // GIVEN two items with pending effects, one whose pending list is broken
         let t = TempDb::new();
         let s = SqliteStateStore::new(t.db());
-        for (id, event) in [("pi_1", "evt_1"), ("pi_2", "evt_2")] {
-            s.commit(&commit(
-                Processor::Fulfill,
-                event,
-                Some(item(id, 1, event, &["a"])),
-                None,
-            ))
-            .await
-            .unwrap();
-        }
+        commit_two_items(&s, &["a"]).await;
         t.db()
             .write("test", |c| {
                 Ok(c.execute(
