@@ -77,11 +77,29 @@ impl QueueSettings {
 pub struct SqliteQueue {
     db: Db,
     settings: QueueSettings,
-    wake: Arc<[Notify; 4]>,
-    /// Per processor: a message became visible in the table since its
-    /// consumers last looked.
-    visible: Arc<[AtomicBool; 4]>,
+    signals: Arc<Signals>,
     hand_off: Option<Arc<[HandOff; 4]>>,
+}
+
+/// Per processor: what tells its consumers there is work.
+#[derive(Debug)]
+struct Signals {
+    /// Wakes an idle consumer.
+    wake: [Notify; 4],
+    /// A message became visible in the table since the consumers last looked.
+    visible: [AtomicBool; 4],
+}
+
+impl Signals {
+    fn wake(&self, processor: Processor) {
+        self.wake[index(processor)].notify_one();
+    }
+
+    /// Tells `processor`'s consumers that messages became visible in the table.
+    fn announce(&self, processor: Processor) {
+        self.visible[index(processor)].store(true, Ordering::Release);
+        self.wake(processor);
+    }
 }
 
 /// One processor's in-memory hand-off: messages already received on disk,
@@ -348,8 +366,10 @@ impl SqliteQueue {
         Self {
             db,
             settings,
-            wake: Arc::new(std::array::from_fn(|_| Notify::new())),
-            visible: Arc::new(std::array::from_fn(|_| AtomicBool::new(false))),
+            signals: Arc::new(Signals {
+                wake: std::array::from_fn(|_| Notify::new()),
+                visible: std::array::from_fn(|_| AtomicBool::new(false)),
+            }),
             hand_off: None,
         }
     }
@@ -378,19 +398,19 @@ impl SqliteQueue {
     /// Completes when something was sent or redriven to `processor`'s queue
     /// since the last wake-up (a wake-up sent while nobody waits is kept).
     pub fn notified(&self, processor: Processor) -> Notified<'_> {
-        self.wake[index(processor)].notified()
+        self.signals.wake[index(processor)].notified()
     }
 
     /// Wakes `processor`'s consumer, e.g. to make it notice a stop request.
     pub fn wake(&self, processor: Processor) {
-        self.wake[index(processor)].notify_one();
+        self.signals.wake(processor);
     }
 
     /// Whether a message became visible in `processor`'s table since the last
     /// call: a consumer that takes hand-offs receives from the table when
     /// this says so (or on its poll interval), so those are never starved.
     pub fn visible_since_last_look(&self, processor: Processor) -> bool {
-        self.visible[index(processor)].swap(false, Ordering::AcqRel)
+        self.signals.visible[index(processor)].swap(false, Ordering::AcqRel)
     }
 
     /// Up to `max` messages handed off to `processor`'s consumers, without
@@ -427,16 +447,9 @@ impl SqliteQueue {
                 .as_ref()
                 .map(|_| now.saturating_add(self.settings.visibility_timeout_millis)),
             slot,
-            wake: Arc::clone(&self.wake),
-            visible: Arc::clone(&self.visible),
+            signals: Arc::clone(&self.signals),
             now,
         }
-    }
-
-    /// Tells `processor`'s consumers that messages became visible in the table.
-    fn announce(&self, processor: Processor) {
-        self.visible[index(processor)].store(true, Ordering::Release);
-        self.wake(processor);
     }
 
     /// Receives up to `max` visible messages from `processor`'s queue, making
@@ -489,7 +502,7 @@ impl SqliteQueue {
             })
             .await?;
         for p in Processor::ALL {
-            self.announce(p);
+            self.signals.announce(p);
         }
         Ok(released)
     }
@@ -536,7 +549,7 @@ impl SqliteQueue {
             .await?;
         for p in Processor::ALL {
             if processor.is_none_or(|only| only == p) {
-                self.announce(p);
+                self.signals.announce(p);
             }
         }
         Ok(moved)
@@ -693,8 +706,7 @@ struct Delivery {
     slot: Option<mpsc::OwnedPermit<Received>>,
     /// With a slot: until when the message stays invisible in the table.
     in_flight_until: Option<i64>,
-    wake: Arc<[Notify; 4]>,
-    visible: Arc<[AtomicBool; 4]>,
+    signals: Arc<Signals>,
     now: i64,
 }
 
@@ -702,15 +714,14 @@ impl Delivery {
     /// Hands `row`, committed as message `seq`, to the consumer holding the
     /// slot or, without one, tells the consumers to look at the table.
     fn deliver(self, row: Arc<MessageRow>, seq: i64) {
-        let i = index(self.processor);
         match self.slot {
-            // The write has let go of the row: it is not copied.
             Some(slot) => {
+                // The write has let go of the row: it is not copied.
                 slot.send(Arc::unwrap_or_clone(row).received(seq, self.now));
+                self.signals.wake(self.processor);
             }
-            None => self.visible[i].store(true, Ordering::Release),
+            None => self.signals.announce(self.processor),
         }
-        self.wake[i].notify_one();
     }
 }
 
@@ -1350,6 +1361,11 @@ mod tests {
         );
     }
 
+    async fn ready_and_in_flight(q: &SqliteQueue, processor: Processor) -> (u64, u64) {
+        let depth = &q.depths().await.unwrap()[index(processor)];
+        (depth.ready, depth.in_flight)
+    }
+
     fn handed_off_ids(got: &[Received]) -> Vec<(String, u32)> {
         got.iter()
             .map(|r| (r.message().unwrap().event_id, r.receipt.receive_count))
@@ -1377,8 +1393,7 @@ mod tests {
         assert_eq!(got[1].message().unwrap(), event("evt_2"));
         assert!(!q.visible_since_last_look(Processor::Fulfill));
         assert!(ids(&q, Processor::Fulfill, 10).await.is_empty());
-        let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
-        assert_eq!((depth.ready, depth.in_flight), (0, 2));
+        assert_eq!(ready_and_in_flight(&q, Processor::Fulfill).await, (0, 2));
         let key = event("evt_2").key();
         assert_eq!(
             ledger
@@ -1396,8 +1411,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(settled.deleted, 2);
-        let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
-        assert_eq!((depth.ready, depth.in_flight), (0, 0));
+        assert_eq!(ready_and_in_flight(&q, Processor::Fulfill).await, (0, 0));
     }
 
     #[tokio::test]
@@ -1425,8 +1439,7 @@ mod tests {
         // THEN the message, in flight in the table, is in its consumer's hands
         // rather than unseen until its visibility timeout
         assert_eq!(handed_off_ids(&got), [("evt_1".to_owned(), 1)]);
-        let depth = &q.depths().await.unwrap()[index(Processor::Fulfill)];
-        assert_eq!((depth.ready, depth.in_flight), (0, 1));
+        assert_eq!(ready_and_in_flight(&q, Processor::Fulfill).await, (0, 1));
     }
 
     #[tokio::test]
