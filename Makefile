@@ -64,7 +64,7 @@ bench: ## Criterion benches of the receive path and the stripe-node peer compari
 
 .PHONY: bench-coldstart
 bench-coldstart: tools ## Binary size, init time and peak RSS per Lambda function
-	scripts/coldstart.sh
+	bench/coldstart.sh
 
 .PHONY: bench-load
 bench-load: ## payhook dev end to end vs Express + stripe-node under load

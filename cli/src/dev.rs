@@ -17,10 +17,9 @@ use anyhow::Context as _;
 use clap::Args;
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{self, Env as _, ProcessEnv};
-use payhook_shared::local::{
-    Db, DbOptions, Durability, Pipeline, PipelineSettings, WorkerSettings, dev_secret,
-};
+use payhook_shared::local::{Pipeline, PipelineSettings, WorkerSettings, dev_secret};
 use payhook_shared::queue::sqlite::QueueSettings;
+use payhook_shared::sqlite::{Db, DbOptions, Durability};
 use payhook_shared::verify::{Tolerance, Verifiers};
 
 use crate::api::{self, AppState};

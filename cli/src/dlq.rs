@@ -12,11 +12,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use payhook_shared::aws::{AwsClients, Timeouts};
-use payhook_shared::local::{Db, DbOptions, Inspector};
+use payhook_shared::local::Inspector;
 use payhook_shared::queue::attr;
 use payhook_shared::queue::sqlite::DeadLetter;
-use payhook_shared::queue::sqs::{QueuedMessage, SqsAdmin};
+use payhook_shared::queue::sqs::{ListedMessage, SqsAdmin};
 use payhook_shared::route::Processor;
+use payhook_shared::sqlite::{Db, DbOptions};
 use serde_json::json;
 
 /// The local database when neither `--db` nor an SQS queue is given.
@@ -215,8 +216,8 @@ fn print_local(letters: &[DeadLetter], as_json: bool) {
     }
 }
 
-fn print_sqs(url: &str, messages: &[QueuedMessage], as_json: bool) {
-    let field = |m: &QueuedMessage, name: &str| m.attributes.get(name).cloned().unwrap_or_default();
+fn print_sqs(url: &str, messages: &[ListedMessage], as_json: bool) {
+    let field = |m: &ListedMessage, name: &str| m.attributes.get(name).cloned().unwrap_or_default();
     if as_json {
         let listed: Vec<_> = messages
             .iter()

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use payhook_shared::route::{Processor, ROUTES, processor_for};
-use payhook_shared::sample::lambda::{self, QueuedMessage, WebhookRequest};
+use payhook_shared::sample::lambda::{self, SentMessage, WebhookRequest};
 use payhook_shared::sample::{self, TEST_STANDARD_SECRET, TEST_STRIPE_SECRET};
 use payhook_shared::verify::{Provider, sign_standard, sign_stripe};
 use serde_json::Value;
@@ -354,7 +354,7 @@ fn pick_from(event_type: &str, picked: &str) -> Result<Value> {
 }
 
 /// The messages receive would enqueue for `processor` from `events`.
-fn queued(processor: Processor, events: &[Value]) -> Result<Vec<QueuedMessage>> {
+fn queued(processor: Processor, events: &[Value]) -> Result<Vec<SentMessage>> {
     events
         .iter()
         .filter(|e| {
@@ -365,7 +365,7 @@ fn queued(processor: Processor, events: &[Value]) -> Result<Vec<QueuedMessage>> 
         })
         .map(|e| {
             lambda::stripe_message(e, &sample::body(e))
-                .map(|m| QueuedMessage::from(&m))
+                .map(|m| SentMessage::from(&m))
                 .context("a sample event lacks its envelope")
         })
         .collect()

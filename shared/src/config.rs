@@ -1,8 +1,68 @@
 //! Configuration from the environment, validated once at cold start: a missing
 //! or invalid setting stops the function with one message naming the variable.
 
-use crate::receive::{Livemode, ReceiveSettings};
 use crate::route::{Processor, Routes};
+
+/// Which mode's events an endpoint processes (Connect sends test events to
+/// live endpoints; they are recorded, not processed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Livemode {
+    /// Only `livemode: false` events.
+    Test,
+    /// Only `livemode: true` events.
+    Live,
+    /// Both.
+    #[default]
+    Any,
+}
+
+impl Livemode {
+    /// Parses `test`, `live` or `any`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "test" => Some(Self::Test),
+            "live" => Some(Self::Live),
+            "any" => Some(Self::Any),
+            _ => None,
+        }
+    }
+
+    /// Whether an event with this `livemode` is processed here.
+    pub fn admits(self, livemode: Option<bool>) -> bool {
+        match (self, livemode) {
+            (Self::Any, _) | (_, None) => true,
+            (Self::Test, Some(live)) => !live,
+            (Self::Live, Some(live)) => live,
+        }
+    }
+}
+
+/// The receive path's settings.
+#[derive(Clone, Debug)]
+pub struct ReceiveSettings {
+    /// Larger bodies are refused with 413 before any hashing.
+    pub max_body_bytes: usize,
+    /// How long a claim excludes other invocations (longer than the handler can run).
+    pub lease_millis: i64,
+    /// How long ledger records are kept (seconds).
+    pub ledger_ttl_secs: i64,
+    /// Which mode's events are processed.
+    pub livemode: Livemode,
+    /// Which types are processed.
+    pub routes: Routes,
+}
+
+impl Default for ReceiveSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            lease_millis: 30_000,
+            ledger_ttl_secs: 30 * 24 * 3600,
+            livemode: Livemode::Any,
+            routes: Routes::all(),
+        }
+    }
+}
 
 /// A setting is missing or invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

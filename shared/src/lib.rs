@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod intake;
 pub mod ledger;
 pub mod process;
 pub mod queue;
@@ -22,7 +23,11 @@ pub mod verify;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
 #[cfg(feature = "samples")]
 pub mod sample;
+#[cfg(feature = "local")]
+pub mod sqlite;

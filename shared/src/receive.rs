@@ -2,9 +2,10 @@
 //!
 //! [`Receiver::handle`] takes the request as HTTP gives it (method, route
 //! segment, headers, raw body) and returns an [`Answer`]; the Lambda and the
-//! local server only translate. A 2xx is given only once the event is durably
-//! enqueued or recorded as ignored; every failure after the claim releases it
-//! so the provider's retry proceeds at once.
+//! local server only translate. Storage is one call to the [`Intake`]: a 2xx
+//! is given only once the event is durably enqueued or recorded as ignored,
+//! and a failure after the claim releases it so the provider's retry
+//! proceeds at once.
 
 use std::time::Instant;
 
@@ -12,72 +13,14 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
 use crate::clock::Clock;
+use crate::config::ReceiveSettings;
 use crate::event::{self, Envelope};
-use crate::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus};
-use crate::queue::{ClaimSent, EventMessage, Payload, Queue};
-use crate::route::{IgnoreReason, Processor, Route, Routes};
+use crate::intake::{Disposition, Intake, Intaken};
+use crate::ledger::{ClaimRequest, LedgerKey, LedgerStatus};
+use crate::queue::{EventMessage, Payload};
+use crate::route::{IgnoreReason, Processor, Route};
 use crate::telemetry::{self, Metric};
 use crate::verify::{Provider, Verifiers};
-
-/// Which mode's events an endpoint processes (Connect sends test events to
-/// live endpoints; they are recorded, not processed).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Livemode {
-    /// Only `livemode: false` events.
-    Test,
-    /// Only `livemode: true` events.
-    Live,
-    /// Both.
-    #[default]
-    Any,
-}
-
-impl Livemode {
-    /// Parses `test`, `live` or `any`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "test" => Some(Self::Test),
-            "live" => Some(Self::Live),
-            "any" => Some(Self::Any),
-            _ => None,
-        }
-    }
-
-    fn admits(self, livemode: Option<bool>) -> bool {
-        match (self, livemode) {
-            (Self::Any, _) | (_, None) => true,
-            (Self::Test, Some(live)) => !live,
-            (Self::Live, Some(live)) => live,
-        }
-    }
-}
-
-/// The receive path's settings.
-#[derive(Clone, Debug)]
-pub struct ReceiveSettings {
-    /// Larger bodies are refused with 413 before any hashing.
-    pub max_body_bytes: usize,
-    /// How long a claim excludes other invocations (longer than the handler can run).
-    pub lease_millis: i64,
-    /// How long ledger records are kept (seconds).
-    pub ledger_ttl_secs: i64,
-    /// Which mode's events are processed.
-    pub livemode: Livemode,
-    /// Which types are processed.
-    pub routes: Routes,
-}
-
-impl Default for ReceiveSettings {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            lease_millis: 30_000,
-            ledger_ttl_secs: 30 * 24 * 3600,
-            livemode: Livemode::Any,
-            routes: Routes::all(),
-        }
-    }
-}
 
 /// An HTTP answer: status and JSON body.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,47 +45,33 @@ impl Answer {
     }
 }
 
-/// The receive handler, over any ledger, queue and clock.
+/// The receive handler, over any intake and clock.
 #[derive(Debug)]
-pub struct Receiver<L, Q, C> {
+pub struct Receiver<I, C> {
     verifiers: Verifiers,
-    ledger: L,
-    queue: Q,
+    intake: I,
     clock: C,
     settings: ReceiveSettings,
 }
 
-impl<L, Q, C> Receiver<L, Q, C>
+impl<I, C> Receiver<I, C>
 where
-    L: Ledger + BodyStore,
-    Q: Queue,
+    I: Intake,
     C: Clock,
 {
     /// A handler; build it once per process and share it.
-    pub fn new(
-        verifiers: Verifiers,
-        ledger: L,
-        queue: Q,
-        clock: C,
-        settings: ReceiveSettings,
-    ) -> Self {
+    pub fn new(verifiers: Verifiers, intake: I, clock: C, settings: ReceiveSettings) -> Self {
         Self {
             verifiers,
-            ledger,
-            queue,
+            intake,
             clock,
             settings,
         }
     }
 
-    /// The ledger, for inspection.
-    pub fn ledger(&self) -> &L {
-        &self.ledger
-    }
-
-    /// The queue, for inspection.
-    pub fn queue(&self) -> &Q {
-        &self.queue
+    /// The intake, for inspection.
+    pub fn intake(&self) -> &I {
+        &self.intake
     }
 
     /// The settings in force.
@@ -248,9 +177,8 @@ where
         body: &str,
         now_millis: i64,
     ) -> Answer {
-        let key = LedgerKey::new(provider, env.id.as_ref());
         let claim = ClaimRequest {
-            key: key.clone(),
+            key: LedgerKey::new(provider, env.id.as_ref()),
             event_type: env.event_type.to_string(),
             created: env.created,
             livemode: env.livemode,
@@ -264,108 +192,56 @@ where
         } else {
             Route::Ignored(IgnoreReason::LivemodeMismatch)
         };
-        let by_reference = EventMessage::needs_reference(body, self.queue.max_message_bytes());
-        let message = |payload| EventMessage {
-            provider,
-            event_id: env.id.to_string(),
-            event_type: env.event_type.to_string(),
-            object_id: env.object_id.as_deref().map(str::to_owned),
-            created: env.created,
-            livemode: env.livemode,
-            payload,
-        };
-
-        // One transaction where the queue shares the ledger's store; otherwise
-        // the inline message built for it is the one sent below.
-        let mut inline = None;
-        if let (Route::To(processor), false) = (route, by_reference) {
-            let message = message(Payload::Inline(body.to_owned()));
-            if let Some(sent) = self.queue.claim_and_send(&claim, processor, &message).await {
-                return match sent {
-                    // Rolled back whole: nothing is claimed.
-                    Err(err) => self.unavailable(&key, err, false).await,
-                    Ok(ClaimSent::Sent(_)) => enqueued(env, processor),
-                    Ok(ClaimSent::Duplicate(status)) => duplicate(env, status),
-                    Ok(ClaimSent::InFlight { lease_until_millis }) => {
-                        in_flight(env, lease_until_millis, now_millis)
-                    }
+        let message;
+        let disposition = match route {
+            Route::To(processor) => {
+                let payload =
+                    if EventMessage::needs_reference(body, self.intake.max_message_bytes()) {
+                        Payload::Stored
+                    } else {
+                        Payload::Inline(body.to_owned())
+                    };
+                message = EventMessage {
+                    provider,
+                    event_id: env.id.to_string(),
+                    event_type: env.event_type.to_string(),
+                    object_id: env.object_id.as_deref().map(str::to_owned),
+                    created: env.created,
+                    livemode: env.livemode,
+                    payload,
                 };
-            }
-            inline = Some(message);
-        }
-
-        match self.ledger.claim(&claim).await {
-            Err(err) => return self.unavailable(&key, err, false).await,
-            Ok(Claim::Claimed { .. }) => {}
-            Ok(Claim::Done(status)) => return duplicate(env, status),
-            Ok(Claim::InFlight { lease_until_millis }) => {
-                return in_flight(env, lease_until_millis, now_millis);
-            }
-        }
-
-        let processor = match route {
-            Route::To(p) => p,
-            Route::Ignored(reason) => {
-                if let Err(err) = self.ledger.mark_ignored(&key, reason).await {
-                    return self.unavailable(&key, err, true).await;
+                Disposition::Send {
+                    processor,
+                    message: &message,
+                    body,
                 }
+            }
+            Route::Ignored(reason) => Disposition::Ignore(reason),
+        };
+        match self.intake.take(&claim, disposition).await {
+            Ok(Intaken::Enqueued { processor, .. }) => enqueued(env, processor),
+            Ok(Intaken::Ignored(reason)) => {
                 telemetry::emit("receive", &[(Metric::Ignored, 1.0)]);
-                return accepted(
+                accepted(
                     env,
                     "ignored",
                     json!({ "duplicate": false, "ignored": reason.as_str() }),
-                );
+                )
             }
-        };
-
-        // Routed and not built above: too large (or unsendable) for a message.
-        let message = match inline {
-            Some(message) => message,
-            None => {
-                if let Err(err) = self.ledger.put_body(&key, body).await {
-                    return self.unavailable(&key, err, true).await;
-                }
-                message(Payload::Stored)
+            Ok(Intaken::Duplicate(status)) => duplicate(env, status),
+            Ok(Intaken::InFlight { lease_until_millis }) => {
+                in_flight(env, lease_until_millis, now_millis)
             }
-        };
-        let message_id = match self.queue.send(processor, &message).await {
-            Ok(id) => id,
-            Err(err) => return self.unavailable(&key, err, true).await,
-        };
-        // A queue that marks the ledger itself did so in the send's transaction.
-        if !self.queue.marks_ledger() {
-            if let Err(err) = self
-                .ledger
-                .mark_enqueued(&key, processor.as_str(), &message_id)
-                .await
-            {
-                // The event is durably on its queue: acknowledge it. The record stays
-                // RECEIVED until its lease ends; a redelivery then re-enqueues and the
-                // processor's marker absorbs the copy.
-                tracing::warn!(event_id = %env.id, error = %err, "enqueued but ledger not marked");
+            Err(err) => {
+                tracing::error!(event = %claim.key, error = %err, "store or queue failed");
+                telemetry::emit("receive", &[(Metric::BackendError, 1.0)]);
+                Answer::refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{err}; nothing was lost, retry the delivery"),
+                )
             }
         }
-        enqueued(env, processor)
-    }
-
-    async fn unavailable(
-        &self,
-        key: &LedgerKey,
-        err: impl std::fmt::Display,
-        claimed: bool,
-    ) -> Answer {
-        tracing::error!(event = %key, error = %err, "store or queue failed");
-        telemetry::emit("receive", &[(Metric::BackendError, 1.0)]);
-        if claimed {
-            if let Err(release) = self.ledger.release(key).await {
-                tracing::error!(event = %key, error = %release, "lease not released; it will expire");
-            }
-        }
-        Answer::refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("{err}; nothing was lost, retry the delivery"),
-        )
     }
 
     fn reject(&self, status: StatusCode, error: &str, message: impl std::fmt::Display) -> Answer {
@@ -429,6 +305,9 @@ fn accepted(env: &Envelope<'_>, outcome: &str, extra: serde_json::Value) -> Answ
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::config::Livemode;
+    use crate::intake::SplitIntake;
+    use crate::ledger::{BodyStore, Claim, Ledger};
     use crate::ledger::{LedgerStatus, MemoryLedger};
     use crate::queue::MemoryQueue;
     use crate::route::Processor;
@@ -437,19 +316,14 @@ mod tests {
     const SECRET: &str = "whsec_test_receive";
     const NOW: i64 = 1_750_000_000;
 
-    type TestReceiver = Receiver<MemoryLedger, MemoryQueue, ManualClock>;
+    type TestReceiver = Receiver<SplitIntake<MemoryLedger, MemoryQueue>, ManualClock>;
 
     fn receiver_with(settings: ReceiveSettings, queue: MemoryQueue) -> (TestReceiver, ManualClock) {
         let clock = ManualClock::at_secs(NOW);
         let verifiers =
             Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
-        let r = Receiver::new(
-            verifiers,
-            MemoryLedger::new(),
-            queue,
-            clock.clone(),
-            settings,
-        );
+        let intake = SplitIntake::new(MemoryLedger::new(), queue);
+        let r = Receiver::new(verifiers, intake, clock.clone(), settings);
         (r, clock)
     }
 
@@ -496,12 +370,13 @@ mod tests {
         assert_eq!(a.status, StatusCode::OK, "{a:?}");
         assert_eq!(a.body["duplicate"], false);
         assert_eq!(a.body["queue"], "fulfill");
-        let sent = r.queue().sent();
+        let sent = r.intake().queue().sent();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, Processor::Fulfill);
         assert_eq!(sent[0].1.payload, Payload::Inline(body));
         assert_eq!(sent[0].1.object_id.as_deref(), Some("pi_123"));
         let entry = r
+            .intake()
             .ledger()
             .entry(&LedgerKey::new(Provider::Stripe, "evt_1"))
             .unwrap();
@@ -519,7 +394,7 @@ mod tests {
         // THEN it is a 200 duplicate and nothing more is sent
         assert_eq!(again.status, StatusCode::OK);
         assert_eq!(again.body["duplicate"], true);
-        assert_eq!(r.queue().sent().len(), 1);
+        assert_eq!(r.intake().queue().sent().len(), 1);
     }
 
     #[tokio::test]
@@ -539,13 +414,13 @@ mod tests {
             expires_at: NOW + 100,
         };
         assert!(matches!(
-            r.ledger().claim(&claim).await.unwrap(),
+            r.intake().ledger().claim(&claim).await.unwrap(),
             Claim::Claimed { .. }
         ));
         // WHEN the provider retries inside the lease THEN 409 and nothing sent
         let a = post(&r, &body).await;
         assert_eq!(a.status, StatusCode::CONFLICT);
-        assert!(r.queue().sent().is_empty());
+        assert!(r.intake().queue().sent().is_empty());
         // WHEN it retries after the lease THEN the event is enqueued
         clock.advance_secs(31);
         let body_later = body.clone();
@@ -560,43 +435,43 @@ mod tests {
             .handle(&Method::POST, "stripe", &h, body_later.as_bytes())
             .await;
         assert_eq!(a.status, StatusCode::OK, "{a:?}");
-        assert_eq!(r.queue().sent().len(), 1);
-        assert_eq!(r.ledger().entry(&key).unwrap().attempts, 2);
+        assert_eq!(r.intake().queue().sent().len(), 1);
+        assert_eq!(r.intake().ledger().entry(&key).unwrap().attempts, 2);
     }
 
     #[tokio::test]
     async fn queue_failure_is_503_and_releases_the_lease() {
         let (r, _) = receiver();
         let body = event("evt_q", "charge.dispute.created", false);
-        r.queue().fail(true);
+        r.intake().queue().fail(true);
         let a = post(&r, &body).await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(a.body["message"].as_str().unwrap().contains("retry"));
-        assert!(r.ledger().is_empty(), "lease released");
+        assert!(r.intake().ledger().is_empty(), "lease released");
         // WHEN the queue is back THEN the retry proceeds at once
-        r.queue().fail(false);
+        r.intake().queue().fail(false);
         assert_eq!(post(&r, &body).await.status, StatusCode::OK);
-        assert_eq!(r.queue().sent().len(), 1);
+        assert_eq!(r.intake().queue().sent().len(), 1);
     }
 
     #[tokio::test]
     async fn ledger_failure_is_503_and_nothing_sent() {
         let (r, _) = receiver();
-        r.ledger().fail(Some("claim"));
+        r.intake().ledger().fail(Some("claim"));
         let a = post(&r, &event("evt_l", "payout.paid", false)).await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(r.queue().sent().is_empty());
+        assert!(r.intake().queue().sent().is_empty());
     }
 
     #[tokio::test]
     async fn failure_to_mark_after_send_still_acknowledges() {
         // GIVEN a ledger that fails after the send
         let (r, _) = receiver();
-        r.ledger().fail(Some("mark"));
+        r.intake().ledger().fail(Some("mark"));
         let a = post(&r, &event("evt_m", "payout.paid", false)).await;
         // THEN the event is durably queued, so the answer is 200
         assert_eq!(a.status, StatusCode::OK);
-        assert_eq!(r.queue().sent().len(), 1);
+        assert_eq!(r.intake().queue().sent().len(), 1);
     }
 
     #[tokio::test]
@@ -605,8 +480,9 @@ mod tests {
         let a = post(&r, &event("evt_u", "customer.created", false)).await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.body["ignored"], "unknown_type");
-        assert!(r.queue().sent().is_empty());
+        assert!(r.intake().queue().sent().is_empty());
         let e = r
+            .intake()
             .ledger()
             .entry(&LedgerKey::new(Provider::Stripe, "evt_u"))
             .unwrap();
@@ -630,7 +506,7 @@ mod tests {
         let a = post(&r, &event("evt_t", "payment_intent.succeeded", false)).await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.body["ignored"], "livemode_mismatch");
-        assert!(r.queue().sent().is_empty());
+        assert!(r.intake().queue().sent().is_empty());
     }
 
     #[tokio::test]
@@ -644,10 +520,13 @@ mod tests {
         let a = post(&r, &body).await;
         assert_eq!(a.status, StatusCode::OK);
         // THEN the message refers to the body, which the body store holds intact
-        let sent = r.queue().sent();
+        let sent = r.intake().queue().sent();
         assert_eq!(sent[0].1.payload, Payload::Stored);
         let key = LedgerKey::new(Provider::Stripe, "evt_big");
-        assert_eq!(r.ledger().get_body(&key).await.unwrap(), Some(body));
+        assert_eq!(
+            r.intake().ledger().get_body(&key).await.unwrap(),
+            Some(body)
+        );
     }
 
     #[tokio::test]
@@ -756,8 +635,8 @@ mod tests {
             assert!(!message.is_empty(), "{name} has a message");
             assert!(!message.contains(SECRET), "{name} leaks no secret");
         }
-        assert!(r.ledger().is_empty());
-        assert!(r.queue().sent().is_empty());
+        assert!(r.intake().ledger().is_empty());
+        assert!(r.intake().queue().sent().is_empty());
     }
 
     #[tokio::test]
@@ -774,6 +653,6 @@ mod tests {
             assert_eq!(a.status, StatusCode::BAD_REQUEST, "{a:?}");
             assert!(a.body["message"].as_str().unwrap().contains("tolerance"));
         }
-        assert!(r.ledger().is_empty());
+        assert!(r.intake().ledger().is_empty());
     }
 }

@@ -8,16 +8,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::{HeaderMap, Method, StatusCode};
-use payhook_shared::aws::{AwsClients, receiver_from_env};
+use payhook_shared::aws::AwsClients;
 use payhook_shared::clock::{Clock, ManualClock, SystemClock};
+use payhook_shared::config::{Livemode, ReceiveSettings};
 use payhook_shared::event;
+use payhook_shared::intake::SplitIntake;
+use payhook_shared::lambda::receiver_from_env;
 use payhook_shared::ledger::dynamodb::DynamoLedger;
 use payhook_shared::ledger::{
     BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus, MemoryLedger,
 };
 use payhook_shared::queue::sqs::SqsQueue;
 use payhook_shared::queue::{MemoryQueue, Queue, attr};
-use payhook_shared::receive::{Answer, Livemode, ReceiveSettings, Receiver};
+use payhook_shared::receive::{Answer, Receiver};
 use payhook_shared::route::Processor;
 use payhook_shared::verify::{Provider, Tolerance, Verifiers, sign_stripe};
 use payhook_tests::{
@@ -26,7 +29,7 @@ use payhook_tests::{
 
 const SECRET: &str = "whsec_integration_receive";
 
-type AwsReceiver<Q = SqsQueue> = Receiver<DynamoLedger, Q, ManualClock>;
+type AwsReceiver<Q = SqsQueue> = Receiver<SplitIntake<DynamoLedger, Q>, ManualClock>;
 
 /// One test's resources: its own ledger table and four queues.
 struct World {
@@ -69,8 +72,7 @@ impl World {
             Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
         Receiver::new(
             verifiers,
-            self.ledger(),
-            queue,
+            SplitIntake::new(self.ledger(), queue),
             self.clock.clone(),
             settings,
         )
@@ -657,8 +659,7 @@ async fn warm_receive_latency_against_moto() {
     // AND the same handler over the in-memory ledger and queue (no I/O at all)
     let memory = Receiver::new(
         Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap(),
-        MemoryLedger::new(),
-        MemoryQueue::new(),
+        SplitIntake::new(MemoryLedger::new(), MemoryQueue::new()),
         w.clock.clone(),
         ReceiveSettings::default(),
     );

@@ -5,15 +5,17 @@
 //! Run: `scripts/moto.sh -- cargo test -p payhook-tests --all-features`.
 
 use http::{Method, StatusCode};
-use payhook_shared::aws::handle_sqs_event;
 use payhook_shared::clock::{Clock, ManualClock, SystemClock};
+use payhook_shared::config::ReceiveSettings;
+use payhook_shared::intake::SplitIntake;
+use payhook_shared::lambda::handle_sqs_event;
 use payhook_shared::ledger::dynamodb::DynamoLedger;
 use payhook_shared::process::effects::RecordingEffects;
 use payhook_shared::process::fulfill::Fulfill;
 use payhook_shared::process::{Domain, Runner};
 use payhook_shared::queue::sqs::{SqsAdmin, SqsQueue};
 use payhook_shared::queue::{EventMessage, Payload, Queue};
-use payhook_shared::receive::{ReceiveSettings, Receiver};
+use payhook_shared::receive::Receiver;
 use payhook_shared::route::Processor;
 use payhook_shared::state::dynamodb::DynamoStateStore;
 use payhook_shared::state::{
@@ -121,8 +123,10 @@ async fn enqueued_events_are_applied_once_by_the_processor_from_sqs() {
     let clock = ManualClock::at_secs(SystemClock.now_secs());
     let receiver = Receiver::new(
         Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap(),
-        DynamoLedger::new(aws.dynamodb.clone(), &ledger_table),
-        SqsQueue::new(aws.sqs.clone(), urls.clone()),
+        SplitIntake::new(
+            DynamoLedger::new(aws.dynamodb.clone(), &ledger_table),
+            SqsQueue::new(aws.sqs.clone(), urls.clone()),
+        ),
         clock.clone(),
         ReceiveSettings::default(),
     );

@@ -1,7 +1,7 @@
 //! The fulfill processor: SQS batches of payment, checkout, charge and refund events.
-//! All logic lives in `payhook_shared`; see `payhook_shared::aws::run_processor`.
+//! All logic lives in `payhook_shared`; see `payhook_shared::lambda::run_processor`.
 
 #[tokio::main]
-async fn main() -> Result<(), payhook_shared::aws::LambdaError> {
-    payhook_shared::aws::run_processor::<payhook_shared::process::fulfill::Fulfill>().await
+async fn main() -> Result<(), payhook_shared::lambda::LambdaError> {
+    payhook_shared::lambda::run_processor::<payhook_shared::process::fulfill::Fulfill>().await
 }

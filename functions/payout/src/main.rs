@@ -1,7 +1,7 @@
 //! The payout processor: SQS batches of payout and connected-account events.
-//! All logic lives in `payhook_shared`; see `payhook_shared::aws::run_processor`.
+//! All logic lives in `payhook_shared`; see `payhook_shared::lambda::run_processor`.
 
 #[tokio::main]
-async fn main() -> Result<(), payhook_shared::aws::LambdaError> {
-    payhook_shared::aws::run_processor::<payhook_shared::process::payout::Payouts>().await
+async fn main() -> Result<(), payhook_shared::lambda::LambdaError> {
+    payhook_shared::lambda::run_processor::<payhook_shared::process::payout::Payouts>().await
 }

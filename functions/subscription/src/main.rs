@@ -1,8 +1,8 @@
 //! The subscription processor: SQS batches of subscription and invoice events.
-//! All logic lives in `payhook_shared`; see `payhook_shared::aws::run_processor`.
+//! All logic lives in `payhook_shared`; see `payhook_shared::lambda::run_processor`.
 
 #[tokio::main]
-async fn main() -> Result<(), payhook_shared::aws::LambdaError> {
-    payhook_shared::aws::run_processor::<payhook_shared::process::subscription::Subscriptions>()
+async fn main() -> Result<(), payhook_shared::lambda::LambdaError> {
+    payhook_shared::lambda::run_processor::<payhook_shared::process::subscription::Subscriptions>()
         .await
 }

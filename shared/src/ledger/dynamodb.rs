@@ -28,7 +28,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::try_join_all;
 
-use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus};
+use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior};
 use crate::aws::item::{self, Item, ItemExt, PK, n, s};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
@@ -102,19 +102,32 @@ impl DynamoLedger {
         item::get(&self.client, &self.table, pk, operation).await
     }
 
-    /// Decides the claim from the record that made the condition fail.
-    fn lost_to(key: &LedgerKey, pk: &str, old: &Item) -> Result<Claim, StoreError> {
+    /// Decides the claim from the record that made the condition fail, by
+    /// the one claim rule; `None` when that record is claimable after all
+    /// (it changed between the write and its read): claim again.
+    fn lost_to(
+        key: &LedgerKey,
+        pk: &str,
+        old: &Item,
+        now_millis: i64,
+    ) -> Result<Option<Claim>, StoreError> {
         let status = old.req_s(pk, a::STATUS)?;
-        match LedgerStatus::parse(status) {
-            Some(LedgerStatus::Received) => Ok(Claim::InFlight {
-                lease_until_millis: old.req_i64(pk, a::LEASE_UNTIL)?,
-            }),
-            Some(done) => Ok(Claim::Done(done)),
-            None => Err(StoreError::corrupt(
-                key,
-                format!("unknown status {status:?}"),
-            )),
-        }
+        let status = LedgerStatus::parse(status)
+            .ok_or_else(|| StoreError::corrupt(key, format!("unknown status {status:?}")))?;
+        let lease_until_millis = match status {
+            LedgerStatus::Received => old.req_i64(pk, a::LEASE_UNTIL)?,
+            _ => old.opt_i64(pk, a::LEASE_UNTIL)?.unwrap_or_default(),
+        };
+        let attempts = old.opt_i64(pk, a::ATTEMPTS)?.unwrap_or_default();
+        let prior = Prior {
+            status,
+            lease_until_millis,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        };
+        Ok(match Claim::decide(Some(prior), now_millis) {
+            Claim::Claimed { .. } => None,
+            lost => Some(lost),
+        })
     }
 
     async fn try_claim(&self, req: &ClaimRequest, pk: &str) -> Result<Option<Claim>, StoreError> {
@@ -179,10 +192,10 @@ impl DynamoLedger {
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     match failed.item() {
-                        Some(old) => Self::lost_to(&req.key, pk, old).map(Some),
+                        Some(old) => Self::lost_to(&req.key, pk, old, req.now_millis),
                         // The service did not return the old item: read it.
                         None => match self.get(pk, "claim").await? {
-                            Some(old) => Self::lost_to(&req.key, pk, &old).map(Some),
+                            Some(old) => Self::lost_to(&req.key, pk, &old, req.now_millis),
                             // Released between the two calls: claim again.
                             None => Ok(None),
                         },

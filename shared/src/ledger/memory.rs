@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus};
+use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior};
 use crate::error::StoreError;
 use crate::route::IgnoreReason;
 
@@ -68,19 +68,14 @@ impl Ledger for MemoryLedger {
     async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
         self.check("claim")?;
         let mut records = lock(&self.records);
-        let attempts = match records.get(&req.key) {
-            None => 1,
-            Some(r) => match r.entry.status {
-                LedgerStatus::Received if r.lease_until_millis < req.now_millis => {
-                    r.entry.attempts + 1
-                }
-                LedgerStatus::Received => {
-                    return Ok(Claim::InFlight {
-                        lease_until_millis: r.lease_until_millis,
-                    });
-                }
-                done => return Ok(Claim::Done(done)),
-            },
+        let prior = records.get(&req.key).map(|r| Prior {
+            status: r.entry.status,
+            lease_until_millis: r.lease_until_millis,
+            attempts: r.entry.attempts,
+        });
+        let claim = Claim::decide(prior, req.now_millis);
+        let Claim::Claimed { attempts } = claim else {
+            return Ok(claim);
         };
         records.insert(
             req.key.clone(),

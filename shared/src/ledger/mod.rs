@@ -122,6 +122,44 @@ pub enum Claim {
     },
 }
 
+/// What a claim finds of an existing record: all the claim rule looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prior {
+    /// Where the event stands.
+    pub status: LedgerStatus,
+    /// Until when a `RECEIVED` claim excludes others (unix milliseconds).
+    pub lease_until_millis: i64,
+    /// How many times the event was claimed.
+    pub attempts: u32,
+}
+
+impl Claim {
+    /// The claim rule, the one place it is written; every backend applies it
+    /// inside its conditional write. No record: taken. A `RECEIVED` record
+    /// whose lease has run out (its holder crashed): taken over, counting one
+    /// more attempt. A live lease: in flight. Enqueued or ignored: done, a
+    /// duplicate delivery.
+    pub fn decide(prior: Option<Prior>, now_millis: i64) -> Self {
+        match prior {
+            None => Self::Claimed { attempts: 1 },
+            Some(Prior {
+                status: LedgerStatus::Received,
+                lease_until_millis,
+                attempts,
+            }) => {
+                if lease_until_millis < now_millis {
+                    Self::Claimed {
+                        attempts: attempts.saturating_add(1),
+                    }
+                } else {
+                    Self::InFlight { lease_until_millis }
+                }
+            }
+            Some(Prior { status, .. }) => Self::Done(status),
+        }
+    }
+}
+
 /// A ledger record as stored, for inspection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {

@@ -6,10 +6,10 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus};
+use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior};
 use crate::error::StoreError;
-use crate::local::{Db, OpError, OpResult};
 use crate::route::IgnoreReason;
+use crate::sqlite::{Db, OpError, OpResult};
 use crate::verify::Provider;
 
 /// Every column of a ledger row, in the order [`entry_from_row`] reads them.
@@ -51,6 +51,22 @@ impl SqliteLedger {
             .write("expire_leases", |conn| {
                 Ok(conn.execute(
                     "UPDATE ledger SET lease_until_millis = 0 WHERE status = 'RECEIVED' AND lease_until_millis > 0",
+                    [],
+                )?)
+            })
+            .await
+    }
+
+    /// Deletes records whose TTL has passed, and bodies whose record is gone
+    /// (DynamoDB's TTL, done at start-up); returns how many rows went.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now_secs = self.db.now_millis().div_euclid(1000);
+        self.db
+            .write("purge", move |conn| {
+                let n = conn.execute("DELETE FROM ledger WHERE expires_at < ?1", [now_secs])?;
+                Ok(n + conn.execute(
+                    "DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM ledger l
+                     WHERE l.provider = bodies.provider AND l.event_id = bodies.event_id)",
                     [],
                 )?)
             })
@@ -113,14 +129,15 @@ pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<LedgerE
 fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
     let claim = claimable(conn, req)?;
     if let Claim::Claimed { attempts } = claim {
-        record_claim(conn, req, attempts, None)?;
+        record_claim(conn, req, attempts, Recorded::Held)?;
     }
     Ok(claim)
 }
 
-/// What claiming `req` now would give, without writing it: with
-/// [`record_claim`], shared by [`Ledger::claim`] and the SQLite queue's
-/// claim-and-send, which enqueues in between, in the same transaction.
+/// What claiming `req` now would give ([`Claim::decide`] over the stored
+/// record), without writing it: with [`record_claim`], shared by
+/// [`Ledger::claim`] and the SQLite intake, which enqueues in between, in
+/// the same transaction.
 pub(crate) fn claimable(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
     let existing: Option<(String, i64, u32)> = conn
         .prepare_cached(
@@ -130,42 +147,63 @@ pub(crate) fn claimable(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let Some((status, lease_until_millis, attempts)) = existing else {
-        return Ok(Claim::Claimed { attempts: 1 });
-    };
-    match LedgerStatus::parse(&status) {
-        Some(LedgerStatus::Received) if lease_until_millis < req.now_millis => Ok(Claim::Claimed {
-            attempts: attempts.saturating_add(1),
+    let prior = match existing {
+        None => None,
+        Some((status, lease_until_millis, attempts)) => Some(Prior {
+            status: LedgerStatus::parse(&status).ok_or_else(|| {
+                OpError::corrupt(
+                    req.key.partition_key(),
+                    format!("unknown status {status:?}"),
+                )
+            })?,
+            lease_until_millis,
+            attempts,
         }),
-        Some(LedgerStatus::Received) => Ok(Claim::InFlight { lease_until_millis }),
-        Some(done) => Ok(Claim::Done(done)),
-        None => Err(OpError::corrupt(
-            req.key.partition_key(),
-            format!("unknown status {status:?}"),
-        )),
-    }
+    };
+    Ok(Claim::decide(prior, req.now_millis))
 }
 
-/// Writes the claim of `req` (after [`claimable`]): `RECEIVED` under its lease,
-/// or, given the (queue, message id) it was just sent as, `ENQUEUED` at once.
+/// What a claim is written as.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Recorded<'a> {
+    /// `RECEIVED` under its lease: the caller finishes it later.
+    Held,
+    /// `ENQUEUED` at once, on this queue as this message id.
+    Enqueued {
+        /// The processor queue.
+        queue: &'a str,
+        /// The queue's message id.
+        message_id: &'a str,
+    },
+    /// `IGNORED` at once, for this reason.
+    Ignored(IgnoreReason),
+}
+
+/// Writes the claim of `req` (after [`claimable`]) as `recorded`.
 pub(crate) fn record_claim(
     conn: &Connection,
     req: &ClaimRequest,
     attempts: u32,
-    enqueued: Option<(&str, &str)>,
+    recorded: Recorded<'_>,
 ) -> OpResult<()> {
-    let (queue, message_id) = enqueued.unzip();
+    let (status, queue, message_id, reason) = match recorded {
+        Recorded::Held => (LedgerStatus::Received, None, None, None),
+        Recorded::Enqueued { queue, message_id } => {
+            (LedgerStatus::Enqueued, Some(queue), Some(message_id), None)
+        }
+        Recorded::Ignored(reason) => (LedgerStatus::Ignored, None, None, Some(reason.as_str())),
+    };
     // A take-over replaces the expired claim whole, as a conditional put would.
     conn.prepare_cached(
         "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
              lease_until_millis, attempts, queue, message_id, ignore_reason, object_id, livemode, expires_at)
-         VALUES (?1, ?2, IIF(?11 IS NULL, 'RECEIVED', 'ENQUEUED'), ?3, ?4, ?5, ?6, ?7, ?11, ?12, NULL,
-             ?8, ?9, ?10)
+         VALUES (?1, ?2, ?13, ?3, ?4, ?5, ?6, ?7, ?11, ?12, ?14, ?8, ?9, ?10)
          ON CONFLICT (provider, event_id) DO UPDATE SET
              status = excluded.status, event_type = excluded.event_type, created = excluded.created,
              received_at_millis = excluded.received_at_millis,
              lease_until_millis = excluded.lease_until_millis, attempts = excluded.attempts,
-             queue = excluded.queue, message_id = excluded.message_id, ignore_reason = NULL,
+             queue = excluded.queue, message_id = excluded.message_id,
+             ignore_reason = excluded.ignore_reason,
              object_id = excluded.object_id, livemode = excluded.livemode,
              expires_at = excluded.expires_at",
     )?
@@ -182,31 +220,20 @@ pub(crate) fn record_claim(
         req.expires_at,
         queue,
         message_id,
+        status.as_str(),
+        reason,
     ])?;
     Ok(())
 }
 
-/// Records `key` as enqueued on `queue` as `message_id` within the caller's
-/// transaction; returns how many records changed (0: no record for `key`).
-/// Shared by [`Ledger::mark_enqueued`] and the SQLite queue's send, which
-/// marks the ledger in the same transaction as the message it inserts.
-pub(crate) fn mark_enqueued(
-    conn: &Connection,
-    key: &LedgerKey,
-    queue: &str,
-    message_id: &str,
-) -> OpResult<usize> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE ledger SET status = 'ENQUEUED', queue = ?3, message_id = ?4
-             WHERE provider = ?1 AND event_id = ?2",
-        )?
-        .execute(params![
-            key.provider.as_str(),
-            key.event_id,
-            queue,
-            message_id
-        ])?)
+/// Keeps `body` for `key`, replacing an earlier copy, within the caller's transaction.
+pub(crate) fn put_body(conn: &Connection, key: &LedgerKey, body: &str) -> OpResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO bodies (provider, event_id, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (provider, event_id) DO UPDATE SET body = excluded.body",
+    )?
+    .execute(params![key.provider.as_str(), key.event_id, body])?;
+    Ok(())
 }
 
 impl Ledger for SqliteLedger {
@@ -224,7 +251,17 @@ impl Ledger for SqliteLedger {
         let (key, queue, message_id) = (key.clone(), queue.to_owned(), message_id.to_owned());
         self.db
             .write("mark", move |conn| {
-                let changed = mark_enqueued(conn, &key, &queue, &message_id)?;
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE ledger SET status = 'ENQUEUED', queue = ?3, message_id = ?4
+                         WHERE provider = ?1 AND event_id = ?2",
+                    )?
+                    .execute(params![
+                        key.provider.as_str(),
+                        key.event_id,
+                        queue,
+                        message_id
+                    ])?;
                 if changed == 0 {
                     return Err(OpError::corrupt(&key, "no claim to mark enqueued"));
                 }
@@ -273,14 +310,7 @@ impl BodyStore for SqliteLedger {
     async fn put_body(&self, key: &LedgerKey, body: &str) -> Result<(), StoreError> {
         let (key, body) = (key.clone(), body.to_owned());
         self.db
-            .write("body", move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO bodies (provider, event_id, body) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (provider, event_id) DO UPDATE SET body = excluded.body",
-                )?
-                .execute(params![key.provider.as_str(), key.event_id, body])?;
-                Ok(())
-            })
+            .write("body", move |conn| put_body(conn, &key, &body))
             .await
     }
 
@@ -305,7 +335,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::MemoryLedger;
-    use crate::local::testing::TempDb;
+    use crate::sqlite::testing::TempDb;
 
     const NOW: i64 = 1_750_000_000_000;
     const LEASE: i64 = 30_000;

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Db, OpResult};
 use crate::error::StoreError;
 use crate::ledger::sqlite::{ENTRY_COLUMNS, entry_from_row};
 use crate::ledger::{LedgerEntry, LedgerKey, LedgerStatus};
 use crate::queue::sqlite::{DeadLetter, QueueDepth, QueueSettings, SqliteQueue};
 use crate::route::Processor;
+use crate::sqlite::{Db, OpResult};
 use crate::state::sqlite::{ITEM_COLUMNS, MARKER_COLUMNS, item_from_row, marker_from_row};
 use crate::state::{Json, Marker, Outcome, PendingEffect, StateKey, StateKind};
 

@@ -13,10 +13,12 @@ use rusqlite::Connection;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::LocalError;
 use super::inspect::Inspector;
 use super::worker::{self, WorkerSettings};
-use super::{Db, LocalError};
 use crate::clock::SystemClock;
+use crate::config::ReceiveSettings;
+use crate::intake::sqlite::SqliteIntake;
 use crate::ledger::sqlite::SqliteLedger;
 use crate::process::dispute::Disputes;
 use crate::process::fulfill::Fulfill;
@@ -24,12 +26,13 @@ use crate::process::payout::Payouts;
 use crate::process::subscription::Subscriptions;
 use crate::process::{Domain, Effects, LogEffects, Runner};
 use crate::queue::sqlite::{QueueSettings, SqliteQueue};
-use crate::receive::{ReceiveSettings, Receiver};
+use crate::receive::Receiver;
+use crate::sqlite::{Db, DbError};
 use crate::state::sqlite::SqliteStateStore;
 use crate::verify::Verifiers;
 
 /// The receive handler of the local pipeline.
-pub type LocalReceiver = Receiver<SqliteLedger, SqliteQueue, SystemClock>;
+pub type LocalReceiver = Receiver<SqliteIntake, SystemClock>;
 
 /// The metadata key of the generated Stripe signing secret.
 const DEV_SECRET_KEY: &str = "stripe_dev_secret";
@@ -131,12 +134,11 @@ impl Pipeline {
         let recovery = Recovery {
             released_messages: queue.release_in_flight().await?,
             ended_leases: ledger.expire_leases().await?,
-            purged: db.purge_expired().await?,
+            purged: ledger.purge_expired().await? + state.purge_expired().await?,
         };
         let receiver = Arc::new(Receiver::new(
             verifiers,
-            ledger.clone(),
-            queue.clone(),
+            SqliteIntake::new(db.clone(), queue.clone()),
             SystemClock,
             settings.receive.clone(),
         ));
@@ -285,7 +287,7 @@ impl OwnerLock {
             let me = me.clone();
             tokio::task::spawn_blocking(move || lock_file(&path, &me))
                 .await
-                .map_err(|e| LocalError::Io {
+                .map_err(|e| DbError::Io {
                     path: db.path().to_path_buf(),
                     source: std::io::Error::other(e),
                 })?
@@ -302,7 +304,7 @@ impl OwnerLock {
                     .await?
                     .unwrap_or_else(|| "another process".into()),
             }),
-            Err(source) => Err(LocalError::Open { path, source }),
+            Err(source) => Err(DbError::Open { path, source }.into()),
         }
     }
 }
@@ -354,10 +356,10 @@ mod tests {
     use crate::clock::Clock;
     use crate::ledger::{LedgerKey, LedgerStatus};
     use crate::local::inspect::{EventFilter, EventView};
-    use crate::local::testing::TempDb;
     use crate::process::{EffectContext, EffectError};
     use crate::queue::{EventMessage, Payload, Queue};
     use crate::route::Processor;
+    use crate::sqlite::testing::TempDb;
     use crate::state::{StateKey, StateKind};
     use crate::verify::{Provider, Tolerance, sign_stripe};
 
@@ -675,7 +677,7 @@ mod tests {
         // WHEN another starts on the same file
         let verifiers =
             Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
-        let other = Db::open(t.path(), crate::local::DbOptions::default()).unwrap();
+        let other = Db::open(t.path(), crate::sqlite::DbOptions::default()).unwrap();
         let err = Pipeline::start(other.clone(), verifiers, settings())
             .await
             .unwrap_err();
@@ -699,5 +701,50 @@ mod tests {
         let hex = first.strip_prefix("whsec_").unwrap();
         assert_eq!(hex.len(), 64);
         assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[tokio::test]
+    async fn start_purges_expired_ledger_records_markers_and_orphan_bodies() {
+        // GIVEN one expired and one live ledger record and marker, and a body each
+        let t = TempDb::new();
+        let now_secs = t.db().now_millis() / 1000;
+        t.db()
+            .write("test", move |conn| {
+                for (id, expires) in [("evt_old", now_secs - 1), ("evt_new", now_secs + 60)] {
+                    conn.execute(
+                        "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
+                             lease_until_millis, attempts, expires_at)
+                         VALUES ('stripe', ?1, 'ENQUEUED', 't', 0, 0, 0, 1, ?2)",
+                        rusqlite::params![id, expires],
+                    )?;
+                    conn.execute(
+                        "INSERT INTO markers (processor, event_id, event_type, outcome, at_millis, expires_at)
+                         VALUES ('fulfill', ?1, 't', 'applied', 0, ?2)",
+                        rusqlite::params![id, expires],
+                    )?;
+                    conn.execute(
+                        "INSERT INTO bodies (provider, event_id, body) VALUES ('stripe', ?1, '{}')",
+                        [id],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // WHEN the pipeline starts on it
+        let p = start(&t, Flaky::default()).await;
+        // THEN only the expired rows (and the body of the expired record) are gone
+        assert_eq!(p.recovery().purged, 3);
+        for table in ["ledger", "markers", "bodies"] {
+            let count: i64 = p
+                .db()
+                .read("test", move |c| {
+                    Ok(c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+                })
+                .await
+                .unwrap();
+            assert_eq!(count, 1, "{table}");
+        }
+        p.shutdown().await;
     }
 }

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::ledger::BodyStore;
-use crate::process::{Delivery, Domain, Effects, Runner};
+use crate::process::{Domain, Effects, Runner};
+use crate::queue::Delivery;
 use crate::queue::sqlite::SqliteQueue;
 use crate::state::StateStore;
 

@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::event::{self, Envelope, EventError};
 use crate::ledger::BodyStore;
-use crate::queue::{EventMessage, MessageError, Payload};
+use crate::queue::{Delivery, EventMessage, MessageError, Payload};
 use crate::route::Processor;
 use crate::state::{
     Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateStore,
@@ -147,15 +147,6 @@ pub enum RecordOutcome {
     Recorded(Outcome),
     /// The event had already been applied; nothing changed.
     Duplicate,
-}
-
-/// One record of a batch, as the queue delivered it.
-#[derive(Debug)]
-pub struct Delivery {
-    /// The queue's id for it, reported back when it fails.
-    pub id: String,
-    /// The decoded message, or why it could not be decoded.
-    pub message: Result<EventMessage, MessageError>,
 }
 
 /// Effects performed for one object, to be recorded as done.

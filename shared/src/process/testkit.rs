@@ -7,10 +7,11 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use super::effects::RecordingEffects;
-use super::{Decision, Delivery, Domain, Runner};
+use super::{Decision, Domain, Runner};
 use crate::clock::ManualClock;
 use crate::event::{self, Envelope};
 use crate::ledger::MemoryLedger;
+use crate::queue::Delivery;
 use crate::queue::{EventMessage, Payload};
 use crate::state::{MemoryStateStore, StateKey, StateStore};
 use crate::verify::{Provider, Verified};

@@ -15,7 +15,7 @@ pub mod sqs;
 use std::future::Future;
 
 use crate::error::QueueError;
-use crate::ledger::{ClaimRequest, LedgerKey, LedgerStatus};
+use crate::ledger::LedgerKey;
 use crate::route::Processor;
 use crate::verify::Provider;
 
@@ -62,6 +62,15 @@ pub struct EventMessage {
     pub livemode: Option<bool>,
     /// The verified body, or where it is kept.
     pub payload: Payload,
+}
+
+/// One record of a batch, as a queue delivered it to a processor.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The queue's id for it, reported back when it fails.
+    pub id: String,
+    /// The decoded message, or why it could not be decoded.
+    pub message: Result<EventMessage, MessageError>,
 }
 
 /// The verified body, inline or by reference.
@@ -204,46 +213,6 @@ pub trait Queue: Send + Sync {
         processor: Processor,
         message: &EventMessage,
     ) -> impl Future<Output = Result<String, QueueError>> + Send;
-
-    /// Whether [`send`](Self::send) also records the claimed event as enqueued
-    /// in the ledger, in the same transaction as the message (a queue that
-    /// shares its store with the ledger, such as the local SQLite one). The
-    /// receive path then skips its separate `mark_enqueued` write: one commit
-    /// instead of two, and no window where the message exists unmarked.
-    /// Queues on another service (SQS) cannot, and keep the default `false`.
-    fn marks_ledger(&self) -> bool {
-        false
-    }
-
-    /// Claims the event in the ledger and, if this delivery wins the claim,
-    /// sends `message` and marks the event enqueued, all in one transaction:
-    /// one write per new event instead of two. Only a queue that shares its
-    /// store with the ledger can; the default `None` tells the receive path
-    /// to claim, send and mark separately.
-    fn claim_and_send(
-        &self,
-        claim: &ClaimRequest,
-        processor: Processor,
-        message: &EventMessage,
-    ) -> impl Future<Output = Option<Result<ClaimSent, QueueError>>> + Send {
-        let _ = (claim, processor, message);
-        async { None }
-    }
-}
-
-/// What [`Queue::claim_and_send`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClaimSent {
-    /// This delivery claimed the event; it is queued under this message id
-    /// and marked enqueued.
-    Sent(String),
-    /// The event was already enqueued or ignored: nothing was sent.
-    Duplicate(LedgerStatus),
-    /// Another delivery holds a live lease on the event: nothing was sent.
-    InFlight {
-        /// When its lease ends (unix milliseconds).
-        lease_until_millis: i64,
-    },
 }
 
 impl<T: Queue> Queue for std::sync::Arc<T> {
@@ -257,19 +226,6 @@ impl<T: Queue> Queue for std::sync::Arc<T> {
         message: &EventMessage,
     ) -> impl Future<Output = Result<String, QueueError>> + Send {
         (**self).send(processor, message)
-    }
-
-    fn marks_ledger(&self) -> bool {
-        (**self).marks_ledger()
-    }
-
-    fn claim_and_send(
-        &self,
-        claim: &ClaimRequest,
-        processor: Processor,
-        message: &EventMessage,
-    ) -> impl Future<Output = Option<Result<ClaimSent, QueueError>>> + Send {
-        (**self).claim_and_send(claim, processor, message)
     }
 }
 

@@ -18,9 +18,8 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 
-use super::{EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
+use super::{Delivery, EventMessage, MessageError, Queue, SQS_MAX_MESSAGE_BYTES};
 use crate::error::QueueError;
-use crate::process::Delivery;
 use crate::route::Processor;
 
 /// The four processor queues, by URL.
@@ -120,7 +119,7 @@ pub struct AdminError {
 
 /// A message as listed from a queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedMessage {
+pub struct ListedMessage {
     /// SQS's message id.
     pub message_id: String,
     /// The body as sent.
@@ -133,9 +132,9 @@ pub struct QueuedMessage {
     pub sent_at_millis: Option<i64>,
 }
 
-/// How many messages a queue holds.
+/// How many messages an SQS queue holds, as SQS approximates them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueDepth {
+pub struct ApproximateDepth {
     /// Waiting to be received.
     pub visible: u64,
     /// Received and not yet deleted.
@@ -184,7 +183,7 @@ impl SqsAdmin {
     }
 
     /// The approximate number of messages on the queue at `url`.
-    pub async fn depth(&self, url: &str) -> Result<QueueDepth, AdminError> {
+    pub async fn depth(&self, url: &str) -> Result<ApproximateDepth, AdminError> {
         let out = self
             .client
             .get_queue_attributes()
@@ -201,7 +200,7 @@ impl SqsAdmin {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_default()
         };
-        Ok(QueueDepth {
+        Ok(ApproximateDepth {
             visible: count(&QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         })
@@ -209,7 +208,7 @@ impl SqsAdmin {
 
     /// Up to `max` messages from `url`, left on the queue and visible again
     /// when the listing ends. Each listing counts as a receive.
-    pub async fn list(&self, url: &str, max: usize) -> Result<Vec<QueuedMessage>, AdminError> {
+    pub async fn list(&self, url: &str, max: usize) -> Result<Vec<ListedMessage>, AdminError> {
         let mut listed = Vec::new();
         let mut handles = Vec::new();
         let mut result = Ok(());
@@ -347,11 +346,11 @@ fn admin(operation: &'static str, queue: &str, err: impl std::error::Error) -> A
     }
 }
 
-fn queued(m: &Message) -> QueuedMessage {
+fn queued(m: &Message) -> ListedMessage {
     let system = m.attributes.clone().unwrap_or_default();
     let system_number =
         |name: MessageSystemAttributeName| system.get(&name).and_then(|v| v.parse::<i64>().ok());
-    QueuedMessage {
+    ListedMessage {
         message_id: m.message_id.clone().unwrap_or_default(),
         body: m.body.clone().unwrap_or_default(),
         attributes: m

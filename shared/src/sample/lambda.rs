@@ -188,7 +188,7 @@ pub fn to_file_text(event: &Value) -> String {
 
 /// One message on a processor queue, as receive sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedMessage {
+pub struct SentMessage {
     /// The message body.
     pub body: String,
     /// The message attributes (all `String`).
@@ -197,7 +197,7 @@ pub struct QueuedMessage {
     pub receive_count: u32,
 }
 
-impl From<&EventMessage> for QueuedMessage {
+impl From<&EventMessage> for SentMessage {
     fn from(message: &EventMessage) -> Self {
         Self {
             body: message.body(),
@@ -233,7 +233,7 @@ pub fn queue_arn(processor: Processor) -> String {
 
 /// The SQS event Lambda hands `processor`'s function for `messages`, sent
 /// a few milliseconds apart from `sent_millis` by the receive function.
-pub fn sqs_event(processor: Processor, messages: &[QueuedMessage], sent_millis: i64) -> Value {
+pub fn sqs_event(processor: Processor, messages: &[SentMessage], sent_millis: i64) -> Value {
     let sender = format!("AROA{}:payhook-receive", ids::upper_base32(17));
     let records: Vec<Value> = messages
         .iter()

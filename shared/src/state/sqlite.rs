@@ -12,8 +12,8 @@ use super::{
     StateStore,
 };
 use crate::error::StoreError;
-use crate::local::{Db, OpError, OpResult};
 use crate::route::Processor;
+use crate::sqlite::{Db, OpError, OpResult};
 
 /// Every column of a state row, in the order [`item_from_row`] reads them.
 pub(crate) const ITEM_COLUMNS: &str = "kind, id, version, last_created, last_event_id, last_event_type, updated_at_millis, data, pending";
@@ -49,6 +49,17 @@ impl SqliteStateStore {
                     )?
                     .query_row(params![processor.as_str(), event_id], |row| row.get(0))
                     .optional()?)
+            })
+            .await
+    }
+
+    /// Deletes markers whose TTL has passed (DynamoDB's TTL, done at
+    /// start-up); returns how many went.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now_secs = self.db.now_millis().div_euclid(1000);
+        self.db
+            .write("purge", move |conn| {
+                Ok(conn.execute("DELETE FROM markers WHERE expires_at < ?1", [now_secs])?)
             })
             .await
     }
@@ -349,7 +360,7 @@ mod tests {
     //! this one, so a condition that differs from the reference fails here.
 
     use super::*;
-    use crate::local::testing::TempDb;
+    use crate::sqlite::testing::TempDb;
     use crate::state::MemoryStateStore;
 
     const AT: i64 = 1_750_000_000_000;

@@ -1,4 +1,4 @@
-//! Test support for the local adapters: a throw-away database per test.
+//! Test support for the SQLite adapters: a throw-away database per test.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use super::{Db, DbOptions, Durability};
 use crate::clock::{Clock, ManualClock};
 
 /// A database in its own temporary directory, closed and removed on drop.
-pub(crate) struct TempDb {
+pub struct TempDb {
     dir: PathBuf,
     db: Db,
     clock: ManualClock,
@@ -15,7 +15,7 @@ pub(crate) struct TempDb {
 
 impl TempDb {
     /// A fresh database whose clock starts at `NOW_SECS`.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("payhook-test-{}", uuid::Uuid::new_v4()));
         let clock = ManualClock::at_secs(NOW_SECS);
         let db = open(&dir, &clock);
@@ -23,30 +23,36 @@ impl TempDb {
     }
 
     /// The database.
-    pub(crate) fn db(&self) -> Db {
+    pub fn db(&self) -> Db {
         self.db.clone()
     }
 
     /// The clock the database measures time with.
-    pub(crate) fn clock(&self) -> &ManualClock {
+    pub fn clock(&self) -> &ManualClock {
         &self.clock
     }
 
     /// Closes the database and opens the same file again, as a restart would.
-    pub(crate) fn reopen(&mut self) -> Db {
+    pub fn reopen(&mut self) -> Db {
         self.db.close();
         self.db = open(&self.dir, &self.clock);
         self.db.clone()
     }
 
     /// The database file.
-    pub(crate) fn path(&self) -> PathBuf {
+    pub fn path(&self) -> PathBuf {
         self.dir.join("test.db")
     }
 }
 
+impl Default for TempDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The start of every test clock (unix seconds).
-pub(crate) const NOW_SECS: i64 = 1_750_000_000;
+pub const NOW_SECS: i64 = 1_750_000_000;
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Db {
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());

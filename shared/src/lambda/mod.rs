@@ -1,5 +1,11 @@
-//! The Lambda entry points: configuration at cold start, then a translation
-//! between the runtime's events and the backend-neutral handlers.
+//! The Lambda entry points the function binaries call: configuration at cold
+//! start, then a translation between the runtime's events and the
+//! backend-neutral handlers.
+//!
+//! A function's `main` is one line: [`run_receive`] or
+//! [`run_processor::<Domain>`](run_processor). Configuration is read and
+//! validated before the first invocation; a mistake stops the cold start with
+//! one message naming the environment variable.
 //!
 //! - [`run_receive`]: API Gateway (HTTP API payload 2.0 or REST API) or a
 //!   Function URL → [`Receiver::handle`] → JSON response.
@@ -15,14 +21,14 @@ use http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::{LambdaEvent, service_fn};
 
-use super::clients::{AwsClients, Timeouts};
-use super::secrets::{self, SecretError};
+use crate::aws::secrets::{self, SecretError};
+use crate::aws::{AwsClients, Timeouts};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource};
+use crate::intake::{Intake, SplitIntake};
+use crate::ledger::BodyStore;
 use crate::ledger::dynamodb::DynamoLedger;
-use crate::ledger::{BodyStore, Ledger};
 use crate::process::{Domain, Effects, LogEffects, Runner};
-use crate::queue::Queue;
 use crate::queue::sqs::{self, SqsQueue};
 use crate::receive::Receiver;
 use crate::state::StateStore;
@@ -31,7 +37,7 @@ use crate::telemetry;
 use crate::verify::{self, StandardVerifier, StripeVerifier, Tolerance, Verifiers};
 
 /// The receive handler as deployed.
-pub type AwsReceiver = Receiver<DynamoLedger, SqsQueue, SystemClock>;
+pub type AwsReceiver = Receiver<SplitIntake<DynamoLedger, SqsQueue>, SystemClock>;
 
 /// A processor as deployed.
 pub type AwsRunner<D> = Runner<D, DynamoStateStore, DynamoLedger, LogEffects, SystemClock>;
@@ -141,8 +147,7 @@ pub async fn receiver_from_env(
     );
     Ok(Receiver::new(
         verifiers,
-        ledger,
-        queue,
+        SplitIntake::new(ledger, queue),
         SystemClock,
         config.settings,
     ))
@@ -195,10 +200,9 @@ fn provider_segment(request: &Request) -> String {
 
 /// Answers one HTTP request with the receive handler. The body is taken as
 /// the runtime gives it: already base64-decoded when the gateway encoded it.
-pub async fn respond<L, Q, C>(receiver: &Receiver<L, Q, C>, request: Request) -> Response<Body>
+pub async fn respond<I, C>(receiver: &Receiver<I, C>, request: Request) -> Response<Body>
 where
-    L: Ledger + BodyStore,
-    Q: Queue,
+    I: Intake,
     C: Clock,
 {
     let provider = provider_segment(&request);
@@ -275,6 +279,10 @@ pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::
     }))
     .await
 }
+
+/// The error a function's `main` returns (the Lambda runtime's), re-exported
+/// so the binaries need no runtime dependency of their own.
+pub use lambda_runtime::Error as LambdaError;
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Cold-start benchmark of the five Lambda functions: binary size, init time
 # (process start to its first Runtime API request) and peak RSS, each binary
-# run with its real configuration against moto. See scripts/coldstart.py.
+# run with its real configuration against moto. See bench/coldstart/coldstart.py.
 #
-#   scripts/coldstart.sh [--runs N] [function...]
+#   bench/coldstart.sh [--runs N] [function...]
 #
 # Measures native x86_64 release binaries (same profile as the arm64 artifacts);
 # the arm64 sizes are reported too when scripts/build.sh has built them.
@@ -15,4 +15,4 @@ bins=()
 for dir in functions/*/; do bins+=(--bin "$(basename "$dir")"); done
 cargo build --release "${bins[@]}"
 
-exec scripts/moto.sh -- .venv/bin/python scripts/coldstart.py "$@"
+exec scripts/moto.sh -- .venv/bin/python bench/coldstart/coldstart.py "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Cold start of each Lambda function, measured locally: binary size, init time
-and peak RSS. Run by scripts/coldstart.sh (under moto, after a release build).
+and peak RSS. Run by bench/coldstart.sh (under moto, after a release build).
 
 Each function binary is started with its real configuration (tables and queues
 on moto, fake credentials, an inline webhook secret) and AWS_LAMBDA_RUNTIME_API
@@ -28,7 +28,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["receive", "fulfill", "subscription", "dispute", "payout"]
 SECRET = "whsec_coldstart_" + os.urandom(8).hex()
 TARGETS = {"init_ms": 20.0, "rss_mb": 32.0, "size_mb": 8.0}
@@ -194,7 +194,7 @@ def main():
     parser.add_argument("functions", nargs="*", default=FUNCTIONS)
     args = parser.parse_args()
     if not os.environ.get("AWS_ENDPOINT_URL"):
-        sys.exit("coldstart.py: AWS_ENDPOINT_URL is not set; run scripts/coldstart.sh (moto)")
+        sys.exit("coldstart.py: AWS_ENDPOINT_URL is not set; run bench/coldstart.sh (moto)")
 
     spec = importlib.util.spec_from_file_location("local_aws", ROOT / "scripts/local_aws.py")
     local_aws = importlib.util.module_from_spec(spec)

@@ -1,5 +1,5 @@
-//! The one SQLite database behind local mode: opening, the schema and its
-//! migrations, and the connection model every local adapter shares.
+//! The one SQLite database behind local mode: opening, and the connection
+//! model every SQLite adapter shares.
 //!
 //! **Writes** go to one writer thread that owns the only write connection. It
 //! takes every operation waiting on its channel, runs them all in a single
@@ -38,7 +38,8 @@ use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::LocalError;
+use super::DbError;
+use super::schema::migrate;
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 
@@ -64,104 +65,6 @@ thread_local! {
 
 /// How long a connection waits for another process's lock (e.g. `payhook dlq`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-///
-/// Every secondary index costs page writes on each commit, so there are only
-/// those the hot path or the newest-first listing needs; TTL purges and the
-/// inspection of one event use primary keys or a scan at start-up.
-const MIGRATIONS: &[&str] = &[
-    // 1: ledger, bodies, state, markers, queues, meta.
-    "
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) WITHOUT ROWID;
-
-    CREATE TABLE ledger (
-        provider           TEXT    NOT NULL,
-        event_id           TEXT    NOT NULL,
-        status             TEXT    NOT NULL,
-        event_type         TEXT    NOT NULL,
-        created            INTEGER NOT NULL,
-        received_at_millis INTEGER NOT NULL,
-        lease_until_millis INTEGER NOT NULL,
-        attempts           INTEGER NOT NULL,
-        queue              TEXT,
-        message_id         TEXT,
-        ignore_reason      TEXT,
-        object_id          TEXT,
-        livemode           INTEGER,
-        expires_at         INTEGER NOT NULL,
-        PRIMARY KEY (provider, event_id)
-    );
-    CREATE INDEX ledger_newest ON ledger (received_at_millis DESC);
-
-    CREATE TABLE bodies (
-        provider TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        body     TEXT NOT NULL,
-        PRIMARY KEY (provider, event_id)
-    ) WITHOUT ROWID;
-
-    CREATE TABLE state_items (
-        kind              TEXT    NOT NULL,
-        id                TEXT    NOT NULL,
-        version           INTEGER NOT NULL,
-        last_created      INTEGER NOT NULL,
-        last_event_id     TEXT    NOT NULL,
-        last_event_type   TEXT    NOT NULL,
-        updated_at_millis INTEGER NOT NULL,
-        data              TEXT    NOT NULL,
-        pending           TEXT    NOT NULL,
-        PRIMARY KEY (kind, id)
-    ) WITHOUT ROWID;
-
-    CREATE TABLE markers (
-        processor  TEXT    NOT NULL,
-        event_id   TEXT    NOT NULL,
-        event_type TEXT    NOT NULL,
-        kind       TEXT,
-        object_id  TEXT,
-        outcome    TEXT    NOT NULL,
-        at_millis  INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        PRIMARY KEY (processor, event_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX markers_object ON markers (kind, object_id, at_millis);
-
-    CREATE TABLE messages (
-        seq                INTEGER PRIMARY KEY AUTOINCREMENT,
-        queue              TEXT    NOT NULL,
-        dead               INTEGER NOT NULL DEFAULT 0,
-        provider           TEXT    NOT NULL,
-        event_id           TEXT    NOT NULL,
-        event_type         TEXT    NOT NULL,
-        body               TEXT    NOT NULL,
-        attributes         TEXT    NOT NULL,
-        sent_at_millis     INTEGER NOT NULL,
-        visible_at_millis  INTEGER NOT NULL,
-        receive_count      INTEGER NOT NULL DEFAULT 0,
-        in_flight          INTEGER NOT NULL DEFAULT 0,
-        last_error         TEXT,
-        dead_at_millis     INTEGER,
-        redrives           INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX messages_ready ON messages (queue, dead, visible_at_millis, seq);
-    ",
-    // 2: message bodies apart from the delivery state each receive and settle
-    // rewrites, so that those rewrite a short row, not the whole event.
-    "
-    CREATE TABLE message_bodies (
-        seq        INTEGER PRIMARY KEY,
-        body       TEXT    NOT NULL,
-        attributes TEXT    NOT NULL
-    );
-    INSERT INTO message_bodies (seq, body, attributes) SELECT seq, body, attributes FROM messages;
-    ALTER TABLE messages DROP COLUMN body;
-    ALTER TABLE messages DROP COLUMN attributes;
-    ",
-];
 
 /// How hard a commit presses data to disk before callers are answered.
 ///
@@ -378,15 +281,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Db {
     /// Opens (creating if needed, with its directory) the database at `path`,
     /// brings its schema up to date and starts the writer thread.
-    pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Self, LocalError> {
+    pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Self, DbError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| LocalError::Io {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;
         }
-        let open_err = |source| LocalError::Open {
+        let open_err = |source| DbError::Open {
             path: path.clone(),
             source,
         };
@@ -400,7 +303,7 @@ impl Db {
             .pragma_update(None, "synchronous", options.durability.as_str())
             .map_err(open_err)?;
 
-        let spawn_err = |source| LocalError::Io {
+        let spawn_err = |source| DbError::Io {
             path: path.clone(),
             source,
         };
@@ -576,23 +479,6 @@ impl Db {
         })
         .await
     }
-
-    /// Deletes ledger records and markers whose TTL has passed, and bodies whose
-    /// ledger record is gone (DynamoDB's TTL, done at start-up); returns how many rows went.
-    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
-        let now_secs = self.now_millis().div_euclid(1000);
-        self.write("purge", move |conn| {
-            let mut n = conn.execute("DELETE FROM ledger WHERE expires_at < ?1", [now_secs])?;
-            n += conn.execute("DELETE FROM markers WHERE expires_at < ?1", [now_secs])?;
-            n += conn.execute(
-                "DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM ledger l
-                 WHERE l.provider = bodies.provider AND l.event_id = bodies.event_id)",
-                [],
-            )?;
-            Ok(n)
-        })
-        .await
-    }
 }
 
 impl Inner {
@@ -644,33 +530,6 @@ fn open_reader(path: &Path) -> OpResult<Connection> {
     conn.pragma_update(None, "cache_size", -8_000)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
-}
-
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LocalError> {
-    let open_err = |source| LocalError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(open_err)?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(open_err)?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(LocalError::Schema {
-            path: path.to_path_buf(),
-            found: version,
-            supported: known,
-        });
-    }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        tx.execute_batch(sql).map_err(open_err)?;
-        tx.pragma_update(None, "user_version", n as i64 + 1)
-            .map_err(open_err)?;
-    }
-    tx.commit().map_err(open_err)
 }
 
 /// Runs one operation in its own savepoint so that its failure (or panic)
@@ -766,266 +625,4 @@ fn write_loop(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::local::testing::{NOW_SECS, TempDb};
-
-    fn count(conn: &Connection, table: &str) -> OpResult<i64> {
-        Ok(conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
-    }
-
-    #[tokio::test]
-    async fn failing_operation_rolls_back_alone_within_its_group() {
-        // GIVEN many concurrent writes, one of which fails after writing
-        let t = TempDb::new();
-        let db = t.db();
-        let writes = (0..40).map(|n| {
-            let db = db.clone();
-            async move {
-                db.write("test", move |conn| {
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES (?1, 'v')",
-                        [format!("k{n}")],
-                    )?;
-                    if n == 7 {
-                        return Err(OpError::corrupt("k7", "refused after writing"));
-                    }
-                    Ok(())
-                })
-                .await
-            }
-        });
-        let results = futures_util::future::join_all(writes).await;
-        // THEN only that write failed, and only its row is missing
-        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
-        assert!(matches!(results[7], Err(StoreError::Corrupt { .. })));
-        assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 39);
-    }
-
-    #[tokio::test]
-    async fn group_run_again_after_a_failure_answers_what_was_committed() {
-        // GIVEN a counter and many concurrent increments that each report the
-        // value they wrote, one of which fails after incrementing
-        let t = TempDb::new();
-        let db = t.db();
-        db.meta_put("counter", "0".into()).await.unwrap();
-        let writes = (0..40).map(|n| {
-            let db = db.clone();
-            async move {
-                db.write("test", move |conn| {
-                    let value: i64 = conn.query_row(
-                        "UPDATE meta SET value = value + 1 WHERE key = 'counter' RETURNING CAST(value AS INTEGER)",
-                        [],
-                        |row| row.get(0),
-                    )?;
-                    if n == 7 {
-                        return Err(OpError::corrupt("counter", "refused after writing"));
-                    }
-                    Ok(value)
-                })
-                .await
-            }
-        });
-        let results = futures_util::future::join_all(writes).await;
-        // THEN the others each answer a distinct value that stands, and the
-        // failed increment left nothing behind
-        let mut values: Vec<i64> = results.into_iter().filter_map(Result::ok).collect();
-        values.sort_unstable();
-        assert_eq!(values, (1..=39).collect::<Vec<_>>());
-        assert_eq!(db.meta_get("counter").await.unwrap().as_deref(), Some("39"));
-    }
-
-    #[tokio::test]
-    async fn panicking_operation_is_rolled_back_and_the_writer_lives_on() {
-        // GIVEN a write that panics after writing
-        let t = TempDb::new();
-        let db = t.db();
-        let failed = db
-            .write("test", |conn| -> OpResult<()> {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('p', 'v')", [])?;
-                panic!("bug in an operation");
-            })
-            .await;
-        // THEN it fails alone, nothing it wrote stands, and later writes succeed
-        assert!(failed.is_err());
-        db.write("test", |conn| {
-            Ok(conn.execute("INSERT INTO meta (key, value) VALUES ('q', 'v')", [])?)
-        })
-        .await
-        .unwrap();
-        assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn closed_database_refuses_writes_cleanly() {
-        // GIVEN a closed database WHEN a write is attempted THEN it fails as unavailable
-        let t = TempDb::new();
-        let db = t.db();
-        db.close();
-        let err = db.meta_get_or_insert("k", || "v".into()).await.unwrap_err();
-        assert!(err.to_string().contains("closed"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn meta_value_is_created_once_and_kept_across_restarts() {
-        // GIVEN a value created on first use
-        let mut t = TempDb::new();
-        let first = t
-            .db()
-            .meta_get_or_insert("secret", || "one".into())
-            .await
-            .unwrap();
-        // WHEN asked again with another candidate, also after a restart
-        let again = t
-            .db()
-            .meta_get_or_insert("secret", || "two".into())
-            .await
-            .unwrap();
-        let db = t.reopen();
-        // THEN the first value stands
-        assert_eq!((first.as_str(), again.as_str()), ("one", "one"));
-        assert_eq!(db.meta_get("secret").await.unwrap().as_deref(), Some("one"));
-        assert_eq!(db.meta_get("other").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn database_made_by_a_newer_payhook_is_refused() {
-        // GIVEN a database whose schema is newer than this build knows
-        let t = TempDb::new();
-        let newer = MIGRATIONS.len() as i64 + 1;
-        t.db()
-            .write("test", move |conn| {
-                Ok(conn.pragma_update(None, "user_version", newer)?)
-            })
-            .await
-            .unwrap();
-        t.db().close();
-        // WHEN it is opened THEN opening fails, naming both versions
-        let err = Db::open(t.path(), DbOptions::default()).unwrap_err();
-        assert!(
-            matches!(err, LocalError::Schema { found, .. } if found == newer),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn queued_messages_survive_the_move_of_bodies_to_their_own_table() {
-        // GIVEN a schema-1 database holding a queued message
-        let t = TempDb::new();
-        t.db().close();
-        let path = t.path().with_file_name("v1.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO messages (queue, provider, event_id, event_type, body, attributes,
-                     sent_at_millis, visible_at_millis)
-                 VALUES ('fulfill', 'stripe', 'evt_1', 't', '{\"id\":\"evt_1\"}', '{\"k\":\"v\"}', 0, 0)",
-                [],
-            )
-            .unwrap();
-        }
-        // WHEN it is opened by this build
-        let db = Db::open(&path, DbOptions::default()).unwrap();
-        let queue = crate::queue::sqlite::SqliteQueue::new(db.clone(), Default::default());
-        let got = queue
-            .receive(crate::route::Processor::Fulfill, 10)
-            .await
-            .unwrap();
-        // THEN the message is delivered with its body and attributes
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].body, r#"{"id":"evt_1"}"#);
-        assert_eq!(got[0].attributes.get("k").map(String::as_str), Some("v"));
-        db.close();
-    }
-
-    #[tokio::test]
-    async fn the_wal_starts_over_under_sustained_writes() {
-        // GIVEN a database taking far more writes than the WAL bound (~40 MB)
-        let t = TempDb::new();
-        let db = t.db();
-        let blob = "x".repeat(4000);
-        for n in 0..200 {
-            let blob = blob.clone();
-            db.write("test", move |conn| {
-                for i in 0..50 {
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                        params![format!("k{n}-{i}"), blob],
-                    )?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
-        }
-        // THEN the checkpoints (thread and writer) kept the WAL file near its
-        // bound instead of growing with every write, and nothing was lost
-        let wal = t.path().with_extension("db-wal");
-        let wal_bytes = std::fs::metadata(&wal).unwrap().len();
-        let bound = u64::try_from(RESTART_PAGES + CHECKPOINT_PAGES).unwrap() * 4096 * 3 / 2;
-        assert!(wal_bytes < bound, "WAL is {wal_bytes} bytes");
-        assert_eq!(db.read("test", |c| count(c, "meta")).await.unwrap(), 10_000);
-    }
-
-    #[tokio::test]
-    async fn opening_creates_the_directory_in_wal_mode() {
-        // GIVEN a path in a directory that does not exist yet
-        let t = TempDb::new();
-        let path = t.path().with_file_name("nested").join("dir").join("dev.db");
-        // WHEN it is opened THEN the directory and a WAL database exist
-        let db = Db::open(&path, DbOptions::default()).unwrap();
-        let mode: String = db
-            .read("test", |c| {
-                Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        assert_eq!(db.durability(), Durability::Normal);
-        db.close();
-    }
-
-    #[tokio::test]
-    async fn expired_ledger_records_and_markers_are_purged() {
-        // GIVEN one expired and one live ledger record and marker, and an orphan body
-        let t = TempDb::new();
-        let db = t.db();
-        db.write("test", |conn| {
-            for (id, expires) in [("evt_old", NOW_SECS - 1), ("evt_new", NOW_SECS + 1)] {
-                conn.execute(
-                    "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
-                         lease_until_millis, attempts, expires_at)
-                     VALUES ('stripe', ?1, 'ENQUEUED', 't', 0, 0, 0, 1, ?2)",
-                    params![id, expires],
-                )?;
-                conn.execute(
-                    "INSERT INTO markers (processor, event_id, event_type, outcome, at_millis, expires_at)
-                     VALUES ('fulfill', ?1, 't', 'applied', 0, ?2)",
-                    params![id, expires],
-                )?;
-                conn.execute("INSERT INTO bodies (provider, event_id, body) VALUES ('stripe', ?1, '{}')", [id])?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
-        // WHEN expired rows are purged THEN only the expired ones (and their body) go
-        assert_eq!(db.purge_expired().await.unwrap(), 3);
-        for table in ["ledger", "markers", "bodies"] {
-            assert_eq!(
-                db.read("test", move |c| count(c, table)).await.unwrap(),
-                1,
-                "{table}"
-            );
-        }
-    }
-
-    #[test]
-    fn durability_names_parse() {
-        assert_eq!(Durability::parse("Normal"), Some(Durability::Normal));
-        assert_eq!(Durability::parse("full"), Some(Durability::Full));
-        assert_eq!(Durability::parse("off"), None);
-    }
-}
+mod tests;

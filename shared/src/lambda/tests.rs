@@ -1,16 +1,20 @@
 //! The HTTP and SQS translations, driven by events shaped exactly as API
 //! Gateway, Function URLs and SQS deliver them, against the memory backends.
 
+use std::time::{Duration, Instant};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use http::StatusCode;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::aws::clients::config_loader;
+use crate::clock::{ManualClock, SystemClock};
+use crate::config::ReceiveSettings;
+use crate::intake::SplitIntake;
 use crate::ledger::{LedgerKey, LedgerStatus, MemoryLedger};
 use crate::queue::{MemoryQueue, Payload};
-use crate::receive::ReceiveSettings;
 use crate::route::Processor;
 use crate::verify::{Provider, sign_stripe};
 
@@ -21,15 +25,14 @@ const HTTP_API_V2: &str = include_str!("fixtures/http_api_v2.json");
 const REST_V1: &str = include_str!("fixtures/rest_v1.json");
 const FUNCTION_URL: &str = include_str!("fixtures/function_url.json");
 
-type TestReceiver = Receiver<MemoryLedger, MemoryQueue, ManualClock>;
+type TestReceiver = Receiver<SplitIntake<MemoryLedger, MemoryQueue>, ManualClock>;
 
 fn receiver() -> TestReceiver {
     let verifiers =
         Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
     Receiver::new(
         verifiers,
-        MemoryLedger::new(),
-        MemoryQueue::new(),
+        SplitIntake::new(MemoryLedger::new(), MemoryQueue::new()),
         ManualClock::at_secs(NOW),
         ReceiveSettings::default(),
     )
@@ -116,7 +119,7 @@ async fn http_api_v2_delivery_is_enqueued() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(content_type, "application/json");
     assert_eq!(answer["outcome"], "enqueued");
-    let sent = r.queue().sent();
+    let sent = r.intake().queue().sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, Processor::Fulfill);
     assert_eq!(sent[0].1.payload, Payload::Inline(body));
@@ -131,6 +134,7 @@ async fn rest_api_delivery_is_enqueued() {
     let (status, _, answer) = call(&r, &gateway_event(REST_V1, &body, false)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let entry = r
+        .intake()
         .ledger()
         .entry(&LedgerKey::new(Provider::Stripe, "evt_rest"))
         .unwrap();
@@ -145,7 +149,7 @@ async fn function_url_delivery_uses_the_path_for_the_provider() {
     // WHEN the Lambda answers it THEN the provider comes from the path's last segment
     let (status, _, answer) = call(&r, &gateway_event(FUNCTION_URL, &body, false)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(r.queue().sent().len(), 1);
+    assert_eq!(r.intake().queue().sent().len(), 1);
 }
 
 #[tokio::test]
@@ -157,7 +161,10 @@ async fn base64_encoded_body_is_verified_after_decoding() {
         // WHEN the Lambda answers THEN the signature checks against the decoded bytes
         let (status, _, answer) = call(&r, &gateway_event(fixture, &body, true)).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
-        assert_eq!(r.queue().sent()[0].1.payload, Payload::Inline(body));
+        assert_eq!(
+            r.intake().queue().sent()[0].1.payload,
+            Payload::Inline(body)
+        );
     }
 }
 
@@ -193,8 +200,8 @@ async fn unknown_provider_and_wrong_method_get_clear_json_errors() {
     let (status, _, answer) = call(&r, &get.to_string()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(answer["error"], "method_not_allowed");
-    assert!(r.queue().sent().is_empty());
-    assert!(r.ledger().is_empty());
+    assert!(r.intake().queue().sent().is_empty());
+    assert!(r.intake().ledger().is_empty());
 }
 
 #[tokio::test]
@@ -208,7 +215,7 @@ async fn tampered_base64_body_is_refused() {
     let (status, _, answer) = call(&r, &v.to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer["error"], "invalid_signature");
-    assert!(r.ledger().is_empty());
+    assert!(r.intake().ledger().is_empty());
 }
 
 fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
@@ -291,4 +298,71 @@ fn processor_without_state_table_names_the_variable() {
     // WHEN the configuration is read THEN the start-up error names the variable
     let err = StartupError::from(ProcessorConfig::from_env(&env).unwrap_err());
     assert_eq!(err.to_string(), "STATE_TABLE: is not set");
+}
+
+/// An endpoint that accepts connections and never answers: AWS hanging.
+async fn hung_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn receive_answers_503_in_time_when_aws_hangs() {
+    // GIVEN the receive function's clients, configured as in Lambda, against a
+    // DynamoDB and SQS that accept connections and never answer
+    let config = config_loader(Timeouts::RECEIVE)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "payhook-test",
+        ))
+        .endpoint_url(hung_endpoint().await)
+        .load()
+        .await;
+    let clients = AwsClients::from_config(&config);
+    let env = |name: &str| {
+        Some(match name {
+            "LEDGER_TABLE" => "ledger".to_owned(),
+            "STRIPE_WEBHOOK_SECRET" => "whsec_hung_aws".to_owned(),
+            n if n.ends_with("_QUEUE_URL") => format!("http://127.0.0.1:1/{n}"),
+            _ => return None,
+        })
+    };
+    let receiver = receiver_from_env(&env, &clients).await.unwrap();
+    let body = format!(
+        r#"{{"id":"evt_hung","object":"event","type":"payment_intent.succeeded","created":{},"livemode":false,"data":{{"object":{{"id":"pi_hung","object":"payment_intent"}}}}}}"#,
+        SystemClock.now_secs()
+    );
+    let mut headers = HeaderMap::new();
+    let signature = sign_stripe("whsec_hung_aws", SystemClock.now_secs(), body.as_bytes());
+    headers.insert(
+        "stripe-signature",
+        HeaderValue::from_str(&signature).unwrap(),
+    );
+    // WHEN a delivery arrives
+    let started = Instant::now();
+    let answer = receiver
+        .handle(&Method::POST, "stripe", &headers, body.as_bytes())
+        .await;
+    // THEN receive gives up on the claim and answers 503 (the provider
+    // retries) well inside the function's 10 s timeout
+    let took = started.elapsed();
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(took >= Timeouts::RECEIVE.attempt, "took {took:?}");
 }
