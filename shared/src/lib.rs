@@ -31,3 +31,5 @@ pub mod local;
 pub mod sample;
 #[cfg(feature = "local")]
 pub mod sqlite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,13 +1,12 @@
 //! Harness for payhook's integration tests against moto server through the
 //! real AWS SDK: clients, uniquely named tables and queues per test, signed
 //! Stripe events built from Stripe's published fixtures, an interceptor that
-//! counts AWS calls, and the state-store conformance suite every backend runs.
+//! counts AWS calls. The store conformance suites are `payhook_shared::testing`'s
+//! (run here in `tests/conformance_aws.rs`).
 //!
 //! Run under `scripts/moto.sh -- cargo test -p payhook-tests --all-features`;
 //! without `AWS_ENDPOINT_URL` every AWS test fails with a message saying so,
 //! so a run outside the wrapper can never pass silently (or touch a real account).
-
-pub mod conformance;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

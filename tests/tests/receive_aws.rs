@@ -756,17 +756,3 @@ async fn unreadable_secret_fails_the_cold_start_naming_the_variable() {
     );
     assert!(message.contains("payhook/missing"), "{message}");
 }
-
-#[tokio::test]
-async fn memory_ledger_conforms() {
-    // GIVEN the reference ledger WHEN the contract suite runs THEN every case holds
-    payhook_tests::conformance::ledger(&MemoryLedger::new(), "mem").await;
-}
-
-#[tokio::test]
-async fn dynamodb_ledger_conforms() {
-    // GIVEN a fresh ledger table on moto
-    let w = World::new().await;
-    // WHEN the same contract suite runs THEN every case holds, as for the memory ledger
-    payhook_tests::conformance::ledger(&w.ledger(), "ddb").await;
-}

@@ -19,31 +19,14 @@ use payhook_shared::receive::Receiver;
 use payhook_shared::route::Processor;
 use payhook_shared::state::dynamodb::DynamoStateStore;
 use payhook_shared::state::{
-    Commit, CommitResult, Json, Marker, MemoryStateStore, Outcome, StateKey, StateKind, StateStore,
+    Commit, CommitResult, Json, Marker, Outcome, StateKey, StateKind, StateStore,
 };
 use payhook_shared::verify::{Provider, Tolerance, Verifiers};
 use payhook_tests::{
-    Aws, conformance, lambda_sqs_event, padded_event, payment_succeeded, signed, stripe_object,
-    unique,
+    Aws, lambda_sqs_event, padded_event, payment_succeeded, signed, stripe_object, unique,
 };
 
 const SECRET: &str = "whsec_integration_state";
-
-#[tokio::test]
-async fn memory_state_store_conforms() {
-    // GIVEN the reference store WHEN the contract suite runs THEN every case holds
-    conformance::state_store(&MemoryStateStore::new(), "mem").await;
-}
-
-#[tokio::test]
-async fn dynamodb_state_store_conforms() {
-    // GIVEN a fresh state table on moto
-    let aws = Aws::connect().await;
-    let table = unique("state");
-    aws.create_table(&table).await;
-    // WHEN the same contract suite runs THEN every case holds, as for the memory store
-    conformance::state_store(&DynamoStateStore::new(aws.dynamodb.clone(), &table), "ddb").await;
-}
 
 #[tokio::test]
 async fn markers_carry_their_ttl_and_commits_are_one_call() {

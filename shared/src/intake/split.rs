@@ -103,3 +103,17 @@ where
         taken
     }
 }
+
+#[cfg(test)]
+mod conformance {
+    use crate::intake::SplitIntake;
+    use crate::ledger::MemoryLedger;
+    use crate::queue::MemoryQueue;
+
+    crate::intake_conformance!(async {
+        (
+            (),
+            SplitIntake::new(MemoryLedger::new(), MemoryQueue::new()),
+        )
+    });
+}

@@ -6,7 +6,7 @@
 use super::{Disposition, Intake, IntakeError, Intaken};
 use crate::error::QueueError;
 use crate::ledger::ClaimRequest;
-use crate::ledger::sqlite::{self as ledger, Recorded};
+use crate::ledger::sqlite::{self as ledger, Recorded, SqliteLedger};
 use crate::queue::sqlite::{Outgoing, SqliteQueue};
 use crate::queue::{Payload, Queue};
 use crate::sqlite::Db;
@@ -27,6 +27,11 @@ impl SqliteIntake {
     /// The queues, for inspection.
     pub fn queue(&self) -> &SqliteQueue {
         &self.queue
+    }
+
+    /// The ledger the intake claims in, for inspection.
+    pub fn ledger(&self) -> SqliteLedger {
+        SqliteLedger::new(self.db.clone())
     }
 }
 

@@ -77,6 +77,10 @@ impl Ledger for MemoryLedger {
         let Claim::Claimed { attempts } = claim else {
             return Ok(claim);
         };
+        // A take-over keeps when the event was first received.
+        let received_at_millis = records
+            .get(&req.key)
+            .map_or(req.now_millis, |r| r.entry.received_at_millis);
         records.insert(
             req.key.clone(),
             Record {
@@ -85,7 +89,7 @@ impl Ledger for MemoryLedger {
                     status: LedgerStatus::Received,
                     event_type: req.event_type.clone(),
                     created: req.created,
-                    received_at_millis: req.now_millis,
+                    received_at_millis,
                     attempts,
                     queue: None,
                     message_id: None,
@@ -151,4 +155,9 @@ impl BodyStore for MemoryLedger {
         self.check("body")?;
         Ok(lock(&self.bodies).get(key).cloned())
     }
+}
+
+#[cfg(test)]
+mod conformance {
+    crate::ledger_conformance!(async { ((), super::MemoryLedger::new()) });
 }

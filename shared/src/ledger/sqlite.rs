@@ -193,14 +193,14 @@ pub(crate) fn record_claim(
         }
         Recorded::Ignored(reason) => (LedgerStatus::Ignored, None, None, Some(reason.as_str())),
     };
-    // A take-over replaces the expired claim whole, as a conditional put would.
+    // A take-over replaces the expired claim but for when the event was first
+    // received, as the DynamoDB claim's `if_not_exists` does.
     conn.prepare_cached(
         "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
              lease_until_millis, attempts, queue, message_id, ignore_reason, object_id, livemode, expires_at)
          VALUES (?1, ?2, ?13, ?3, ?4, ?5, ?6, ?7, ?11, ?12, ?14, ?8, ?9, ?10)
          ON CONFLICT (provider, event_id) DO UPDATE SET
              status = excluded.status, event_type = excluded.event_type, created = excluded.created,
-             received_at_millis = excluded.received_at_millis,
              lease_until_millis = excluded.lease_until_millis, attempts = excluded.attempts,
              queue = excluded.queue, message_id = excluded.message_id,
              ignore_reason = excluded.ignore_reason,
@@ -328,252 +328,26 @@ impl BodyStore for SqliteLedger {
 
 #[cfg(test)]
 mod tests {
-    //! The same scenarios run against the in-memory ledger (the reference) and
-    //! this one, so a condition that differs from the reference fails here.
-
-    use std::future::Future;
-
     use super::*;
-    use crate::ledger::MemoryLedger;
     use crate::sqlite::testing::TempDb;
 
     const NOW: i64 = 1_750_000_000_000;
-    const LEASE: i64 = 30_000;
-
-    /// Reads a record back, whatever the backend.
-    trait Probe: Ledger + BodyStore {
-        fn probe(&self, key: &LedgerKey) -> impl Future<Output = Option<LedgerEntry>>;
-    }
-
-    impl Probe for MemoryLedger {
-        async fn probe(&self, key: &LedgerKey) -> Option<LedgerEntry> {
-            self.entry(key)
-        }
-    }
-
-    impl Probe for SqliteLedger {
-        async fn probe(&self, key: &LedgerKey) -> Option<LedgerEntry> {
-            self.entry(key).await.expect("entry reads")
-        }
-    }
 
     fn key(id: &str) -> LedgerKey {
         LedgerKey::new(Provider::Stripe, id)
     }
 
     fn request(id: &str, now_millis: i64) -> ClaimRequest {
-        ClaimRequest {
-            key: key(id),
-            event_type: "payment_intent.succeeded".into(),
-            created: 1_749_999_990,
-            livemode: Some(false),
-            object_id: Some("pi_1".into()),
-            now_millis,
-            lease_until_millis: now_millis + LEASE,
-            expires_at: now_millis / 1000 + 86_400,
-        }
+        crate::testing::ledger::request("", id, now_millis)
     }
 
-    async fn first_claim_owns_the_event(l: &impl Probe) {
-        // GIVEN an empty ledger
-        // WHEN an event is claimed
-        let claim = l.claim(&request("evt_1", NOW)).await.unwrap();
-        // THEN it is the first attempt and the record says RECEIVED with the event's facts
-        assert_eq!(claim, Claim::Claimed { attempts: 1 });
-        let e = l.probe(&key("evt_1")).await.unwrap();
-        assert_eq!(e.status, LedgerStatus::Received);
-        assert_eq!(e.attempts, 1);
-        assert_eq!(e.event_type, "payment_intent.succeeded");
-        assert_eq!(e.created, 1_749_999_990);
-        assert_eq!(e.received_at_millis, NOW);
-        assert_eq!(e.object_id.as_deref(), Some("pi_1"));
-        assert_eq!(e.livemode, Some(false));
-        assert_eq!((e.queue, e.message_id, e.ignore_reason), (None, None, None));
+    mod conformance {
+        crate::ledger_conformance!(async {
+            let t = crate::sqlite::testing::TempDb::new();
+            let ledger = super::SqliteLedger::new(t.db());
+            (t, ledger)
+        });
     }
-
-    async fn live_lease_reports_in_flight(l: &impl Probe) {
-        // GIVEN a claim whose lease runs until NOW + LEASE
-        l.claim(&request("evt_1", NOW)).await.unwrap();
-        // WHEN another delivery claims before the lease ends, and exactly when it ends
-        let early = l.claim(&request("evt_1", NOW + LEASE - 1)).await.unwrap();
-        let at_end = l.claim(&request("evt_1", NOW + LEASE)).await.unwrap();
-        // THEN both lose to the holder and learn when its lease ends
-        let in_flight = Claim::InFlight {
-            lease_until_millis: NOW + LEASE,
-        };
-        assert_eq!(early, in_flight);
-        assert_eq!(at_end, in_flight);
-        assert_eq!(l.probe(&key("evt_1")).await.unwrap().attempts, 1);
-    }
-
-    async fn expired_lease_is_taken_over_with_attempts_counted(l: &impl Probe) {
-        // GIVEN a claim whose holder crashed
-        l.claim(&request("evt_1", NOW)).await.unwrap();
-        // WHEN a delivery claims after the lease expired
-        let later = NOW + LEASE + 1;
-        let claim = l.claim(&request("evt_1", later)).await.unwrap();
-        // THEN it owns the event as the second attempt, under a new lease
-        assert_eq!(claim, Claim::Claimed { attempts: 2 });
-        let e = l.probe(&key("evt_1")).await.unwrap();
-        assert_eq!(
-            (e.status, e.attempts, e.received_at_millis),
-            (LedgerStatus::Received, 2, later)
-        );
-        assert_eq!(
-            l.claim(&request("evt_1", later + 1)).await.unwrap(),
-            Claim::InFlight {
-                lease_until_millis: later + LEASE
-            }
-        );
-    }
-
-    async fn enqueued_event_is_a_duplicate_even_after_its_lease(l: &impl Probe) {
-        // GIVEN an event claimed and enqueued
-        l.claim(&request("evt_1", NOW)).await.unwrap();
-        l.mark_enqueued(&key("evt_1"), "fulfill", "fulfill-1")
-            .await
-            .unwrap();
-        // WHEN it is delivered again long after its lease
-        let claim = l.claim(&request("evt_1", NOW + 10 * LEASE)).await.unwrap();
-        // THEN the delivery is a duplicate and the record keeps where it went
-        assert_eq!(claim, Claim::Done(LedgerStatus::Enqueued));
-        let e = l.probe(&key("evt_1")).await.unwrap();
-        assert_eq!(e.status, LedgerStatus::Enqueued);
-        assert_eq!(e.queue.as_deref(), Some("fulfill"));
-        assert_eq!(e.message_id.as_deref(), Some("fulfill-1"));
-        assert_eq!(e.attempts, 1);
-    }
-
-    async fn ignored_event_is_a_duplicate(l: &impl Probe) {
-        // GIVEN an event recorded as ignored
-        l.claim(&request("evt_1", NOW)).await.unwrap();
-        l.mark_ignored(&key("evt_1"), IgnoreReason::UnknownType)
-            .await
-            .unwrap();
-        // WHEN it is delivered again
-        let claim = l.claim(&request("evt_1", NOW + 10 * LEASE)).await.unwrap();
-        // THEN it is a duplicate, and the reason is kept
-        assert_eq!(claim, Claim::Done(LedgerStatus::Ignored));
-        let e = l.probe(&key("evt_1")).await.unwrap();
-        assert_eq!(e.ignore_reason.as_deref(), Some("unknown_type"));
-    }
-
-    async fn release_frees_a_claim_for_the_next_delivery(l: &impl Probe) {
-        // GIVEN a claim whose enqueue failed
-        l.claim(&request("evt_1", NOW)).await.unwrap();
-        // WHEN it is released
-        l.release(&key("evt_1")).await.unwrap();
-        // THEN the record is gone and the retry claims at once, afresh
-        assert_eq!(l.probe(&key("evt_1")).await, None);
-        assert_eq!(
-            l.claim(&request("evt_1", NOW + 1)).await.unwrap(),
-            Claim::Claimed { attempts: 1 }
-        );
-    }
-
-    async fn release_never_removes_a_finished_event(l: &impl Probe) {
-        // GIVEN one event enqueued and one ignored
-        l.claim(&request("evt_e", NOW)).await.unwrap();
-        l.mark_enqueued(&key("evt_e"), "fulfill", "fulfill-1")
-            .await
-            .unwrap();
-        l.claim(&request("evt_i", NOW)).await.unwrap();
-        l.mark_ignored(&key("evt_i"), IgnoreReason::NotEnabled)
-            .await
-            .unwrap();
-        // WHEN both are released (and a missing one too)
-        l.release(&key("evt_e")).await.unwrap();
-        l.release(&key("evt_i")).await.unwrap();
-        l.release(&key("evt_missing")).await.unwrap();
-        // THEN both records stand and redeliveries stay duplicates
-        assert_eq!(
-            l.claim(&request("evt_e", NOW + 1)).await.unwrap(),
-            Claim::Done(LedgerStatus::Enqueued)
-        );
-        assert_eq!(
-            l.claim(&request("evt_i", NOW + 1)).await.unwrap(),
-            Claim::Done(LedgerStatus::Ignored)
-        );
-    }
-
-    async fn marking_an_unclaimed_event_fails(l: &impl Probe) {
-        // GIVEN no claim WHEN the event is marked THEN the store reports it and creates nothing
-        assert!(
-            l.mark_enqueued(&key("evt_x"), "fulfill", "m")
-                .await
-                .is_err()
-        );
-        assert!(
-            l.mark_ignored(&key("evt_x"), IgnoreReason::UnknownType)
-                .await
-                .is_err()
-        );
-        assert_eq!(l.probe(&key("evt_x")).await, None);
-    }
-
-    async fn providers_do_not_share_event_ids(l: &impl Probe) {
-        // GIVEN a Stripe event claimed
-        l.claim(&request("evt_1", NOW)).await.unwrap();
-        // WHEN a Standard Webhooks event with the same id is claimed
-        let mut other = request("evt_1", NOW);
-        other.key = LedgerKey::new(Provider::Standard, "evt_1");
-        // THEN it is a different event
-        assert_eq!(
-            l.claim(&other).await.unwrap(),
-            Claim::Claimed { attempts: 1 }
-        );
-    }
-
-    async fn bodies_are_kept_and_replaced(l: &impl Probe) {
-        // GIVEN no body WHEN one is put, then replaced THEN the latest is read back
-        assert_eq!(l.get_body(&key("evt_1")).await.unwrap(), None);
-        l.put_body(&key("evt_1"), "{\"a\":1}").await.unwrap();
-        assert_eq!(
-            l.get_body(&key("evt_1")).await.unwrap().as_deref(),
-            Some("{\"a\":1}")
-        );
-        l.put_body(&key("evt_1"), "{\"a\":2}").await.unwrap();
-        assert_eq!(
-            l.get_body(&key("evt_1")).await.unwrap().as_deref(),
-            Some("{\"a\":2}")
-        );
-        assert_eq!(l.get_body(&key("evt_2")).await.unwrap(), None);
-    }
-
-    macro_rules! conformance {
-        ($($scenario:ident),* $(,)?) => {
-            mod memory {
-                $(
-                    #[tokio::test]
-                    async fn $scenario() {
-                        super::$scenario(&super::MemoryLedger::new()).await;
-                    }
-                )*
-            }
-            mod sqlite {
-                $(
-                    #[tokio::test]
-                    async fn $scenario() {
-                        let t = super::TempDb::new();
-                        super::$scenario(&super::SqliteLedger::new(t.db())).await;
-                    }
-                )*
-            }
-        };
-    }
-
-    conformance!(
-        first_claim_owns_the_event,
-        live_lease_reports_in_flight,
-        expired_lease_is_taken_over_with_attempts_counted,
-        enqueued_event_is_a_duplicate_even_after_its_lease,
-        ignored_event_is_a_duplicate,
-        release_frees_a_claim_for_the_next_delivery,
-        release_never_removes_a_finished_event,
-        marking_an_unclaimed_event_fails,
-        providers_do_not_share_event_ids,
-        bodies_are_kept_and_replaced,
-    );
 
     #[tokio::test]
     async fn ledger_record_keeps_its_ttl_and_survives_a_restart() {

@@ -1,6 +1,7 @@
 //! An in-process queue that records what was sent, for unit tests.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{EventMessage, Queue};
 use crate::error::QueueError;
@@ -10,6 +11,7 @@ use crate::route::Processor;
 #[derive(Debug)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<(Processor, EventMessage)>>,
+    sends: AtomicUsize,
     failing: Mutex<bool>,
     max_message_bytes: usize,
 }
@@ -30,6 +32,7 @@ impl MemoryQueue {
     pub fn with_limit(max_message_bytes: usize) -> Self {
         Self {
             sent: Mutex::new(Vec::new()),
+            sends: AtomicUsize::new(0),
             failing: Mutex::new(false),
             max_message_bytes,
         }
@@ -40,9 +43,19 @@ impl MemoryQueue {
         *lock(&self.failing) = failing;
     }
 
-    /// Everything sent so far.
+    /// Everything sent so far (and not taken).
     pub fn sent(&self) -> Vec<(Processor, EventMessage)> {
         lock(&self.sent).clone()
+    }
+
+    /// Removes what was sent to `processor` and returns it, oldest first.
+    pub fn take(&self, processor: Processor) -> Vec<EventMessage> {
+        let mut sent = lock(&self.sent);
+        let (taken, kept) = std::mem::take(&mut *sent)
+            .into_iter()
+            .partition(|(p, _)| *p == processor);
+        *sent = kept;
+        taken.into_iter().map(|(_, m)| m).collect()
     }
 }
 
@@ -66,8 +79,13 @@ impl Queue for MemoryQueue {
                 message: "injected failure".into(),
             });
         }
-        let mut sent = lock(&self.sent);
-        sent.push((processor, message.clone()));
-        Ok(format!("mem-{}", sent.len()))
+        lock(&self.sent).push((processor, message.clone()));
+        let n = self.sends.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(format!("mem-{n}"))
     }
+}
+
+#[cfg(test)]
+mod conformance {
+    crate::queue_conformance!(async { ((), super::MemoryQueue::new()) });
 }

@@ -35,6 +35,12 @@ impl SqsQueue {
         Self { client, urls }
     }
 
+    /// The client, for the conformance suite's probe.
+    #[cfg(feature = "testing")]
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The URL of `processor`'s queue.
     pub fn url(&self, processor: Processor) -> &str {
         let index = Processor::ALL

@@ -97,3 +97,8 @@ impl StateStore for MemoryStateStore {
             .cloned())
     }
 }
+
+#[cfg(test)]
+mod conformance {
+    crate::state_conformance!(async { ((), super::MemoryStateStore::new()) });
+}

@@ -356,12 +356,11 @@ impl StateStore for SqliteStateStore {
 
 #[cfg(test)]
 mod tests {
-    //! The same scenarios run against the in-memory store (the reference) and
-    //! this one, so a condition that differs from the reference fails here.
+    //! The SQLite store's own cases (the contract it shares is in
+    //! `crate::testing::state`): malformed rows, restarts, many writers.
 
     use super::*;
     use crate::sqlite::testing::TempDb;
-    use crate::state::MemoryStateStore;
 
     const AT: i64 = 1_750_000_000_000;
 
@@ -420,199 +419,6 @@ mod tests {
         }
     }
 
-    async fn first_commit_creates_item_and_marker(s: &impl StateStore) {
-        // GIVEN no state WHEN an event's first commit expects no item
-        let c = commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 1, "evt_1", &["e1"])),
-            None,
-        );
-        // THEN item and marker are both written, exactly as given
-        assert_eq!(s.commit(&c).await.unwrap(), CommitResult::Committed);
-        assert_eq!(s.load(&key("pi_1")).await.unwrap(), c.item);
-        assert_eq!(
-            s.marker(Processor::Fulfill, "evt_1").await.unwrap(),
-            Some(c.marker)
-        );
-    }
-
-    async fn replayed_event_is_a_duplicate_and_writes_nothing(s: &impl StateStore) {
-        // GIVEN an event already committed
-        let first = item("pi_1", 1, "evt_1", &[]);
-        s.commit(&commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(first.clone()),
-            None,
-        ))
-        .await
-        .unwrap();
-        // WHEN the same event commits again, even with a version that would match
-        let replay = commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 2, "evt_1", &["x"])),
-            Some(1),
-        );
-        // THEN it is a duplicate and the item is untouched
-        assert_eq!(s.commit(&replay).await.unwrap(), CommitResult::Duplicate);
-        assert_eq!(s.load(&key("pi_1")).await.unwrap(), Some(first));
-    }
-
-    async fn changed_item_conflicts_and_writes_no_marker(s: &impl StateStore) {
-        // GIVEN an item at version 1
-        s.commit(&commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 1, "evt_1", &[])),
-            None,
-        ))
-        .await
-        .unwrap();
-        // WHEN another event commits as if the item did not exist yet (a stale read)
-        let stale = commit(
-            Processor::Fulfill,
-            "evt_2",
-            Some(item("pi_1", 1, "evt_2", &[])),
-            None,
-        );
-        // THEN it conflicts, leaves no marker, and a re-decided commit succeeds
-        assert_eq!(s.commit(&stale).await.unwrap(), CommitResult::Conflict);
-        assert_eq!(s.marker(Processor::Fulfill, "evt_2").await.unwrap(), None);
-        assert_eq!(
-            s.load(&key("pi_1")).await.unwrap().unwrap().last_event_id,
-            "evt_1"
-        );
-        let fresh = commit(
-            Processor::Fulfill,
-            "evt_2",
-            Some(item("pi_1", 2, "evt_2", &[])),
-            Some(1),
-        );
-        assert_eq!(s.commit(&fresh).await.unwrap(), CommitResult::Committed);
-        assert_eq!(s.load(&key("pi_1")).await.unwrap().unwrap().version, 2);
-    }
-
-    async fn wrong_version_conflicts(s: &impl StateStore) {
-        // GIVEN an item at version 1
-        s.commit(&commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 1, "evt_1", &[])),
-            None,
-        ))
-        .await
-        .unwrap();
-        // WHEN a commit expects version 2 (too new), or a missing item expects one
-        let ahead = commit(
-            Processor::Fulfill,
-            "evt_2",
-            Some(item("pi_1", 3, "evt_2", &[])),
-            Some(2),
-        );
-        let missing = commit(
-            Processor::Fulfill,
-            "evt_3",
-            Some(item("pi_9", 2, "evt_3", &[])),
-            Some(1),
-        );
-        // THEN both conflict and nothing is written
-        assert_eq!(s.commit(&ahead).await.unwrap(), CommitResult::Conflict);
-        assert_eq!(s.commit(&missing).await.unwrap(), CommitResult::Conflict);
-        assert_eq!(s.load(&key("pi_9")).await.unwrap(), None);
-        assert_eq!(s.marker(Processor::Fulfill, "evt_3").await.unwrap(), None);
-    }
-
-    async fn duplicate_is_reported_before_conflict(s: &impl StateStore) {
-        // GIVEN an event committed, then the item moved on
-        s.commit(&commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 1, "evt_1", &[])),
-            None,
-        ))
-        .await
-        .unwrap();
-        s.commit(&commit(
-            Processor::Fulfill,
-            "evt_2",
-            Some(item("pi_1", 2, "evt_2", &[])),
-            Some(1),
-        ))
-        .await
-        .unwrap();
-        // WHEN the first event is redelivered with its old expectation
-        let replay = commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 1, "evt_1", &[])),
-            None,
-        );
-        // THEN it is a duplicate (done), not a conflict (retry)
-        assert_eq!(s.commit(&replay).await.unwrap(), CommitResult::Duplicate);
-    }
-
-    async fn marker_only_commit_records_the_outcome(s: &impl StateStore) {
-        // GIVEN an event that concerns nothing kept
-        let c = commit(Processor::Subscription, "evt_1", None, None);
-        // WHEN it commits THEN only its marker exists, and a replay is a duplicate
-        assert_eq!(s.commit(&c).await.unwrap(), CommitResult::Committed);
-        assert_eq!(
-            s.marker(Processor::Subscription, "evt_1").await.unwrap(),
-            Some(c.marker.clone())
-        );
-        assert_eq!(s.commit(&c).await.unwrap(), CommitResult::Duplicate);
-    }
-
-    async fn markers_are_per_processor(s: &impl StateStore) {
-        // GIVEN an event committed by one processor
-        s.commit(&commit(Processor::Fulfill, "evt_1", None, None))
-            .await
-            .unwrap();
-        // WHEN another processor commits the same event id THEN it is its own first time
-        assert_eq!(
-            s.commit(&commit(Processor::Dispute, "evt_1", None, None))
-                .await
-                .unwrap(),
-            CommitResult::Committed
-        );
-        assert_eq!(s.marker(Processor::Payout, "evt_1").await.unwrap(), None);
-    }
-
-    async fn completing_effects_removes_them_and_bumps_the_version(s: &impl StateStore) {
-        // GIVEN an item with two pending effects
-        s.commit(&commit(
-            Processor::Fulfill,
-            "evt_1",
-            Some(item("pi_1", 1, "evt_1", &["a", "b"])),
-            None,
-        ))
-        .await
-        .unwrap();
-        // WHEN one of them (and an unknown id) is completed
-        s.complete_effects(&key("pi_1"), &["a".into(), "zzz".into()])
-            .await
-            .unwrap();
-        // THEN only the other stays pending, and the version moved so stale commits conflict
-        let after = s.load(&key("pi_1")).await.unwrap().unwrap();
-        assert_eq!(
-            after
-                .pending
-                .iter()
-                .map(|p| p.id.as_str())
-                .collect::<Vec<_>>(),
-            ["b"]
-        );
-        assert_eq!(after.version, 2);
-        assert_eq!(after.data.decode::<serde_json::Value>().unwrap()["v"], 1);
-        // AND completing on a missing item creates nothing
-        s.complete_effects(&key("pi_none"), &["a".into()])
-            .await
-            .unwrap();
-        assert_eq!(s.load(&key("pi_none")).await.unwrap(), None);
-    }
-
     /// Commits `pi_1` (by `evt_1`) and `pi_2` (by `evt_2`), each with `pending`.
     async fn commit_two_items(s: &impl StateStore, pending: &[&str]) {
         for (id, event) in [("pi_1", "evt_1"), ("pi_2", "evt_2")] {
@@ -627,61 +433,13 @@ mod tests {
         }
     }
 
-    async fn completing_many_effects_answers_each_object_apart(s: &impl StateStore) {
-        // GIVEN two items with pending effects
-        commit_two_items(s, &["a", "b"]).await;
-        // WHEN effects of both, and of a missing item, are completed at once
-        let results = s
-            .complete_effects_many(&[
-                (key("pi_1"), vec!["a".into()]),
-                (key("pi_none"), vec!["a".into()]),
-                (key("pi_2"), vec!["a".into(), "b".into()]),
-            ])
-            .await;
-        // THEN each entry answers, and each item lost exactly its own
-        assert_eq!(results.len(), 3);
-        assert!(results.iter().all(Result::is_ok));
-        let pending = |item: StateItem| item.pending.into_iter().map(|p| p.id).collect::<Vec<_>>();
-        let one = s.load(&key("pi_1")).await.unwrap().unwrap();
-        assert_eq!((one.version, pending(one)), (2, vec!["b".to_owned()]));
-        let two = s.load(&key("pi_2")).await.unwrap().unwrap();
-        assert_eq!((two.version, pending(two)), (2, Vec::<String>::new()));
-        assert_eq!(s.load(&key("pi_none")).await.unwrap(), None);
+    mod conformance {
+        crate::state_conformance!(async {
+            let t = crate::sqlite::testing::TempDb::new();
+            let store = super::SqliteStateStore::new(t.db());
+            (t, store)
+        });
     }
-
-    macro_rules! conformance {
-        ($($scenario:ident),* $(,)?) => {
-            mod memory {
-                $(
-                    #[tokio::test]
-                    async fn $scenario() {
-                        super::$scenario(&super::MemoryStateStore::new()).await;
-                    }
-                )*
-            }
-            mod sqlite {
-                $(
-                    #[tokio::test]
-                    async fn $scenario() {
-                        let t = super::TempDb::new();
-                        super::$scenario(&super::SqliteStateStore::new(t.db())).await;
-                    }
-                )*
-            }
-        };
-    }
-
-    conformance!(
-        first_commit_creates_item_and_marker,
-        replayed_event_is_a_duplicate_and_writes_nothing,
-        changed_item_conflicts_and_writes_no_marker,
-        wrong_version_conflicts,
-        duplicate_is_reported_before_conflict,
-        marker_only_commit_records_the_outcome,
-        markers_are_per_processor,
-        completing_effects_removes_them_and_bumps_the_version,
-        completing_many_effects_answers_each_object_apart,
-    );
 
     #[tokio::test]
     async fn completing_many_fails_only_the_entry_whose_item_is_malformed() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::queue::{MemoryQueue, Payload};
+use crate::queue::Payload;
 use crate::sqlite::testing::TempDb;
 use crate::verify::Provider;
 
@@ -39,23 +39,12 @@ async fn ids(q: &SqliteQueue, p: Processor, max: usize) -> Vec<String> {
         .collect()
 }
 
-async fn sends_get_distinct_ids_and_the_sqs_size_limit(q: &impl Queue) {
-    // GIVEN a queue WHEN two events are sent THEN each gets its own id, under SQS's limit
-    let a = q.send(Processor::Fulfill, &event("evt_1")).await.unwrap();
-    let b = q.send(Processor::Fulfill, &event("evt_2")).await.unwrap();
-    assert_ne!(a, b);
-    assert_eq!(q.max_message_bytes(), SQS_MAX_MESSAGE_BYTES);
-}
-
-#[tokio::test]
-async fn memory_sends_get_distinct_ids_and_the_sqs_size_limit() {
-    sends_get_distinct_ids_and_the_sqs_size_limit(&MemoryQueue::new()).await;
-}
-
-#[tokio::test]
-async fn sqlite_sends_get_distinct_ids_and_the_sqs_size_limit() {
-    let t = TempDb::new();
-    sends_get_distinct_ids_and_the_sqs_size_limit(&queue(&t)).await;
+mod conformance {
+    crate::queue_conformance!(async {
+        let t = crate::sqlite::testing::TempDb::new();
+        let queue = super::SqliteQueue::new(t.db(), super::SETTINGS);
+        (t, queue)
+    });
 }
 
 #[tokio::test]

@@ -1,22 +1,20 @@
-//! The ledger and state-store contracts, as suites every backend runs: the
-//! memory stores define the semantics, and DynamoDB (or any other adapter)
-//! must match them case for case.
+//! The state-store contract: every backend (memory, SQLite, DynamoDB) runs
+//! these cases through [`state_conformance!`](crate::state_conformance); the
+//! memory store defines the semantics.
 //!
-//! Each case uses keys under its own namespace, so a suite can run against a
-//! shared table and several suites can run at once.
+//! Keys are under the namespace `ns`, so the cases can share a table.
 
 use futures_util::future::join_all;
-use payhook_shared::error::StoreError;
-use payhook_shared::ledger::{BodyStore, Claim, ClaimRequest, Ledger, LedgerKey, LedgerStatus};
-use payhook_shared::route::{IgnoreReason, Processor};
-use payhook_shared::state::{
+use serde_json::json;
+
+use crate::route::Processor;
+use crate::state::{
     Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
     StateStore,
 };
-use payhook_shared::verify::Provider;
-use serde_json::json;
 
-fn key(ns: &str, id: &str) -> StateKey {
+/// The order `id` (namespaced by `ns`).
+pub fn key(ns: &str, id: &str) -> StateKey {
     StateKey::new(StateKind::Order, format!("pi_{ns}_{id}"))
 }
 
@@ -64,20 +62,6 @@ fn commit(marker: Marker, item: Option<StateItem>, expected_version: Option<u64>
         expected_version,
         marker_expires_at: 1_760_000_000,
     }
-}
-
-/// Runs every case against `store`; `ns` keeps this run's keys apart.
-pub async fn state_store<S: StateStore>(store: &S, ns: &str) {
-    first_commit_writes_item_and_marker(store, ns).await;
-    replayed_event_is_a_duplicate_and_changes_nothing(store, ns).await;
-    commit_from_a_stale_read_conflicts_and_writes_no_marker(store, ns).await;
-    creating_an_existing_item_conflicts(store, ns).await;
-    duplicate_wins_over_conflict(store, ns).await;
-    marker_only_commit_records_the_outcome_once(store, ns).await;
-    markers_are_per_processor(store, ns).await;
-    complete_effects_removes_them_in_order_and_bumps_version(store, ns).await;
-    complete_effects_on_a_missing_item_creates_nothing(store, ns).await;
-    concurrent_commits_from_one_read_let_exactly_one_win(store, ns).await;
 }
 
 /// A new object: the item and the marker are both written and read back unchanged.
@@ -399,141 +383,107 @@ pub async fn concurrent_commits_from_one_read_let_exactly_one_win<S: StateStore>
     }
 }
 
-/// Runs the ledger and body-store contract against `ledger`; `ns` keeps this run's keys apart.
-pub async fn ledger<L: Ledger + BodyStore>(ledger: &L, ns: &str) {
-    claim_lease_and_takeover(ledger, ns).await;
-    finished_events_are_done_and_never_released(ledger, ns).await;
-    release_frees_a_live_claim_at_once(ledger, ns).await;
-    marking_an_unclaimed_event_is_an_error(ledger, ns).await;
-    bodies_round_trip_exactly(ledger, ns).await;
-}
-
-fn claim_request(ns: &str, id: &str, now_millis: i64) -> ClaimRequest {
-    ClaimRequest {
-        key: LedgerKey::new(Provider::Stripe, format!("evt_{ns}_{id}")),
-        event_type: "payment_intent.succeeded".to_owned(),
-        created: 1_750_000_000,
-        livemode: Some(false),
-        object_id: Some("pi_1".to_owned()),
-        now_millis,
-        lease_until_millis: now_millis + 30_000,
-        expires_at: 1_760_000_000,
-    }
-}
-
-/// A claim excludes others until its lease ends; then the next claim takes over.
-pub async fn claim_lease_and_takeover<L: Ledger>(ledger: &L, ns: &str) {
-    // GIVEN an event claimed at t
-    let t = 1_750_000_000_000;
-    let first = claim_request(ns, "lease", t);
-    assert_eq!(
-        ledger.claim(&first).await.unwrap(),
-        Claim::Claimed { attempts: 1 }
-    );
-    // WHEN it is claimed again within the lease (and exactly at its end)
-    // THEN the holder's lease is reported
-    for at in [t + 1, t + 30_000] {
-        assert_eq!(
-            ledger.claim(&claim_request(ns, "lease", at)).await.unwrap(),
-            Claim::InFlight {
-                lease_until_millis: t + 30_000
-            }
-        );
-    }
-    // WHEN it is claimed after the lease ran out THEN the claim is taken over and counted
-    assert_eq!(
-        ledger
-            .claim(&claim_request(ns, "lease", t + 30_001))
-            .await
-            .unwrap(),
-        Claim::Claimed { attempts: 2 }
-    );
-}
-
-/// Enqueued and ignored events are duplicates forever after; release leaves them.
-pub async fn finished_events_are_done_and_never_released<L: Ledger>(ledger: &L, ns: &str) {
-    let t = 1_750_000_000_000;
-    for (id, ignored) in [("enq", false), ("ign", true)] {
-        // GIVEN a claimed event that is then enqueued (or ignored)
-        let req = claim_request(ns, id, t);
-        ledger.claim(&req).await.unwrap();
-        if ignored {
-            ledger
-                .mark_ignored(&req.key, IgnoreReason::UnknownType)
-                .await
-                .unwrap();
-        } else {
-            ledger
-                .mark_enqueued(&req.key, "fulfill", "msg-1")
-                .await
-                .unwrap();
-        }
-        // WHEN someone tries to release it, and it is delivered again long after
-        ledger.release(&req.key).await.unwrap();
-        let again = ledger
-            .claim(&claim_request(ns, id, t + 3_600_000))
-            .await
-            .unwrap();
-        // THEN it is done, with its status
-        let status = if ignored {
-            LedgerStatus::Ignored
-        } else {
-            LedgerStatus::Enqueued
-        };
-        assert_eq!(again, Claim::Done(status), "{id}");
-    }
-}
-
-/// A released claim can be claimed again at once, from a fresh count.
-pub async fn release_frees_a_live_claim_at_once<L: Ledger>(ledger: &L, ns: &str) {
-    // GIVEN a live claim that gave up after a failure
-    let t = 1_750_000_000_000;
-    let req = claim_request(ns, "release", t);
-    ledger.claim(&req).await.unwrap();
-    ledger.release(&req.key).await.unwrap();
-    // WHEN the provider retries a second later THEN it is claimed, not in flight
-    assert_eq!(
-        ledger
-            .claim(&claim_request(ns, "release", t + 1_000))
-            .await
-            .unwrap(),
-        Claim::Claimed { attempts: 1 }
-    );
-    // AND releasing what does not exist is fine
-    ledger
-        .release(&LedgerKey::new(Provider::Stripe, format!("evt_{ns}_never")))
+/// Expecting a version the item is not at (ahead of it, or of a missing
+/// item) conflicts and writes nothing.
+pub async fn wrong_version_conflicts<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an item at version 1
+    let k = key(ns, "wrong");
+    let a = format!("evt_{ns}_wrong_a");
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(item(&k, 1, &a, vec![])),
+            None,
+        ))
         .await
         .unwrap();
+    // WHEN a commit expects version 2 (too new), or a missing item expects one
+    let b = format!("evt_{ns}_wrong_b");
+    let ahead = commit(
+        marker(Processor::Fulfill, &b, Some(&k), Outcome::Applied),
+        Some(item(&k, 3, &b, vec![])),
+        Some(2),
+    );
+    let ghost = key(ns, "wrong_ghost");
+    let c = format!("evt_{ns}_wrong_c");
+    let missing = commit(
+        marker(Processor::Fulfill, &c, Some(&ghost), Outcome::Applied),
+        Some(item(&ghost, 2, &c, vec![])),
+        Some(1),
+    );
+    // THEN both conflict and nothing is written
+    assert_eq!(store.commit(&ahead).await.unwrap(), CommitResult::Conflict);
+    assert_eq!(
+        store.commit(&missing).await.unwrap(),
+        CommitResult::Conflict
+    );
+    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 1);
+    assert_eq!(store.load(&ghost).await.unwrap(), None);
+    assert_eq!(store.marker(Processor::Fulfill, &c).await.unwrap(), None);
 }
 
-/// Marking an event nobody claimed is a store error, not a silent write.
-pub async fn marking_an_unclaimed_event_is_an_error<L: Ledger>(ledger: &L, ns: &str) {
-    // GIVEN an event never claimed WHEN it is marked THEN both marks fail as corrupt
-    let key = LedgerKey::new(Provider::Stripe, format!("evt_{ns}_unclaimed"));
-    assert!(matches!(
-        ledger.mark_enqueued(&key, "fulfill", "m").await,
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        ledger.mark_ignored(&key, IgnoreReason::UnknownType).await,
-        Err(StoreError::Corrupt { .. })
-    ));
-}
-
-/// Bodies of every size the receiver accepts come back byte for byte.
-pub async fn bodies_round_trip_exactly<B: BodyStore>(bodies: &B, ns: &str) {
-    for (id, body) in [
-        ("tiny", "{}".to_owned()),
-        ("multibyte", "{\"name\":\"Zoë 😀\"}".repeat(30_000)),
-        ("mib", "x".repeat(1024 * 1024)),
-    ] {
-        // GIVEN a body WHEN stored and read back THEN it is unchanged
-        let key = LedgerKey::new(Provider::Stripe, format!("evt_{ns}_body_{id}"));
-        bodies.put_body(&key, &body).await.unwrap();
-        assert_eq!(
-            bodies.get_body(&key).await.unwrap().as_deref(),
-            Some(body.as_str()),
-            "{id}"
-        );
+/// Completing the effects of several objects in one call answers each entry
+/// apart: each object loses exactly its own, a missing one stays missing.
+pub async fn completing_many_effects_answers_each_object_apart<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN two objects with pending effects 0 and 1
+    let (k1, k2, ghost) = (key(ns, "many_1"), key(ns, "many_2"), key(ns, "many_ghost"));
+    let mut pending = Vec::new();
+    for k in [&k1, &k2] {
+        let e = format!("evt_{ns}_{}", k.id);
+        let effects: Vec<_> = (0..2).map(|n| effect(&e, n)).collect();
+        store
+            .commit(&commit(
+                marker(Processor::Fulfill, &e, Some(k), Outcome::Applied),
+                Some(item(k, 1, &e, effects.clone())),
+                None,
+            ))
+            .await
+            .unwrap();
+        pending.push(effects);
     }
+    // WHEN effects of both, and of a missing object, are completed at once
+    let results = store
+        .complete_effects_many(&[
+            (k1.clone(), vec![pending[0][0].id.clone()]),
+            (ghost.clone(), vec![pending[0][0].id.clone()]),
+            (
+                k2.clone(),
+                vec![pending[1][0].id.clone(), pending[1][1].id.clone()],
+            ),
+        ])
+        .await;
+    // THEN each entry answers, and each object lost exactly its own
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let one = store.load(&k1).await.unwrap().unwrap();
+    assert_eq!((one.version, one.pending), (2, vec![pending[0][1].clone()]));
+    let two = store.load(&k2).await.unwrap().unwrap();
+    assert_eq!((two.version, two.pending), (2, vec![]));
+    assert_eq!(store.load(&ghost).await.unwrap(), None);
+}
+
+/// Every state-store case, each as a test of its own (see
+/// [`ledger_conformance!`](crate::ledger_conformance) for `$make`).
+#[macro_export]
+macro_rules! state_conformance {
+    ($make:expr) => {
+        $crate::__conformance_cases!(
+            state,
+            $make,
+            [
+                first_commit_writes_item_and_marker,
+                replayed_event_is_a_duplicate_and_changes_nothing,
+                commit_from_a_stale_read_conflicts_and_writes_no_marker,
+                creating_an_existing_item_conflicts,
+                wrong_version_conflicts,
+                duplicate_wins_over_conflict,
+                marker_only_commit_records_the_outcome_once,
+                markers_are_per_processor,
+                complete_effects_removes_them_in_order_and_bumps_version,
+                complete_effects_on_a_missing_item_creates_nothing,
+                completing_many_effects_answers_each_object_apart,
+                concurrent_commits_from_one_read_let_exactly_one_win,
+            ]
+        );
+    };
 }
