@@ -20,7 +20,7 @@ import sys
 import time
 
 root = pathlib.Path(__file__).resolve().parents[2]
-fixtures = json.loads((root / "tests/fixtures/stripe/fixtures3.json").read_text())["resources"]
+fixtures = json.loads((root / "shared/fixtures/stripe/fixtures3.json").read_text())["resources"]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use payhook_shared::sample::EventBuilder;
 use payhook_shared::verify::sign_stripe;
 use serde_json::{Value, json};
 
@@ -152,22 +153,15 @@ fn payment_intent(
     status: &str,
     created: i64,
 ) -> String {
-    json!({
-        "id": event_id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": created,
-        "livemode": false,
-        "pending_webhooks": 1,
-        "request": { "id": null, "idempotency_key": null },
-        "type": event_type,
-        "data": { "object": {
-            "id": pi, "object": "payment_intent", "amount": 2000,
-            "amount_received": if status == "succeeded" { 2000 } else { 0 },
+    let received = if status == "succeeded" { 2000 } else { 0 };
+    EventBuilder::new(event_type)
+        .id(event_id)
+        .created(created)
+        .object(json!({
+            "id": pi, "object": "payment_intent", "amount": 2000, "amount_received": received,
             "currency": "usd", "status": status, "metadata": { "order_id": format!("ord_{pi}") }
-        } }
-    })
-    .to_string()
+        }))
+        .body()
 }
 
 async fn deliver_signed(

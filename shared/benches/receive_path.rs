@@ -1,7 +1,7 @@
 //! The receive path's CPU cost per delivery: verify → parse → route, against a
 //! bare HMAC-SHA256 of the same bytes, for Stripe events of about 1, 3, 16 and
-//! 64 KB built from Stripe's published fixtures and rendered as Stripe sends
-//! them (two-space indent, `id`/`object` first, `type` last).
+//! 64 KB built with `sample::EventBuilder` from Stripe's published fixtures
+//! and rendered as Stripe sends them (two-space indent, `id`/`object` first).
 //!
 //! `cargo bench -p payhook-shared --all-features --bench receive_path` runs the
 //! criterion groups, then prints one ratio line per size. It also writes each
@@ -19,16 +19,14 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
 use payhook_shared::event;
 use payhook_shared::route::{Route, Routes};
+use payhook_shared::sample::EventBuilder;
+use payhook_shared::sample::fixtures::fixture;
 use payhook_shared::verify::{Provider, Scheme, StripeVerifier, Tolerance, Verified, sign_stripe};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 const SECRET: &str = "whsec_bench_4eC39HqLyjWDarjtT1zdp7dc";
 const TIMESTAMP: i64 = 1_721_954_070;
-const FIXTURES: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/stripe/fixtures3.json"
-));
 
 /// One benchmark payload: a signed Stripe event of about `label` size.
 struct Payload {
@@ -212,18 +210,16 @@ fn write(path: &std::path::Path, text: &str) {
 
 /// Builds the four payloads, signs them and writes them out for the peers.
 fn payloads() -> Vec<Payload> {
-    let all: Value = serde_json::from_str(FIXTURES).unwrap_or_else(|e| panic!("fixtures: {e}"));
-    let res = &all["resources"];
     let specs: [(&str, &str, usize, Value); 4] = [
-        ("1k", "refund.created", 1024, refund(res)),
+        ("1k", "refund.created", 1024, refund()),
         (
             "3k",
             "payment_intent.succeeded",
             3 * 1024,
-            payment_intent(res, 3 * 1024),
+            payment_intent(3 * 1024),
         ),
-        ("16k", "invoice.paid", 16 * 1024, invoice(res, 16 * 1024)),
-        ("64k", "invoice.paid", 64 * 1024, invoice(res, 64 * 1024)),
+        ("16k", "invoice.paid", 16 * 1024, invoice(16 * 1024)),
+        ("64k", "invoice.paid", 64 * 1024, invoice(64 * 1024)),
     ];
     let dir = payload_dir();
     let mut manifest = Vec::new();
@@ -255,73 +251,32 @@ fn payloads() -> Vec<Payload> {
     payloads
 }
 
-/// Wraps `object` in an event envelope the way Stripe renders one.
+/// `object` as an `event_type` event, rendered as Stripe sends it.
 fn render_event(object: &Value, event_type: &str) -> String {
-    let event = json!({
-        "id": "evt_3PgcABB7WZ01zgkW0x1yLqZc",
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": TIMESTAMP,
-        "data": {"object": object},
-        "livemode": false,
-        "pending_webhooks": 1,
-        "request": {"id": "req_8J2qFzXqhUe6Tn", "idempotency_key": "7c1f4e2a-5b9d-4c3e-8f6a-2d1b0e9c7a54"},
-        "type": event_type,
-    });
-    let mut out = String::new();
-    render(&event, 0, &mut out);
-    out
+    EventBuilder::new(event_type)
+        .id("evt_3PgcABB7WZ01zgkW0x1yLqZc")
+        .created(TIMESTAMP)
+        .api_version("2024-06-20")
+        .request("req_8J2qFzXqhUe6Tn", "7c1f4e2a-5b9d-4c3e-8f6a-2d1b0e9c7a54")
+        .object(object.clone())
+        .body()
 }
 
-/// Stripe's layout: two-space indent, `"key": value`, `id` and `object`
-/// first, the other keys in order (serde_json's map sorts them).
-fn render(v: &Value, depth: usize, out: &mut String) {
-    let pad = |out: &mut String, d: usize| out.extend(std::iter::repeat_n("  ", d));
-    match v {
-        Value::Object(map) if !map.is_empty() => {
-            out.push_str("{\n");
-            let first = ["id", "object"]
-                .into_iter()
-                .filter(|k| map.contains_key(*k));
-            let rest = map
-                .keys()
-                .map(String::as_str)
-                .filter(|k| *k != "id" && *k != "object");
-            let keys: Vec<&str> = first.chain(rest).collect();
-            for (i, key) in keys.iter().enumerate() {
-                pad(out, depth + 1);
-                out.push_str(&Value::from(*key).to_string());
-                out.push_str(": ");
-                render(&map[*key], depth + 1, out);
-                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
-            }
-            pad(out, depth);
-            out.push('}');
-        }
-        Value::Array(items) if !items.is_empty() => {
-            out.push_str("[\n");
-            for (i, item) in items.iter().enumerate() {
-                pad(out, depth + 1);
-                render(item, depth + 1, out);
-                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-            }
-            pad(out, depth);
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+/// Stripe's fixture of resource `name`.
+fn resource(name: &str) -> Value {
+    fixture(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// ~1 KB: a succeeded refund, as-is.
-fn refund(res: &Value) -> Value {
-    let mut r = res["refund"].clone();
+fn refund() -> Value {
+    let mut r = resource("refund");
     r["payment_intent"] = json!("pi_3PgcA9B7WZ01zgkW1lV2Jx3c");
     r
 }
 
 /// ~3 KB: a succeeded payment intent carrying order metadata.
-fn payment_intent(res: &Value, target: usize) -> Value {
-    let mut pi = res["payment_intent"].clone();
+fn payment_intent(target: usize) -> Value {
+    let mut pi = resource("payment_intent");
     pi["status"] = json!("succeeded");
     pi["amount_received"] = pi["amount"].clone();
     pi["latest_charge"] = json!("ch_3PgcA9B7WZ01zgkW1mC4Ll0d");
@@ -340,8 +295,8 @@ fn payment_intent(res: &Value, target: usize) -> Value {
 }
 
 /// ~16 / 64 KB: a paid invoice with as many line items as it takes.
-fn invoice(res: &Value, target: usize) -> Value {
-    let mut inv = res["invoice"].clone();
+fn invoice(target: usize) -> Value {
+    let mut inv = resource("invoice");
     inv["status"] = json!("paid");
     inv["amount_paid"] = inv["amount_due"].clone();
     inv["amount_remaining"] = json!(0);

@@ -27,7 +27,7 @@ pub mod aws;
 pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
-#[cfg(feature = "samples")]
+#[cfg(any(test, feature = "samples"))]
 pub mod sample;
 #[cfg(feature = "local")]
 pub mod sqlite;

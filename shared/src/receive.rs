@@ -311,6 +311,8 @@ mod tests {
     use crate::ledger::{LedgerStatus, MemoryLedger};
     use crate::queue::MemoryQueue;
     use crate::route::Processor;
+    use crate::sample::EventBuilder;
+    use crate::sample::fixtures::fixture;
     use crate::verify::{Tolerance, sign_stripe};
 
     const SECRET: &str = "whsec_test_receive";
@@ -332,18 +334,11 @@ mod tests {
     }
 
     fn event(id: &str, event_type: &str, livemode: bool) -> String {
-        json!({
-            "id": id,
-            "object": "event",
-            "api_version": "2024-06-20",
-            "created": NOW - 5,
-            "data": { "object": { "id": "pi_123", "object": "payment_intent", "amount": 2000 } },
-            "livemode": livemode,
-            "pending_webhooks": 1,
-            "request": { "id": null, "idempotency_key": null },
-            "type": event_type,
-        })
-        .to_string()
+        EventBuilder::new(event_type)
+            .id(id)
+            .created(NOW - 5)
+            .livemode(livemode)
+            .body()
     }
 
     fn signed(body: &str) -> HeaderMap {
@@ -374,7 +369,8 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, Processor::Fulfill);
         assert_eq!(sent[0].1.payload, Payload::Inline(body));
-        assert_eq!(sent[0].1.object_id.as_deref(), Some("pi_123"));
+        let pi = fixture("payment_intent").unwrap();
+        assert_eq!(sent[0].1.object_id.as_deref(), pi["id"].as_str());
         let entry = r
             .intake()
             .ledger()
@@ -560,7 +556,7 @@ mod tests {
                 Method::POST,
                 "stripe",
                 signed(&good),
-                good.replace("2000", "1").into_bytes(),
+                good.replace("evt_bad", "evt_bat").into_bytes(),
                 StatusCode::BAD_REQUEST,
             ),
             (

@@ -7,24 +7,22 @@ use payhook_shared::event::objects::{
 };
 use payhook_shared::event::{self, EventError, StripeObject, object_as};
 use payhook_shared::route::{Processor, Route, Routes};
+use payhook_shared::sample::EventBuilder;
+use payhook_shared::sample::fixtures::fixture;
 use payhook_shared::verify::{Provider, Scheme, StripeVerifier, Tolerance, sign_stripe};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-const FIXTURES: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/stripe/fixtures3.json"
-));
 const SECRET: &str = "whsec_fixture_test";
 const NOW: i64 = 1_721_954_070;
 
-/// The fixture event template carrying `object` as an `event_type` event,
-/// pretty-printed as Stripe sends it.
+/// `object` as an `event_type` event, rendered as Stripe sends it.
 fn event_body(object: &Value, event_type: &str) -> String {
-    let all: Value = serde_json::from_str(FIXTURES).unwrap();
-    let mut event = all["resources"]["event"].clone();
-    event["data"] = json!({ "object": object });
-    event["type"] = json!(event_type);
-    serde_json::to_string_pretty(&event).unwrap()
+    EventBuilder::new(event_type).object(object.clone()).body()
+}
+
+/// Stripe's fixture of resource `name`.
+fn resource(name: &str) -> Value {
+    fixture(name).expect("a bundled fixture")
 }
 
 /// Signs, verifies, parses and routes `body`; then decodes the view `T`.
@@ -42,8 +40,6 @@ fn receive<T: StripeObject>(body: &str) -> (Route, T) {
 #[test]
 fn every_processed_fixture_object_is_received_routed_and_decoded() {
     // GIVEN each resource a processor reads, in an event of a type it handles
-    let all: Value = serde_json::from_str(FIXTURES).unwrap();
-    let res = &all["resources"];
     let fulfill = Route::To(Processor::Fulfill);
     let subscription = Route::To(Processor::Subscription);
     let dispute = Route::To(Processor::Dispute);
@@ -51,45 +47,44 @@ fn every_processed_fixture_object_is_received_routed_and_decoded() {
     // WHEN each is signed, verified, parsed, routed and decoded
     // THEN it reaches its processor with the fixture's id
     let (r, v) = receive::<PaymentIntent>(&event_body(
-        &res["payment_intent"],
+        &resource("payment_intent"),
         "payment_intent.succeeded",
     ));
     assert_eq!((r, v.id.as_str()), (fulfill, "pi_1PgafyB7WZ01zgkWSjxsAJo3"));
-    let (r, v) = receive::<Charge>(&event_body(&res["charge"], "charge.refunded"));
+    let (r, v) = receive::<Charge>(&event_body(&resource("charge"), "charge.refunded"));
     assert_eq!((r, v.id.as_str()), (fulfill, "ch_1PgafuB7WZ01zgkWXYmPNZs8"));
-    let (r, v) = receive::<Refund>(&event_body(&res["refund"], "refund.updated"));
+    let (r, v) = receive::<Refund>(&event_body(&resource("refund"), "refund.updated"));
     assert_eq!((r, v.id.as_str()), (fulfill, "re_1Pgc72B7WZ01zgkWqPvrRrPE"));
     let (r, v) = receive::<CheckoutSession>(&event_body(
-        &res["checkout.session"],
+        &resource("checkout.session"),
         "checkout.session.completed",
     ));
     assert_eq!((r, v.mode.as_str()), (fulfill, "payment"));
-    let (r, v) = receive::<Invoice>(&event_body(&res["invoice"], "invoice.payment_failed"));
+    let (r, v) = receive::<Invoice>(&event_body(&resource("invoice"), "invoice.payment_failed"));
     assert_eq!(
         (r, v.id.as_str()),
         (subscription, "in_1Pgc6tB7WZ01zgkWu9fdqL6I")
     );
     let (r, v) = receive::<Subscription>(&event_body(
-        &res["subscription"],
+        &resource("subscription"),
         "customer.subscription.deleted",
     ));
     assert_eq!(
         (r, v.id.as_str()),
         (subscription, "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw")
     );
-    let (r, v) = receive::<Dispute>(&event_body(&res["dispute"], "charge.dispute.created"));
+    let (r, v) = receive::<Dispute>(&event_body(&resource("dispute"), "charge.dispute.created"));
     assert_eq!((r, v.id.as_str()), (dispute, "dp_1Pgc71B7WZ01zgkWMevJiAUx"));
-    let (r, v) = receive::<Payout>(&event_body(&res["payout"], "payout.failed"));
+    let (r, v) = receive::<Payout>(&event_body(&resource("payout"), "payout.failed"));
     assert_eq!((r, v.id.as_str()), (payout, "po_1Pgc79B7WZ01zgkWu1KToYf4"));
-    let (r, v) = receive::<Account>(&event_body(&res["account"], "account.updated"));
+    let (r, v) = receive::<Account>(&event_body(&resource("account"), "account.updated"));
     assert_eq!((r, v.id.as_str()), (payout, "acct_1PgafTB7WZ01zgkW"));
 }
 
 #[test]
 fn a_fixture_object_read_as_another_kind_is_refused_by_name() {
     // GIVEN a payout event WHEN its object is read as a charge THEN the error names both
-    let all: Value = serde_json::from_str(FIXTURES).unwrap();
-    let body = event_body(&all["resources"]["payout"], "payout.paid");
+    let body = event_body(&resource("payout"), "payout.paid");
     let verified = payhook_shared::verify::Verified {
         body: &body,
         timestamp: NOW,

@@ -1,6 +1,6 @@
 //! Harness for payhook's integration tests against moto server through the
 //! real AWS SDK: clients, uniquely named tables and queues per test, signed
-//! Stripe events built from Stripe's published fixtures, an interceptor that
+//! Stripe events (`payhook_shared::sample::EventBuilder`), an interceptor that
 //! counts AWS calls. The store conformance suites are `payhook_shared::testing`'s
 //! (run here in `tests/conformance_aws.rs`).
 //!
@@ -24,6 +24,7 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use http::HeaderMap;
+use payhook_shared::sample::EventBuilder;
 use payhook_shared::verify::sign_stripe;
 use serde_json::{Value, json};
 
@@ -344,47 +345,13 @@ impl Aws {
     }
 }
 
-/// Stripe's published fixtures (`tests/fixtures/stripe/fixtures3.json`).
-pub fn stripe_fixtures() -> &'static Value {
-    static FIXTURES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    FIXTURES.get_or_init(|| {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/stripe/fixtures3.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        serde_json::from_str(&text).unwrap()
-    })
-}
-
-/// One of Stripe's published objects (`payment_intent`, `charge`, `dispute`, ...).
-pub fn stripe_object(name: &str) -> Value {
-    stripe_fixtures()["resources"][name].clone()
-}
-
-/// A Stripe event around a published object, shaped like Stripe's own envelope.
-pub fn stripe_event(
-    id: &str,
-    event_type: &str,
-    object: Value,
-    created: i64,
-    livemode: bool,
-) -> String {
-    let mut event = stripe_object("event");
-    event["id"] = json!(id);
-    event["type"] = json!(event_type);
-    event["created"] = json!(created);
-    event["livemode"] = json!(livemode);
-    event["api_version"] = json!("2024-06-20");
-    event["data"] = json!({ "object": object });
-    event.to_string()
-}
-
-/// A `payment_intent.succeeded` event from the published payment intent.
+/// A `payment_intent.succeeded` event around Stripe's published payment intent.
 pub fn payment_succeeded(id: &str, created: i64) -> String {
-    let mut pi = stripe_object("payment_intent");
-    pi["status"] = json!("succeeded");
-    stripe_event(id, "payment_intent.succeeded", pi, created, false)
+    EventBuilder::new("payment_intent.succeeded")
+        .id(id)
+        .created(created)
+        .with(json!({ "status": "succeeded" }))
+        .body()
 }
 
 /// Headers carrying a valid `Stripe-Signature` for `body` at `timestamp`.

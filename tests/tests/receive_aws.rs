@@ -22,10 +22,10 @@ use payhook_shared::queue::sqs::SqsQueue;
 use payhook_shared::queue::{MemoryQueue, Queue, attr};
 use payhook_shared::receive::{Answer, Receiver};
 use payhook_shared::route::Processor;
+use payhook_shared::sample::EventBuilder;
+use payhook_shared::sample::fixtures::fixture;
 use payhook_shared::verify::{Provider, Tolerance, Verifiers, sign_stripe};
-use payhook_tests::{
-    Aws, padded_event, payment_succeeded, percentiles, signed, stripe_event, stripe_object, unique,
-};
+use payhook_tests::{Aws, padded_event, payment_succeeded, percentiles, signed, unique};
 
 const SECRET: &str = "whsec_integration_receive";
 
@@ -156,7 +156,7 @@ async fn first_delivery_enqueues_exactly_one_message_on_the_routed_queue() {
     assert_eq!(entry.attempts, 1);
     assert_eq!(
         entry.object_id.as_deref(),
-        stripe_object("payment_intent")["id"].as_str()
+        fixture("payment_intent").unwrap()["id"].as_str()
     );
     let items = w.aws.scan(&w.table).await;
     assert_eq!(items.len(), 1);
@@ -319,13 +319,10 @@ async fn unknown_type_is_recorded_as_ignored_and_sends_nothing() {
     // GIVEN an event type no processor handles
     let w = World::new().await;
     let r = w.receiver(ReceiveSettings::default());
-    let body = stripe_event(
-        "evt_unknown",
-        "customer.created",
-        stripe_object("customer"),
-        w.now() - 3,
-        false,
-    );
+    let body = EventBuilder::new("customer.created")
+        .id("evt_unknown")
+        .created(w.now() - 3)
+        .body();
     // WHEN it arrives
     let a = w.post(&r, &body).await;
     // THEN it is acknowledged, recorded IGNORED, and no queue gets it

@@ -17,14 +17,14 @@ use payhook_shared::queue::sqs::{SqsAdmin, SqsQueue};
 use payhook_shared::queue::{EventMessage, Payload, Queue};
 use payhook_shared::receive::Receiver;
 use payhook_shared::route::Processor;
+use payhook_shared::sample::EventBuilder;
+use payhook_shared::sample::fixtures::fixture;
 use payhook_shared::state::dynamodb::DynamoStateStore;
 use payhook_shared::state::{
     Commit, CommitResult, Json, Marker, Outcome, StateKey, StateKind, StateStore,
 };
 use payhook_shared::verify::{Provider, Tolerance, Verifiers};
-use payhook_tests::{
-    Aws, lambda_sqs_event, padded_event, payment_succeeded, signed, stripe_object, unique,
-};
+use payhook_tests::{Aws, lambda_sqs_event, padded_event, payment_succeeded, signed, unique};
 
 const SECRET: &str = "whsec_integration_state";
 
@@ -125,19 +125,11 @@ async fn enqueued_events_are_applied_once_by_the_processor_from_sqs() {
     // WHEN a small and a by-reference (300 KB) payment event are received
     let small = payment_succeeded("evt_flow_small", now - 5);
     let big = {
-        let mut pi = stripe_object("payment_intent");
-        pi["id"] = serde_json::json!("pi_flow_big");
-        pi["status"] = serde_json::json!("succeeded");
-        padded_event(
-            &payhook_tests::stripe_event(
-                "evt_flow_big",
-                "payment_intent.succeeded",
-                pi,
-                now - 4,
-                false,
-            ),
-            300_000,
-        )
+        let event = EventBuilder::new("payment_intent.succeeded")
+            .id("evt_flow_big")
+            .created(now - 4)
+            .with(serde_json::json!({ "id": "pi_flow_big", "status": "succeeded" }));
+        padded_event(&event.body(), 300_000)
     };
     for body in [&small, &big] {
         let a = receiver
@@ -168,7 +160,7 @@ async fn enqueued_events_are_applied_once_by_the_processor_from_sqs() {
         "{:?}",
         second.batch_item_failures
     );
-    let small_pi = stripe_object("payment_intent")["id"]
+    let small_pi = fixture("payment_intent").unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();

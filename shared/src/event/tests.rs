@@ -1,32 +1,27 @@
 //! Envelope and typed-view tests over Stripe's published fixtures
-//! (`tests/fixtures/stripe/fixtures3.json`) and hand-written edge cases.
+//! (`crate::sample::fixtures`) and hand-written edge cases.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
 use serde_json::{Value, json};
 
 use super::objects::*;
 use super::*;
-
-const FIXTURES: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/stripe/fixtures3.json"
-));
-
-static RESOURCES: LazyLock<Value> =
-    LazyLock::new(|| serde_json::from_str::<Value>(FIXTURES).unwrap()["resources"].take());
+use crate::sample::EventBuilder;
+use crate::sample::fixtures::fixture;
 
 fn resource(name: &str) -> Value {
-    RESOURCES[name].clone()
+    fixture(name).expect("a bundled fixture")
 }
 
-/// `resources.event` with `object` as its `data.object` and `event_type` as its type.
+/// A `event_type` event built around `object`, with the id and `created` of
+/// Stripe's fixture event.
 fn event_of(object: Value, event_type: &str) -> Value {
-    let mut event = resource("event");
-    event["data"]["object"] = object;
-    event["type"] = json!(event_type);
-    event
+    EventBuilder::new(event_type)
+        .id("evt_1Pgc76B7WZ01zgkWwyRHS12y")
+        .created(1_234_567_890)
+        .object(object)
+        .build()
 }
 
 fn stripe(body: &str) -> Result<Envelope<'_>, EventError> {

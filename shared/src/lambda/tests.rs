@@ -16,6 +16,7 @@ use crate::intake::SplitIntake;
 use crate::ledger::{LedgerKey, LedgerStatus, MemoryLedger};
 use crate::queue::{MemoryQueue, Payload};
 use crate::route::Processor;
+use crate::sample::EventBuilder;
 use crate::verify::{Provider, sign_stripe};
 
 const SECRET: &str = "whsec_lambda_translation";
@@ -38,37 +39,15 @@ fn receiver() -> TestReceiver {
     )
 }
 
+/// A `payment_intent.succeeded` event around Stripe's published payment
+/// intent, complete enough for the fulfill processor.
 fn event(id: &str) -> String {
-    json!({
-        "id": id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": NOW - 2,
-        "data": { "object": { "id": "pi_3Mtw", "object": "payment_intent", "amount": 2000 } },
-        "livemode": false,
-        "pending_webhooks": 1,
-        "request": { "id": "req_1", "idempotency_key": "ik_1" },
-        "type": "payment_intent.succeeded",
-    })
-    .to_string()
-}
-
-/// A `payment_intent.succeeded` event around Stripe's published payment intent,
-/// complete enough for the fulfill processor.
-fn fixture_event(id: &str) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/stripe/fixtures3.json"
-    );
-    let fixtures: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut pi = fixtures["resources"]["payment_intent"].clone();
-    pi["status"] = json!("succeeded");
-    let mut event = fixtures["resources"]["event"].clone();
-    event["id"] = json!(id);
-    event["type"] = json!("payment_intent.succeeded");
-    event["created"] = json!(NOW - 2);
-    event["data"] = json!({ "object": pi });
-    event.to_string()
+    EventBuilder::new("payment_intent.succeeded")
+        .id(id)
+        .created(NOW - 2)
+        .with(json!({ "status": "succeeded", "amount": 2000 }))
+        .request("req_1", "ik_1")
+        .body()
 }
 
 /// Puts a signed `body` into a gateway event fixture, base64-encoded when asked.
@@ -256,7 +235,7 @@ async fn sqs_batch_reports_only_the_unusable_record() {
         86_400,
     );
     let event = sqs_event(&[
-        ("evt_good", &fixture_event("evt_good")),
+        ("evt_good", &event("evt_good")),
         ("evt_garbage", "not json"),
     ]);
     // WHEN the Lambda handles it
@@ -339,10 +318,10 @@ async fn receive_answers_503_in_time_when_aws_hangs() {
         })
     };
     let receiver = receiver_from_env(&env, &clients).await.unwrap();
-    let body = format!(
-        r#"{{"id":"evt_hung","object":"event","type":"payment_intent.succeeded","created":{},"livemode":false,"data":{{"object":{{"id":"pi_hung","object":"payment_intent"}}}}}}"#,
-        SystemClock.now_secs()
-    );
+    let body = EventBuilder::new("payment_intent.succeeded")
+        .id("evt_hung")
+        .created(SystemClock.now_secs())
+        .body();
     let mut headers = HeaderMap::new();
     let signature = sign_stripe("whsec_hung_aws", SystemClock.now_secs(), body.as_bytes());
     headers.insert(

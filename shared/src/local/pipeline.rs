@@ -357,8 +357,9 @@ mod tests {
     use crate::ledger::{LedgerKey, LedgerStatus};
     use crate::local::inspect::{EventFilter, EventView};
     use crate::process::{EffectContext, EffectError};
-    use crate::queue::{EventMessage, Payload, Queue};
+    use crate::queue::Queue;
     use crate::route::Processor;
+    use crate::sample::EventBuilder;
     use crate::sqlite::testing::TempDb;
     use crate::state::{StateKey, StateKind};
     use crate::verify::{Provider, Tolerance, sign_stripe};
@@ -417,22 +418,18 @@ mod tests {
     }
 
     fn payment_succeeded(event_id: &str, pi: &str) -> String {
-        json!({
-            "id": event_id,
-            "object": "event",
-            "api_version": "2024-06-20",
-            "created": SystemClock.now_secs(),
-            "livemode": false,
-            "pending_webhooks": 1,
-            "request": { "id": null, "idempotency_key": null },
-            "type": "payment_intent.succeeded",
-            "data": { "object": {
-                "id": pi, "object": "payment_intent", "amount": 2000, "amount_received": 2000,
-                "currency": "usd", "status": "succeeded", "metadata": { "order_id": "ord_1" },
-                "latest_charge": "ch_1"
-            } }
-        })
-        .to_string()
+        payment(event_id, pi).body()
+    }
+
+    /// A `payment_intent.succeeded` event for payment intent `pi`, created now.
+    fn payment(event_id: &str, pi: &str) -> EventBuilder {
+        EventBuilder::new("payment_intent.succeeded")
+            .id(event_id)
+            .created(SystemClock.now_secs())
+            .with(json!({
+                "id": pi, "amount": 2000, "amount_received": 2000, "currency": "usd",
+                "status": "succeeded", "metadata": { "order_id": "ord_1" }, "latest_charge": "ch_1"
+            }))
     }
 
     async fn deliver(p: &Pipeline, body: &str) -> crate::receive::Answer {
@@ -638,15 +635,7 @@ mod tests {
         let t = TempDb::new();
         let queue = SqliteQueue::new(t.db(), QueueSettings::default());
         for (evt, pi) in [("evt_q", "pi_q"), ("evt_r", "pi_r")] {
-            let message = EventMessage {
-                provider: Provider::Stripe,
-                event_id: evt.into(),
-                event_type: "payment_intent.succeeded".into(),
-                object_id: Some(pi.into()),
-                created: SystemClock.now_secs(),
-                livemode: Some(false),
-                payload: Payload::Inline(payment_succeeded(evt, pi)),
-            };
+            let message = payment(evt, pi).message();
             queue.send(Processor::Fulfill, &message).await.unwrap();
         }
         assert_eq!(queue.receive(Processor::Fulfill, 1).await.unwrap().len(), 1);

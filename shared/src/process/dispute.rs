@@ -314,8 +314,8 @@ mod tests {
 
     use super::*;
     use crate::process::testkit::{
-        self, NOW, deliver, delivery, envelope, fold_envelopes, permutations, resource, runner,
-        state, with,
+        NOW, deliver, delivery, envelope, event as ev, fold_envelopes, permutations, resource,
+        runner, state, with,
     };
     use crate::state::{Outcome, StateStore};
 
@@ -353,10 +353,6 @@ mod tests {
                 "balance_transactions": transactions,
             }),
         )
-    }
-
-    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
-        testkit::event(id, event_type, offset, object)
     }
 
     /// A chargeback that is won: opened with the withdrawal, evidence

@@ -688,8 +688,8 @@ mod tests {
 
     use super::*;
     use crate::process::testkit::{
-        self, deliver, delivery, envelope, fold, fold_envelopes, permutations, resource, runner,
-        state, with,
+        self, deliver, delivery, envelope, event as ev, fold, fold_envelopes, permutations,
+        resource, runner, state, with,
     };
     use crate::state::{Outcome, StateStore};
 
@@ -746,10 +746,6 @@ mod tests {
                 "client_reference_id": "cart_7", "amount_total": 5000, "currency": "usd", "mode": "payment",
             }),
         )
-    }
-
-    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
-        testkit::event(id, event_type, offset, object)
     }
 
     fn fulfils(effects: &[OrderEffect]) -> usize {

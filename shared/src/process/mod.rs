@@ -575,7 +575,7 @@ mod tests {
 
     use super::effects::RecordingEffects;
     use super::fulfill::{Fulfill, Order, OrderEffect};
-    use super::testkit::{self, NOW, delivery, message, resource, with};
+    use super::testkit::{self, NOW, delivery, event as ev, message, resource, with};
     use super::*;
     use crate::clock::ManualClock;
     use crate::ledger::{BodyStore, MemoryLedger};
@@ -594,10 +594,6 @@ mod tests {
                    "amount_received": if status == "succeeded" { 5000 } else { 0 },
                    "last_payment_error": null}),
         )
-    }
-
-    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
-        testkit::event(id, event_type, offset, object)
     }
 
     /// A runner over shared in-memory backends.

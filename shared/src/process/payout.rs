@@ -467,8 +467,8 @@ mod tests {
 
     use super::*;
     use crate::process::testkit::{
-        self, NOW, deliver, delivery, envelope, fold_envelopes, permutations, resource, runner,
-        state, with,
+        NOW, deliver, delivery, envelope, event as ev, fold_envelopes, permutations, resource,
+        runner, state, with,
     };
     use crate::state::{Outcome, StateStore};
 
@@ -522,10 +522,6 @@ mod tests {
             resource("bank_account"),
             json!({"id": id, "default_for_currency": true}),
         )
-    }
-
-    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
-        testkit::event(id, event_type, offset, object)
     }
 
     fn connect(event: Value) -> Value {

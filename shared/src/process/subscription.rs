@@ -536,8 +536,8 @@ mod tests {
     use super::*;
     use crate::event::Envelope;
     use crate::process::testkit::{
-        self, NOW, deliver, delivery, envelope, fold, fold_envelopes, permutations, resource,
-        runner, state, with,
+        self, NOW, deliver, delivery, envelope, event as ev, fold, fold_envelopes, permutations,
+        resource, runner, state, with,
     };
     use crate::state::{Outcome, StateStore};
 
@@ -588,10 +588,6 @@ mod tests {
             invoice(id, 1),
             json!({"status": "paid", "amount_paid": 1000, "amount_remaining": 0}),
         )
-    }
-
-    fn ev(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
-        testkit::event(id, event_type, offset, object)
     }
 
     /// The lifecycle of the brief: created `incomplete` → `active` → a failed

@@ -1,26 +1,18 @@
-//! Test support for the processors: realistic Stripe events built from
-//! Stripe's published fixtures, a [`Runner`] over the in-memory backends, a
+//! Test support for the processors: realistic Stripe events built with
+//! [`EventBuilder`] from Stripe's published fixtures, a [`Runner`] over the in-memory backends, a
 //! pure fold of [`Domain::apply`], and permutations for order-independence.
 
-use std::sync::OnceLock;
-
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::effects::RecordingEffects;
 use super::{Decision, Domain, Runner};
 use crate::clock::ManualClock;
 use crate::event::{self, Envelope};
 use crate::ledger::MemoryLedger;
-use crate::queue::Delivery;
-use crate::queue::{EventMessage, Payload};
+use crate::queue::{Delivery, EventMessage};
+use crate::sample::{self, EventBuilder, fixtures};
 use crate::state::{MemoryStateStore, StateKey, StateStore};
 use crate::verify::{Provider, Verified};
-
-/// Stripe's published objects (`resources.<name>`).
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/stripe/fixtures3.json"
-);
 
 /// When the test clock stands (unix seconds); events are created around it.
 pub const NOW: i64 = 1_750_000_000;
@@ -29,17 +21,9 @@ pub const NOW: i64 = 1_750_000_000;
 pub type TestRunner<D> =
     Runner<D, MemoryStateStore, MemoryLedger, RecordingEffects<<D as Domain>::Effect>, ManualClock>;
 
-fn fixtures() -> &'static Value {
-    static FIXTURES_JSON: OnceLock<Value> = OnceLock::new();
-    FIXTURES_JSON.get_or_init(|| {
-        let text = std::fs::read_to_string(FIXTURES).unwrap();
-        serde_json::from_str(&text).unwrap()
-    })
-}
-
 /// A copy of Stripe's fixture object `name` (`payment_intent`, `checkout.session`, …).
 pub fn resource(name: &str) -> Value {
-    fixtures()["resources"][name].clone()
+    fixtures::fixture(name).expect("a bundled fixture")
 }
 
 /// `object` with `fields` (a JSON object) merged over it.
@@ -52,32 +36,18 @@ pub fn with(mut object: Value, fields: Value) -> Value {
     object
 }
 
-/// The fixture event envelope wrapping `object` as `event_type`, with id `id`
-/// and `created` `NOW + offset`.
+/// An `event_type` event around `object`, with id `id` and `created` `NOW + offset`.
 pub fn event(id: &str, event_type: &str, offset: i64, object: Value) -> Value {
-    with(
-        resource("event"),
-        json!({
-            "id": id,
-            "type": event_type,
-            "created": NOW + offset,
-            "api_version": "2025-03-31.basil",
-            "data": { "object": object },
-        }),
-    )
+    EventBuilder::new(event_type)
+        .id(id)
+        .created(NOW + offset)
+        .object(object)
+        .build()
 }
 
 /// The queue message carrying `event` inline, as receive enqueues it.
 pub fn message(event: &Value) -> EventMessage {
-    EventMessage {
-        provider: Provider::Stripe,
-        event_id: event["id"].as_str().unwrap_or_default().to_owned(),
-        event_type: event["type"].as_str().unwrap_or_default().to_owned(),
-        object_id: event["data"]["object"]["id"].as_str().map(str::to_owned),
-        created: event["created"].as_i64().unwrap_or_default(),
-        livemode: Some(false),
-        payload: Payload::Inline(event.to_string()),
-    }
+    sample::message(event, event.to_string())
 }
 
 /// One batch record for `event`, with message id `id`.

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::{ids, render};
-use crate::queue::{EventMessage, Payload};
+use crate::queue::EventMessage;
 use crate::route::Processor;
 use crate::verify::Provider;
 
@@ -205,22 +205,6 @@ impl From<&EventMessage> for SentMessage {
             receive_count: 1,
         }
     }
-}
-
-/// The queue message receive sends for a Stripe sample `event` whose exact body is `body`.
-pub fn stripe_message(event: &Value, body: &str) -> Option<EventMessage> {
-    Some(EventMessage {
-        provider: Provider::Stripe,
-        event_id: event.get("id")?.as_str()?.to_owned(),
-        event_type: event.get("type")?.as_str()?.to_owned(),
-        object_id: event
-            .pointer("/data/object/id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        created: event.get("created")?.as_i64()?,
-        livemode: event.get("livemode").and_then(Value::as_bool),
-        payload: Payload::Inline(body.to_owned()),
-    })
 }
 
 /// The ARN of `processor`'s queue in the sample account.

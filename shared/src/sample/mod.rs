@@ -77,8 +77,10 @@
 //! charge, the refund, the invoice lines); `refund:amount` makes a partial
 //! refund; `status=lost` on `charge.dispute.closed` chooses that ending.
 
+pub mod fixtures;
 pub mod lambda;
 
+mod build;
 mod ids;
 mod overrides;
 mod render;
@@ -88,6 +90,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use build::{EventBuilder, message};
 pub use stripe::{kind, object_kind, previous_attributes};
 
 use overrides::Override;

@@ -8,15 +8,12 @@
 //! snapshot. The event's `created` advances one second per event.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 use time::{Date, Month, OffsetDateTime};
 
-use super::{API_VERSION, SampleError, ids};
-
-/// Stripe's published example of every resource (see `tests/fixtures/stripe/README.md`).
-const FIXTURES: &str = include_str!("../../../tests/fixtures/stripe/fixtures3.json");
+use super::fixtures::fixture;
+use super::{EventBuilder, SampleError, ids};
 
 const DAY: i64 = 86_400;
 
@@ -99,29 +96,6 @@ impl Default for Seeds {
             dispute_status: None,
         }
     }
-}
-
-/// The bundled fixtures' `resources`, parsed once.
-fn resources() -> Result<&'static Map<String, Value>, SampleError> {
-    static PARSED: OnceLock<Result<Map<String, Value>, String>> = OnceLock::new();
-    PARSED
-        .get_or_init(|| {
-            let mut all: Value = serde_json::from_str(FIXTURES).map_err(|e| e.to_string())?;
-            match all.get_mut("resources").map(Value::take) {
-                Some(Value::Object(resources)) => Ok(resources),
-                _ => Err("it has no `resources` object".into()),
-            }
-        })
-        .as_ref()
-        .map_err(|e| SampleError::Fixtures(e.clone()))
-}
-
-/// A copy of the fixture of resource `name`.
-fn fixture(name: &str) -> Result<Value, SampleError> {
-    resources()?
-        .get(name)
-        .cloned()
-        .ok_or_else(|| SampleError::Fixtures(format!("it has no `{name}` resource")))
 }
 
 /// Merges `patch` into `target`: objects key by key, anything else replaced.
@@ -437,38 +411,26 @@ impl Scenario {
     fn emit(&mut self, event_type: &str, kind: &'static str) -> Step {
         self.ensure(kind)?;
         let object = self.live.get(kind).cloned().unwrap_or(Value::Null);
-        let mut data = Map::new();
+        let mut event = EventBuilder::new(event_type)
+            .id(self.make_id("evt"))
+            .created(self.clock)
+            .object(object.clone());
         if event_type.ends_with(".updated") {
             let previous = self
                 .last_snapshot
                 .get(kind)
                 .and_then(|old| previous_attributes(old, &object))
                 .unwrap_or_else(|| json!({}));
-            data.insert("previous_attributes".into(), previous);
+            event = event.previous_attributes(previous);
         }
-        data.insert("object".into(), object.clone());
         self.last_snapshot.insert(kind, object);
-        let (request_id, idempotency_key) = match &self.request {
-            Some((id, key)) => (json!(id), json!(key)),
-            None => (Value::Null, Value::Null),
-        };
-        let mut event = json!({
-            "id": self.make_id("evt"),
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": self.clock,
-            "data": data,
-            "livemode": false,
-            "pending_webhooks": 1,
-            "request": {"id": request_id, "idempotency_key": idempotency_key},
-            "type": event_type,
-        });
-        if matches!(kind, ACCOUNT | BANK_ACCOUNT) {
-            let account = self.id("acct");
-            if let Some(map) = event.as_object_mut() {
-                map.insert("account".into(), json!(account));
-            }
+        if let Some((id, key)) = &self.request {
+            event = event.request(id, key);
         }
+        if matches!(kind, ACCOUNT | BANK_ACCOUNT) {
+            event = event.account(self.id("acct"));
+        }
+        let event = event.build();
         self.events.push(event);
         self.clock += 1;
         Ok(())

@@ -26,16 +26,9 @@ use crate::verify::Provider;
 
 const NOW: i64 = 1_750_000_000_000;
 
+/// Event `id`, carried inline.
 fn event(id: &str) -> EventMessage {
-    EventMessage {
-        provider: Provider::Stripe,
-        event_id: id.into(),
-        event_type: "payment_intent.succeeded".into(),
-        object_id: Some("pi_1".into()),
-        created: 1_750_000_000,
-        livemode: Some(false),
-        payload: Payload::Inline(format!("{{\"id\":\"{id}\"}}")),
-    }
+    crate::testing::queue::message("", id)
 }
 
 fn claim_of(id: &str, now_millis: i64) -> ClaimRequest {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use super::*;
 use crate::queue::Payload;
 use crate::sqlite::testing::TempDb;
-use crate::verify::Provider;
 
 const SETTINGS: QueueSettings = QueueSettings {
     visibility_timeout_millis: 30_000,
@@ -14,16 +13,9 @@ const SETTINGS: QueueSettings = QueueSettings {
     retry_backoff_millis: 1_000,
 };
 
+/// Event `id`, carried inline.
 fn event(id: &str) -> EventMessage {
-    EventMessage {
-        provider: Provider::Stripe,
-        event_id: id.into(),
-        event_type: "payment_intent.succeeded".into(),
-        object_id: Some("pi_1".into()),
-        created: 1_750_000_000,
-        livemode: Some(false),
-        payload: Payload::Inline(format!("{{\"id\":\"{id}\"}}")),
-    }
+    crate::testing::queue::message("", id)
 }
 
 fn queue(t: &TempDb) -> SqliteQueue {
