@@ -1,0 +1,664 @@
+//! The runner: batches, duplicates, conflicts, panics and effects, the same
+//! for every domain.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::effects::RecordingEffects;
+use super::fulfill::{Fulfill, Order, OrderEffect};
+use super::testkit::{self, NOW, delivery, event as ev, message, resource, with};
+use super::*;
+use crate::clock::ManualClock;
+use crate::ledger::{BodyStore, MemoryLedger};
+use crate::state::{MemoryStateStore, StateKind};
+
+const PI: &str = "pi_batch";
+
+fn order_key() -> StateKey {
+    StateKey::new(StateKind::Order, PI)
+}
+
+fn pi(status: &str) -> Value {
+    with(
+        resource("payment_intent"),
+        json!({"id": PI, "status": status, "amount": 5000, "currency": "usd",
+               "amount_received": if status == "succeeded" { 5000 } else { 0 },
+               "last_payment_error": null}),
+    )
+}
+
+/// A runner over shared in-memory backends.
+type SharedRunner<D> = Runner<
+    D,
+    Arc<MemoryStateStore>,
+    Arc<MemoryLedger>,
+    Arc<RecordingEffects<<D as Domain>::Effect>>,
+    ManualClock,
+>;
+
+/// The runner with shared handles on its store, body store and effects.
+struct Harness<D: Domain> {
+    runner: SharedRunner<D>,
+    store: Arc<MemoryStateStore>,
+    bodies: Arc<MemoryLedger>,
+    effects: Arc<RecordingEffects<D::Effect>>,
+}
+
+fn harness<D: Domain>(domain: D) -> Harness<D> {
+    let store = Arc::new(MemoryStateStore::new());
+    let bodies = Arc::new(MemoryLedger::new());
+    let effects = Arc::new(RecordingEffects::new());
+    let runner = Runner::new(
+        domain,
+        Arc::clone(&store),
+        Arc::clone(&bodies),
+        Arc::clone(&effects),
+        ManualClock::at_secs(NOW),
+        3600,
+    );
+    Harness {
+        runner,
+        store,
+        bodies,
+        effects,
+    }
+}
+
+async fn order(store: &MemoryStateStore) -> Option<Order> {
+    let item = store.load(&order_key()).await.unwrap()?;
+    Some(item.data.decode().unwrap())
+}
+
+/// A domain that counts the events applied to each object, and panics on
+/// the marker type `test.panic`.
+struct Tally;
+
+#[derive(Deserialize)]
+struct Object {
+    id: String,
+}
+
+impl Domain for Tally {
+    type State = BTreeSet<String>;
+    type Effect = String;
+
+    const PROCESSOR: Processor = Processor::Fulfill;
+
+    fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
+        let object: Object = serde_json::from_str(event.object)
+            .map_err(|e| ProcessError::object(event, e.to_string()))?;
+        Ok(Some(StateKey::new(StateKind::Order, object.id)))
+    }
+
+    fn apply(
+        &self,
+        current: Option<&Self::State>,
+        event: &Envelope<'_>,
+    ) -> Result<Decision<Self::State, Self::Effect>, ProcessError> {
+        assert!(event.event_type != "test.panic", "boom on {}", event.id);
+        let mut next = current.cloned().unwrap_or_default();
+        next.insert(event.id.to_string());
+        Ok(Decision::Apply {
+            state: next,
+            effects: vec![event.id.to_string()],
+        })
+    }
+}
+
+fn tally_event(id: &str, event_type: &str) -> Value {
+    ev(id, event_type, 1, json!({"id": "obj_1", "object": "thing"}))
+}
+
+/// [`Tally`] with two effects per event (`{id}:1`, `{id}:2`).
+struct TwoEffects;
+
+impl Domain for TwoEffects {
+    type State = BTreeSet<String>;
+    type Effect = String;
+
+    const PROCESSOR: Processor = Processor::Fulfill;
+
+    fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
+        Tally.key(event)
+    }
+
+    fn apply(
+        &self,
+        current: Option<&Self::State>,
+        event: &Envelope<'_>,
+    ) -> Result<Decision<Self::State, Self::Effect>, ProcessError> {
+        let mut next = current.cloned().unwrap_or_default();
+        next.insert(event.id.to_string());
+        Ok(Decision::Apply {
+            state: next,
+            effects: vec![format!("{}:1", event.id), format!("{}:2", event.id)],
+        })
+    }
+}
+
+/// Records effects, refusing those ending in `:2` while `refuse_second` is set.
+#[derive(Default)]
+struct RefuseSecond {
+    performed: std::sync::Mutex<Vec<String>>,
+    refuse_second: std::sync::atomic::AtomicBool,
+}
+
+impl Effects<String> for RefuseSecond {
+    async fn perform(&self, effect: &String, _: &EffectContext) -> Result<(), EffectError> {
+        if effect.ends_with(":2") && self.refuse_second.load(Ordering::SeqCst) {
+            return Err(EffectError("refused".into()));
+        }
+        self.performed.lock().unwrap().push(effect.clone());
+        Ok(())
+    }
+}
+
+/// A memory store that counts `complete_effects` calls and the batches
+/// they come in.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStateStore,
+    completes: AtomicUsize,
+    batches: AtomicUsize,
+}
+
+impl StateStore for CountingStore {
+    async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
+        self.inner.load(key).await
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
+        self.inner.commit(commit).await
+    }
+
+    async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
+        self.completes.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete_effects(key, ids).await
+    }
+
+    async fn complete_effects_many(
+        &self,
+        done: &[(StateKey, Vec<String>)],
+    ) -> Vec<Result<(), StoreError>> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        let mut results = Vec::new();
+        for (key, ids) in done {
+            results.push(self.complete_effects(key, ids).await);
+        }
+        results
+    }
+
+    async fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> Result<Option<Marker>, StoreError> {
+        self.inner.marker(processor, event_id).await
+    }
+}
+
+type TwoEffectsRunner =
+    Runner<TwoEffects, Arc<CountingStore>, MemoryLedger, Arc<RefuseSecond>, ManualClock>;
+
+/// A [`TwoEffects`] runner over a counting store and effects that can refuse.
+fn two_effects_runner() -> (Arc<CountingStore>, Arc<RefuseSecond>, TwoEffectsRunner) {
+    let store = Arc::new(CountingStore::default());
+    let effects = Arc::new(RefuseSecond::default());
+    let runner = Runner::new(
+        TwoEffects,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        Arc::clone(&effects),
+        ManualClock::at_secs(NOW),
+        3600,
+    );
+    (store, effects, runner)
+}
+
+#[tokio::test]
+async fn a_records_effects_are_completed_in_one_write() {
+    // GIVEN a record whose transition has two effects
+    let (store, effects, runner) = two_effects_runner();
+    // WHEN it runs
+    let failed = runner
+        .run_batch(vec![delivery("m1", &tally_event("evt_1", "test.two"))])
+        .await;
+    // THEN both are performed in order and completed with a single write
+    assert!(failed.is_empty());
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+    assert_eq!(store.completes.load(Ordering::SeqCst), 1);
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    let item = store.inner.load(&key).await.unwrap().unwrap();
+    assert!(item.pending.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_records_all_its_effects_in_one_store_call() {
+    // GIVEN a batch of three records on three objects, each with two effects
+    let (store, effects, runner) = two_effects_runner();
+    let batch = (1..=3)
+        .map(|n| {
+            let mut event = tally_event(&format!("evt_{n}"), "test.two");
+            event["data"]["object"]["id"] = json!(format!("obj_{n}"));
+            delivery(&format!("m{n}"), &event)
+        })
+        .collect();
+    // WHEN it runs
+    assert!(runner.run_batch(batch).await.is_empty());
+    // THEN all six effects were performed and recorded as done by one
+    // store call for the batch, one entry per record
+    assert_eq!(effects.performed.lock().unwrap().len(), 6);
+    assert_eq!(store.batches.load(Ordering::SeqCst), 1);
+    assert_eq!(store.completes.load(Ordering::SeqCst), 3);
+    for n in 1..=3 {
+        let key = StateKey::new(StateKind::Order, format!("obj_{n}"));
+        let item = store.inner.load(&key).await.unwrap().unwrap();
+        assert!(item.pending.is_empty(), "obj_{n}: {:?}", item.pending);
+    }
+}
+
+#[tokio::test]
+async fn effects_before_a_failing_one_are_completed_and_not_repeated() {
+    // GIVEN a record whose second effect fails
+    let (store, effects, runner) = two_effects_runner();
+    effects.refuse_second.store(true, Ordering::SeqCst);
+    let batch = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+    // WHEN it runs THEN the record fails with only the second effect pending
+    assert_eq!(runner.run_batch(batch()).await, ["m1"]);
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    let item = store.inner.load(&key).await.unwrap().unwrap();
+    let pending: Vec<_> = item.pending.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(pending, ["fulfill:evt_1:1"]);
+    // WHEN the effect recovers and the record is redelivered
+    effects.refuse_second.store(false, Ordering::SeqCst);
+    assert!(runner.run_batch(batch()).await.is_empty());
+    // THEN only the second effect is performed again; nothing is left pending
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+    let item = store.inner.load(&key).await.unwrap().unwrap();
+    assert!(item.pending.is_empty());
+}
+
+#[tokio::test]
+async fn poison_records_fail_alone_while_the_rest_apply() {
+    // GIVEN a batch with good records around an unparseable body, a
+    // message missing an attribute, and a by-reference body that is gone
+    let h = harness(Fulfill);
+    let mut unparseable = message(&ev(
+        "evt_bad",
+        "payment_intent.created",
+        1,
+        pi("processing"),
+    ));
+    unparseable.payload = Payload::Inline("{not json".into());
+    let mut vanished = message(&ev(
+        "evt_gone",
+        "payment_intent.created",
+        1,
+        pi("processing"),
+    ));
+    vanished.payload = Payload::Stored;
+    let batch = vec![
+        delivery(
+            "m1",
+            &ev(
+                "evt_1",
+                "payment_intent.created",
+                1,
+                pi("requires_payment_method"),
+            ),
+        ),
+        Delivery {
+            id: "m2".into(),
+            message: Ok(unparseable),
+        },
+        Delivery {
+            id: "m3".into(),
+            message: Err(MessageError::MissingAttribute(crate::queue::attr::EVENT_ID)),
+        },
+        Delivery {
+            id: "m4".into(),
+            message: Ok(vanished),
+        },
+        delivery(
+            "m5",
+            &ev("evt_2", "payment_intent.succeeded", 2, pi("succeeded")),
+        ),
+    ];
+    // WHEN the batch runs
+    let failed = h.runner.run_batch(batch).await;
+    // THEN exactly the poison records fail and the others applied
+    assert_eq!(failed, ["m2", "m3", "m4"]);
+    assert!(order(&h.store).await.unwrap().fulfilled);
+    assert_eq!(h.effects.effects().len(), 1);
+}
+
+#[tokio::test]
+async fn body_kept_by_reference_is_read_from_the_body_store() {
+    // GIVEN an event whose body travelled by reference
+    let h = harness(Fulfill);
+    let event = ev("evt_big", "payment_intent.succeeded", 1, pi("succeeded"));
+    let mut stored = message(&event);
+    stored.payload = Payload::Stored;
+    h.bodies
+        .put_body(&stored.key(), &event.to_string())
+        .await
+        .unwrap();
+    // WHEN it is processed
+    let outcome = h.runner.run_one(Ok(stored)).await.unwrap();
+    // THEN it applied like an inline one
+    assert_eq!(outcome, RecordOutcome::Recorded(Outcome::Applied));
+    assert!(order(&h.store).await.unwrap().fulfilled);
+}
+
+#[tokio::test]
+async fn panic_in_one_record_fails_only_that_record() {
+    // GIVEN a batch where one record makes the domain panic
+    let h = harness(Tally);
+    let batch = vec![
+        delivery("m1", &tally_event("evt_1", "test.ok")),
+        delivery("m2", &tally_event("evt_2", "test.panic")),
+        delivery("m3", &tally_event("evt_3", "test.ok")),
+    ];
+    // WHEN the batch runs
+    let failed = h.runner.run_batch(batch).await;
+    // THEN only that record fails; the others applied and performed their effects
+    assert_eq!(failed, ["m2"]);
+    let item = h
+        .store
+        .load(&StateKey::new(StateKind::Order, "obj_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let applied: BTreeSet<String> = item.data.decode().unwrap();
+    assert_eq!(
+        applied,
+        BTreeSet::from(["evt_1".to_owned(), "evt_3".to_owned()])
+    );
+    assert_eq!(h.effects.effects(), ["evt_1", "evt_3"]);
+    // AND the panic's message is what the failure reports
+    let record = h
+        .runner
+        .run_one(Ok(message(&tally_event("evt_2", "test.panic"))));
+    let panic = AssertUnwindSafe(record).catch_unwind().await.unwrap_err();
+    assert_eq!(panic_message(&panic), "boom on evt_2");
+}
+
+/// Effects that switch the state store to failing commits after the first
+/// effect, to fail a batch in its middle.
+struct FailStoreAfterFirst {
+    store: Arc<MemoryStateStore>,
+    inner: RecordingEffects<OrderEffect>,
+}
+
+impl Effects<OrderEffect> for FailStoreAfterFirst {
+    async fn perform(&self, effect: &OrderEffect, ctx: &EffectContext) -> Result<(), EffectError> {
+        self.inner.perform(effect, ctx).await?;
+        self.store.fail(Some("commit"));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn store_failure_mid_batch_fails_those_records_and_retry_applies_them_once() {
+    // GIVEN three orders in one batch, and a store that fails every commit
+    // once the first order's fulfilment is performed
+    let store = Arc::new(MemoryStateStore::new());
+    let effects = Arc::new(FailStoreAfterFirst {
+        store: Arc::clone(&store),
+        inner: RecordingEffects::new(),
+    });
+    let runner = Runner::new(
+        Fulfill,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        Arc::clone(&effects),
+        ManualClock::at_secs(NOW),
+        3600,
+    );
+    let paid = |n: u32| {
+        let object = with(pi("succeeded"), json!({"id": format!("pi_{n}")}));
+        ev(&format!("evt_{n}"), "payment_intent.succeeded", 1, object)
+    };
+    let batch = || {
+        (1..=3)
+            .map(|n| delivery(&format!("m{n}"), &paid(n)))
+            .collect::<Vec<_>>()
+    };
+    // WHEN the batch runs
+    let failed = runner.run_batch(batch()).await;
+    // THEN the records after the failure are reported, and only the first applied
+    assert_eq!(failed, ["m2", "m3"]);
+    assert_eq!(store.items().len(), 1);
+    // WHEN the store recovers and the queue redelivers the whole batch
+    store.fail(None);
+    effects.store.fail(None);
+    let retry = Runner::new(
+        Fulfill,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        Arc::new(RecordingEffects::<OrderEffect>::new()),
+        ManualClock::at_secs(NOW),
+        3600,
+    );
+    assert!(retry.run_batch(batch()).await.is_empty());
+    // THEN every order is fulfilled exactly once across both runs
+    assert_eq!(store.items().len(), 3);
+    let first: Vec<_> = effects
+        .inner
+        .performed()
+        .into_iter()
+        .map(|(c, _)| c.key.id)
+        .collect();
+    let second: Vec<_> = retry
+        .effects()
+        .performed()
+        .into_iter()
+        .map(|(c, _)| c.key.id)
+        .collect();
+    assert_eq!(first, ["pi_1"]);
+    let mut second_sorted = second.clone();
+    second_sorted.sort();
+    assert_eq!(second_sorted, ["pi_2", "pi_3"]);
+}
+
+#[tokio::test]
+async fn effect_failure_stays_pending_and_redelivery_performs_it_once() {
+    // GIVEN effects that fail
+    let h = harness(Fulfill);
+    h.effects.fail(true);
+    let paid = ev("evt_1", "payment_intent.succeeded", 1, pi("succeeded"));
+    // WHEN the payment succeeds
+    let failed = h.runner.run_batch(vec![delivery("m1", &paid)]).await;
+    // THEN the record fails, the state is committed and the fulfilment pending
+    assert_eq!(failed, ["m1"]);
+    assert!(order(&h.store).await.unwrap().fulfilled);
+    let item = h.store.load(&order_key()).await.unwrap().unwrap();
+    assert_eq!(item.pending.len(), 1);
+    assert!(h.effects.effects().is_empty());
+    // WHEN effects recover and the event is redelivered, twice
+    h.effects.fail(false);
+    for _ in 0..2 {
+        let failed = h.runner.run_batch(vec![delivery("m1", &paid)]).await;
+        assert!(failed.is_empty());
+    }
+    // THEN the fulfilment was performed once, with the idempotency key of the transition
+    let performed = h.effects.performed();
+    assert_eq!(performed.len(), 1);
+    assert_eq!(performed[0].0.idempotency_key, "fulfill:evt_1:0");
+    assert!(
+        h.store
+            .load(&order_key())
+            .await
+            .unwrap()
+            .unwrap()
+            .pending
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn completion_failure_repeats_the_effect_with_the_same_idempotency_key() {
+    // GIVEN a store that cannot record an effect as done
+    let h = harness(Fulfill);
+    h.store.fail(Some("complete"));
+    let paid = ev("evt_1", "payment_intent.succeeded", 1, pi("succeeded"));
+    // WHEN the payment succeeds, fails on completion, and is redelivered after recovery
+    assert_eq!(
+        h.runner.run_batch(vec![delivery("m1", &paid)]).await,
+        ["m1"]
+    );
+    h.store.fail(None);
+    assert!(
+        h.runner
+            .run_batch(vec![delivery("m1", &paid)])
+            .await
+            .is_empty()
+    );
+    // THEN the effect ran again (at least once), under the same key so the
+    // merchant's side deduplicates it, and nothing is left pending
+    let keys: Vec<_> = h
+        .effects
+        .performed()
+        .into_iter()
+        .map(|(c, _)| c.idempotency_key)
+        .collect();
+    assert_eq!(keys, ["fulfill:evt_1:0", "fulfill:evt_1:0"]);
+    assert!(
+        h.store
+            .load(&order_key())
+            .await
+            .unwrap()
+            .unwrap()
+            .pending
+            .is_empty()
+    );
+}
+
+/// A state store that yields between reading and writing, so that the
+/// records of one batch interleave and conflict; it counts conflicts.
+struct Interleaving {
+    inner: MemoryStateStore,
+    conflicts: AtomicUsize,
+}
+
+impl StateStore for Interleaving {
+    async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
+        let item = self.inner.load(key).await;
+        tokio::task::yield_now().await;
+        item
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
+        let result = self.inner.commit(commit).await;
+        if matches!(result, Ok(CommitResult::Conflict)) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
+        self.inner.complete_effects(key, ids).await
+    }
+
+    async fn marker(
+        &self,
+        processor: Processor,
+        event_id: &str,
+    ) -> Result<Option<Marker>, StoreError> {
+        self.inner.marker(processor, event_id).await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_records_on_one_object_all_apply() {
+    // GIVEN one order's events in a single batch, over a store where they interleave
+    let store = Arc::new(Interleaving {
+        inner: MemoryStateStore::new(),
+        conflicts: AtomicUsize::new(0),
+    });
+    let runner = Runner::new(
+        Fulfill,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        RecordingEffects::<OrderEffect>::new(),
+        ManualClock::at_secs(NOW),
+        3600,
+    );
+    let charge = with(
+        resource("charge"),
+        json!({"id": "ch_1", "payment_intent": PI, "amount_captured": 5000, "captured": true}),
+    );
+    let events = [
+        ev(
+            "evt_1",
+            "payment_intent.created",
+            1,
+            pi("requires_payment_method"),
+        ),
+        ev("evt_2", "payment_intent.processing", 2, pi("processing")),
+        ev("evt_3", "payment_intent.succeeded", 3, pi("succeeded")),
+        ev("evt_4", "charge.succeeded", 3, charge),
+    ];
+    let batch = events
+        .iter()
+        .enumerate()
+        .map(|(n, e)| delivery(&format!("m{n}"), e))
+        .collect();
+    // WHEN the batch runs
+    let failed = runner.run_batch(batch).await;
+    // THEN every record was decided (after retrying its conflicts), ending
+    // as if delivered one by one (a record committing after a newer one
+    // is rightly stale)
+    assert!(failed.is_empty());
+    assert!(
+        store.conflicts.load(Ordering::SeqCst) > 0,
+        "the records did not interleave"
+    );
+    let item = store.inner.load(&order_key()).await.unwrap().unwrap();
+    let state: Order = item.data.decode().unwrap();
+    let (expected, _) = testkit::fold(&Fulfill, &events.iter().collect::<Vec<_>>());
+    assert_eq!(Some(state), expected);
+    assert_eq!(runner.effects().effects().len(), 1);
+    for e in &events {
+        let id = e["id"].as_str().unwrap();
+        let marker = store.marker(Processor::Fulfill, id).await.unwrap().unwrap();
+        assert_ne!(marker.outcome, Outcome::Skipped, "{id}");
+    }
+}
+
+#[test]
+fn effects_carry_the_name_log_effects_reports() {
+    // GIVEN one effect of each processor
+    let named = [
+        serde_json::to_value(OrderEffect::Closed {
+            order_id: None,
+            reason: "expired".into(),
+        }),
+        serde_json::to_value(super::subscription::SubscriptionEffect::TrialEnding {
+            customer: None,
+            trial_end: None,
+        }),
+        serde_json::to_value(super::dispute::DisputeEffect::Outcome {
+            status: "won".into(),
+            amount: 1,
+            currency: None,
+        }),
+        serde_json::to_value(super::payout::PayoutEffect::AccountEnabled {
+            charges_enabled: true,
+            payouts_enabled: true,
+        }),
+    ];
+    // WHEN serialized THEN each names itself under `effect`, in snake case
+    let names: Vec<_> = named
+        .into_iter()
+        .map(|v| v.unwrap()["effect"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["closed", "trial_ending", "outcome", "account_enabled"]
+    );
+}
