@@ -2,12 +2,9 @@
 //! thread with group commit, checkpoints on their own thread, a pool of
 //! readers, and the schema.
 //!
-//! It knows nothing of ledgers, states or queues: the adapters beside the
-//! AWS ones ([`SqliteLedger`](crate::ledger::sqlite::SqliteLedger),
-//! [`SqliteStateStore`](crate::state::sqlite::SqliteStateStore),
-//! [`SqliteQueue`](crate::queue::sqlite::SqliteQueue),
-//! [`SqliteIntake`](crate::intake::sqlite::SqliteIntake)) run their queries
-//! through a shared [`Db`].
+//! It runs no query of its own on the tables: the SQLite adapters of the
+//! stores above it (`ledger/sqlite.rs`, `state/sqlite.rs`, `queue/sqlite.rs`,
+//! `intake/sqlite.rs`) run theirs through a shared [`Db`].
 
 mod db;
 mod schema;
