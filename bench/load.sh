@@ -29,7 +29,7 @@ if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
 fi
 (cd bench/peers && [ -d node_modules/express ] && [ -d node_modules/stripe ] || npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
-cargo build --profile local -q -p payhook
+cargo build --profile local -q -p payhook --bin payhook --example load_payloads
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
@@ -41,7 +41,7 @@ field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
 echo "generating $events signed events..." >&2
 for server in express payhook; do
   # One file of ready requests per wrk thread (see bench/load/wrk.lua).
-  python3 bench/load/gen_payloads.py "$work/$server.req" "$events" "$secret" 3072 2
+  target/local/examples/load_payloads "$work/$server.req" "$events" "$secret" 3072 2
 done
 # Write those files out now: otherwise the kernel flushes them to disk during
 # the run, and payhook's checkpoints (which fsync) queue behind that flush.

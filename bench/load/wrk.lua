@@ -1,5 +1,5 @@
 -- Every request is a distinct signed event, sent exactly as written by
--- gen_payloads.py into $PAYLOADS.<thread> (one file per wrk thread, each
+-- cli/examples/load_payloads.rs into $PAYLOADS.<thread> (one file per wrk thread, each
 -- request ended by a NUL byte), so that a receiver that deduplicates does real
 -- work for each one and wrk spends no time building requests: the load
 -- generator shares the machine with the server it measures.

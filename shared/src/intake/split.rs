@@ -94,11 +94,10 @@ where
             return Ok(lost);
         }
         let taken = self.finish(&claim.key, disposition).await;
-        if let Err(err) = &taken {
-            tracing::error!(event = %claim.key, error = %err, "store or queue failed after the claim");
-            if let Err(release) = self.ledger.release(&claim.key).await {
-                tracing::error!(event = %claim.key, error = %release, "lease not released; it will expire");
-            }
+        if taken.is_err()
+            && let Err(release) = self.ledger.release(&claim.key).await
+        {
+            tracing::error!(event = %claim.key, error = %release, "lease not released; it will expire");
         }
         taken
     }
