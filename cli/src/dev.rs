@@ -141,6 +141,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 poll_interval: Duration::from_secs(1),
                 consumers: usize::from(args.consumers),
             },
+            effects_max_attempts: config::effects_max_attempts(&env)?,
             ..PipelineSettings::default()
         },
     )

@@ -258,6 +258,9 @@ pub struct ProcessorConfig {
     pub ledger_table: String,
     /// `MARKER_TTL_DAYS` (default 30): how long per-event markers are kept.
     pub marker_ttl_secs: i64,
+    /// `EFFECTS_MAX_ATTEMPTS` (default 5): failed deliveries of one effect
+    /// after which its object's outbox is parked.
+    pub effects_max_attempts: u32,
 }
 
 impl ProcessorConfig {
@@ -267,8 +270,16 @@ impl ProcessorConfig {
             state_table: required(env, "STATE_TABLE")?,
             ledger_table: required(env, "LEDGER_TABLE")?,
             marker_ttl_secs: number(env, "MARKER_TTL_DAYS", 30, 1, 3650)? as i64 * 86_400,
+            effects_max_attempts: effects_max_attempts(env)?,
         })
     }
+}
+
+/// `EFFECTS_MAX_ATTEMPTS` (default 5, as the template's `maxReceiveCount`):
+/// read by the processors and `payhook dev`.
+pub fn effects_max_attempts(env: &impl Env) -> Result<u32, ConfigError> {
+    let n = number(env, "EFFECTS_MAX_ATTEMPTS", 5, 1, 1000)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// A variable that must be set.

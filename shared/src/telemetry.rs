@@ -38,6 +38,8 @@ pub enum Metric {
     Failed,
     /// A side effect performed.
     EffectPerformed,
+    /// An object's outbox found parked: an effect failed too often and waits for a retry.
+    EffectParked,
     /// From the event's `created` to its application, milliseconds.
     LagMillis,
 }
@@ -59,6 +61,7 @@ impl Metric {
             Self::Stale => "Stale",
             Self::Failed => "Failed",
             Self::EffectPerformed => "Effect",
+            Self::EffectParked => "EffectParked",
             Self::LagMillis => "Lag",
         }
     }

@@ -436,11 +436,16 @@ def _alarms(template):
 
 
 def _alarmed(template, namespace, metric, dimension, value):
+    """Whether an alarm watches the metric, alone or as one of a metric-math alarm's metrics."""
     for a in _alarms(template):
-        if a.get("Namespace") == namespace and a.get("MetricName") == metric:
-            for d in a.get("Dimensions", []):
-                if d.get("Name") == dimension and (d.get("Value") == value or cfn.ref_target(d.get("Value")) == value):
-                    return True
+        watched = [a] + [
+            m.get("MetricStat", {}).get("Metric", {}) for m in a.get("Metrics", [])
+        ]
+        for w in watched:
+            if w.get("Namespace") == namespace and w.get("MetricName") == metric:
+                for d in w.get("Dimensions", []):
+                    if d.get("Name") == dimension and (d.get("Value") == value or cfn.ref_target(d.get("Value")) == value):
+                        return True
     return False
 
 
@@ -463,6 +468,8 @@ def check_alarms(template, code):
                 problems.append(f"{fn}: no alarm on AWS/Lambda Errors")
             if not _alarmed(template, "payhook", "Failed", "Function", binary):
                 problems.append(f"{fn}: no alarm on payhook Failed (Function={binary})")
+            if not _alarmed(template, "payhook", "EffectParked", "Function", binary):
+                problems.append(f"{fn}: no alarm on payhook EffectParked (Function={binary})")
     for a in _alarms(template):
         if "AlarmActions" not in a:
             problems.append(f"alarm on {a.get('MetricName')} notifies no one (AlarmActions)")

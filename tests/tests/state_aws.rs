@@ -53,6 +53,7 @@ async fn markers_carry_their_ttl_and_commits_are_one_call() {
         updated_at_millis: 1,
         data: Json::encode(&serde_json::json!({ "status": "paid" })).unwrap(),
         pending: vec![],
+        next_seq: 1,
     };
     // WHEN a commit with an item is made
     aws.counter.reset();

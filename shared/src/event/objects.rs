@@ -300,6 +300,10 @@ pub struct PaymentIntent {
     /// Why it was canceled.
     #[serde(default)]
     pub cancellation_reason: Option<String>,
+    /// The invoice it pays (`in_…`), on API versions before 2025-03-31: a
+    /// subscription's payment, not an order.
+    #[serde(default, deserialize_with = "expandable")]
+    pub invoice: Option<String>,
 }
 
 impl StripeObject for PaymentIntent {
@@ -328,6 +332,10 @@ pub struct Charge {
     /// The payment intent it belongs to.
     #[serde(default, deserialize_with = "expandable")]
     pub payment_intent: Option<String>,
+    /// The invoice it pays (`in_…`), on API versions before 2025-03-31: a
+    /// subscription's payment, not an order.
+    #[serde(default, deserialize_with = "expandable")]
+    pub invoice: Option<String>,
     /// Outcome.
     pub status: ChargeStatus,
     /// Amount charged.

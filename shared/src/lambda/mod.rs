@@ -173,7 +173,8 @@ pub fn processor_from_env<D: Domain + Default>(
         LogEffects,
         SystemClock,
         config.marker_ttl_secs,
-    ))
+    )
+    .with_max_attempts(config.effects_max_attempts))
 }
 
 /// The provider route segment: the `provider` path parameter when the route

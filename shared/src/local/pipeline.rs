@@ -71,6 +71,8 @@ pub struct PipelineSettings {
     pub worker: WorkerSettings,
     /// How long per-event markers are kept (seconds).
     pub marker_ttl_secs: i64,
+    /// Failed deliveries of one effect after which its object's outbox is parked.
+    pub effects_max_attempts: u32,
 }
 
 impl Default for PipelineSettings {
@@ -80,6 +82,7 @@ impl Default for PipelineSettings {
             queue: QueueSettings::default(),
             worker: WorkerSettings::default(),
             marker_ttl_secs: 30 * 86_400,
+            effects_max_attempts: crate::process::DEFAULT_MAX_ATTEMPTS,
         }
     }
 }
@@ -150,6 +153,7 @@ impl Pipeline {
             queue: queue.clone(),
             worker: settings.worker,
             marker_ttl_secs: settings.marker_ttl_secs,
+            effects_max_attempts: settings.effects_max_attempts,
             stop: stopped,
         };
         let workers: Vec<_> = [
@@ -218,6 +222,7 @@ struct Parts<F> {
     queue: SqliteQueue,
     worker: WorkerSettings,
     marker_ttl_secs: i64,
+    effects_max_attempts: u32,
     stop: watch::Receiver<bool>,
 }
 
@@ -228,14 +233,17 @@ impl<F: Clone + 'static> Parts<F> {
         D: Domain + 'static,
         F: Effects<D::Effect>,
     {
-        let runner = Arc::new(Runner::new(
-            domain,
-            self.state.clone(),
-            self.ledger.clone(),
-            self.effects.clone(),
-            SystemClock,
-            self.marker_ttl_secs,
-        ));
+        let runner = Arc::new(
+            Runner::new(
+                domain,
+                self.state.clone(),
+                self.ledger.clone(),
+                self.effects.clone(),
+                SystemClock,
+                self.marker_ttl_secs,
+            )
+            .with_max_attempts(self.effects_max_attempts),
+        );
         (0..self.worker.consumers.max(1))
             .map(|_| {
                 tokio::spawn(worker::run(

@@ -20,13 +20,17 @@ pub struct EffectContext {
     pub processor: Processor,
     /// Unique per transition and stable across retries.
     pub idempotency_key: String,
+    /// The effect's place in its object's outbox: effects of one object are
+    /// performed in this order, one at a time.
+    pub seq: u64,
     /// The event whose transition caused the effect.
     pub event_id: String,
     /// The object whose state changed.
     pub key: StateKey,
 }
 
-/// A side effect failed; it stays pending and is retried with the event.
+/// A side effect failed; it stays pending, holds back its object's later
+/// effects, and is retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct EffectError(pub String);
@@ -60,6 +64,7 @@ impl<E: Serialize + Sync> Effects<E> for LogEffects {
             object = %ctx.key,
             event_id = %ctx.event_id,
             idempotency_key = %ctx.idempotency_key,
+            seq = ctx.seq,
             detail = %effect,
             "side effect"
         );

@@ -4,10 +4,20 @@
 //!
 //! An order is keyed by its payment intent id (charges, refunds and checkout
 //! sessions name theirs). Two documented fallbacks keep every event keyable:
-//! a checkout session without a payment intent (`mode=subscription`/`setup`,
-//! or one that expired before any payment attempt) is keyed by the session id,
-//! and a legacy charge (Charges API, no payment intent) and its refunds by the
-//! charge id.
+//! a payment checkout session without a payment intent (one that expired
+//! before any payment attempt) is keyed by the session id, and a legacy
+//! charge (Charges API, no payment intent) and its refunds by the charge id.
+//!
+//! A payment that belongs to a subscription is the subscription processor's,
+//! not an order: a checkout session in `subscription` (or `setup`) mode, and a
+//! payment intent or charge that names its invoice (API versions before
+//! 2025-03-31; later ones link the invoice to the payment, not the other way,
+//! and such payments are told apart by their checkout session or their
+//! metadata).
+//!
+//! Each order sees at most one `fulfil` and one `revoke_fulfilment`, ever: a
+//! refund that fails after the fulfilment was revoked emits `refund_failed`
+//! for the merchant to decide, never a second `fulfil`.
 //!
 //! The state is a set of registers and maps that merge the same way in any
 //! order (see [`super::ordering`]); what the merchant acts on — paid,
@@ -127,6 +137,12 @@ pub struct Order {
     pub fulfilled: bool,
     /// Where the order stands.
     pub status: OrderStatus,
+    /// Whether `fulfil` was emitted: once per order, ever.
+    #[serde(default)]
+    pub fulfil_sent: bool,
+    /// Whether `revoke_fulfilment` was emitted: at most once per order, ever.
+    #[serde(default)]
+    pub revoke_sent: bool,
 }
 
 /// What a payment intent event says about the payment.
@@ -264,11 +280,25 @@ pub enum OrderEffect {
         /// The cancellation reason, or `expired`.
         reason: String,
     },
-    /// Take back what was fulfilled: the payment was refunded in full. Once per order.
+    /// Take back what was fulfilled: the payment was refunded in full. At
+    /// most once per order.
     RevokeFulfilment {
         /// The merchant's order id.
         order_id: Option<String>,
         /// What was refunded (minor units).
+        amount_refunded: i64,
+        /// What had been received (minor units).
+        amount_received: i64,
+        /// ISO currency.
+        currency: Option<String>,
+    },
+    /// A refund failed after the fulfilment was revoked: the money stays with
+    /// the merchant, who decides what follows (fulfil again, contact the
+    /// customer). Never a second `fulfil`.
+    RefundFailed {
+        /// The merchant's order id.
+        order_id: Option<String>,
+        /// What is still refunded (minor units).
         amount_refunded: i64,
         /// What had been received (minor units).
         amount_received: i64,
@@ -287,12 +317,24 @@ impl Domain for Fulfill {
         let id = match Family::of(&event.event_type) {
             // The envelope already holds the object's id: no need to decode
             // the object twice (apply does, and checks its kind).
+            // The envelope already holds the object's id: the object is
+            // decoded only if its text names an invoice at all.
+            Some(Family::PaymentIntent) if names_invoice(event) => {
+                let pi: PaymentIntent = object_as(event)?;
+                if pi.invoice.is_some_and(|i| !i.is_empty()) {
+                    return Ok(None);
+                }
+                non_empty(pi.id)
+            }
             Some(Family::PaymentIntent) => match &event.object_id {
                 Some(id) => non_empty(id.to_string()),
                 None => non_empty(object_as::<PaymentIntent>(event)?.id),
             },
             Some(Family::Charge) => {
                 let charge: Charge = object_as(event)?;
+                if charge.invoice.is_some_and(|i| !i.is_empty()) {
+                    return Ok(None);
+                }
                 charge
                     .payment_intent
                     .and_then(non_empty)
@@ -307,6 +349,9 @@ impl Domain for Fulfill {
             }
             Some(Family::Session) => {
                 let session: CheckoutSession = object_as(event)?;
+                if session.mode.as_str() != "payment" {
+                    return Ok(None);
+                }
                 session
                     .payment_intent
                     .and_then(non_empty)
@@ -328,7 +373,9 @@ impl Domain for Fulfill {
         current: Option<&Order>,
         event: &Envelope<'_>,
     ) -> Result<Decision<Order, OrderEffect>, ProcessError> {
-        let before = current.cloned().unwrap_or_default();
+        let mut before = current.cloned().unwrap_or_default();
+        // An order stored before the latches existed was fulfilled by a `fulfil`.
+        before.fulfil_sent |= before.fulfilled;
         let mut next = before.clone();
         let replaced_failure = match Family::of(&event.event_type) {
             Some(Family::PaymentIntent) => next.merge_payment_intent(event)?,
@@ -609,8 +656,9 @@ impl Order {
         };
     }
 
-    /// The effects of going from `before` to `self`.
-    fn effects_since(&self, before: &Order, replaced_failure: bool) -> Vec<OrderEffect> {
+    /// The effects of going from `before` to `self`, latching those that
+    /// happen at most once.
+    fn effects_since(&mut self, before: &Order, replaced_failure: bool) -> Vec<OrderEffect> {
         let mut effects = Vec::new();
         let paid = self.paid_at.is_some();
         if replaced_failure && !paid && self.closed.is_none() {
@@ -631,7 +679,16 @@ impl Order {
                 });
             }
         }
-        if self.fulfilled && !before.fulfilled {
+        if self.fulfilled && !before.fulfilled && self.revoke_sent {
+            effects.push(OrderEffect::RefundFailed {
+                order_id: self.order_id.clone(),
+                amount_refunded: self.amount_refunded,
+                amount_received: self.amount_received,
+                currency: self.currency(),
+            });
+        }
+        if self.fulfilled && !before.fulfilled && !self.fulfil_sent {
+            self.fulfil_sent = true;
             let session = self.session.as_ref().map(|v| &v.value);
             let payment = self.payment.as_ref().map(|v| &v.value);
             let amount = if self.amount_received > 0 {
@@ -653,7 +710,8 @@ impl Order {
                     .or_else(|| session.and_then(|s| s.customer.clone())),
             });
         }
-        if before.fulfilled && !self.fulfilled {
+        if before.fulfilled && !self.fulfilled && self.fulfil_sent && !self.revoke_sent {
+            self.revoke_sent = true;
             effects.push(OrderEffect::RevokeFulfilment {
                 order_id: self.order_id.clone(),
                 amount_refunded: self.amount_refunded,
@@ -676,6 +734,12 @@ impl Order {
                     .find_map(|c| c.snapshot.as_ref().and_then(|s| s.value.currency.clone()))
             })
     }
+}
+
+/// Whether a payment intent's text has an `invoice` field at all (cheaper
+/// than decoding it; a nested one makes the decode, which decides).
+fn names_invoice(event: &Envelope<'_>) -> bool {
+    memchr::memmem::find(event.object.as_bytes(), b"\"invoice\"").is_some()
 }
 
 fn non_empty(id: String) -> Option<String> {

@@ -149,28 +149,44 @@ pub enum RecordOutcome {
     Duplicate,
 }
 
-/// Effects performed for one object, to be recorded as done.
-type Performed = (StateKey, Vec<String>);
+/// How many stripes [`OutboxLocks`] has: enough that unrelated objects
+/// rarely share one, few enough to cost nothing.
+const OUTBOX_STRIPES: usize = 64;
 
-/// Effects a commit made due: the object and its pending effects, in order.
-type Due = (StateKey, Vec<PendingEffect>);
+/// Per-object locks, striped: in one process, one record at a time delivers
+/// an object's outbox, so that none of its effects is attempted twice at once
+/// or out of `seq` order.
+struct OutboxLocks(Vec<tokio::sync::Mutex<()>>);
 
-/// The effects a batch's records have taken on: until the batch ends they
-/// are not recorded as done, so a second delivery of the same event in the
-/// batch must not perform them again.
-#[derive(Default)]
-struct Claimed(std::sync::Mutex<std::collections::HashSet<String>>);
-
-impl Claimed {
-    /// `true` for the first claim of `effect_id`.
-    fn claim(&self, effect_id: &str) -> bool {
-        let mut claimed = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        claimed.insert(effect_id.to_owned())
+impl Default for OutboxLocks {
+    fn default() -> Self {
+        Self(
+            (0..OUTBOX_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
     }
 }
+
+impl Debug for OutboxLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxLocks")
+    }
+}
+
+impl OutboxLocks {
+    async fn lock(&self, key: &StateKey) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % OUTBOX_STRIPES as u64).unwrap_or_default();
+        self.0[stripe].lock().await
+    }
+}
+
+/// The default number of failed deliveries after which an effect parks its
+/// object's outbox (the template's `maxReceiveCount`).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// Applies batches of events for one [`Domain`].
 #[derive(Debug)]
@@ -181,6 +197,8 @@ pub struct Runner<D, S, B, F, C> {
     effects: F,
     clock: C,
     marker_ttl_secs: i64,
+    max_attempts: u32,
+    outboxes: OutboxLocks,
 }
 
 impl<D, S, B, F, C> Runner<D, S, B, F, C>
@@ -200,7 +218,17 @@ where
             effects,
             clock,
             marker_ttl_secs,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            outboxes: OutboxLocks::default(),
         }
+    }
+
+    /// Parks an object's outbox once its first effect has failed `attempts`
+    /// deliveries (at least one).
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
     }
 
     /// The state store, for inspection.
@@ -225,15 +253,10 @@ where
 
     /// [`run_batch`](Self::run_batch), keeping why each record failed: for
     /// queues that record the last error with a message (the local DLQ).
-    ///
-    /// The effects the batch performed are recorded as done with one
-    /// [`StateStore::complete_effects_many`] after every record has run: one
-    /// store write per batch rather than one per record.
     pub async fn run_batch_failures(
         &self,
         deliveries: Vec<Delivery>,
     ) -> Vec<(String, ProcessError)> {
-        let claimed = Claimed::default();
         let records = join_all(deliveries.into_iter().map(|delivery| {
             let span = tracing::info_span!(
                 "record",
@@ -242,74 +265,35 @@ where
                 event_id = tracing::field::Empty,
                 event_type = tracing::field::Empty,
             );
-            let claimed = &claimed;
             async move {
-                let record = self.run_record(delivery.message, claimed);
-                let (outcome, performed) = AssertUnwindSafe(record)
+                let outcome = AssertUnwindSafe(self.run_one(delivery.message))
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|panic| {
-                        (Err(ProcessError::Panicked(panic_message(&panic))), None)
-                    });
-                (delivery.id, outcome, performed)
+                    .unwrap_or_else(|panic| Err(ProcessError::Panicked(panic_message(&panic))));
+                (delivery.id, outcome)
             }
             .instrument(span)
         }))
         .await;
-        let mut done: Vec<Performed> = Vec::new();
-        let records: Vec<_> = records
-            .into_iter()
-            .map(|(id, outcome, performed)| {
-                let has_performed = performed.is_some();
-                done.extend(performed);
-                (id, outcome, has_performed)
-            })
-            .collect();
-        let mut completed = self.complete(&done).await.into_iter();
         records
             .into_iter()
-            .filter_map(|(id, outcome, has_performed)| {
-                let completed = if has_performed {
-                    completed.next().unwrap_or(Ok(()))
-                } else {
-                    Ok(())
-                };
-                match finish(outcome, completed) {
-                    Ok(_) => None,
-                    Err(err) => {
-                        tracing::error!(message_id = %id, error = %err, "record failed");
-                        telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Failed, 1.0)]);
-                        Some((id, err))
-                    }
+            .filter_map(|(id, outcome)| match outcome {
+                Ok(_) => None,
+                Err(err) => {
+                    tracing::error!(message_id = %id, error = %err, "record failed");
+                    telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::Failed, 1.0)]);
+                    Some((id, err))
                 }
             })
             .collect()
     }
 
-    /// Applies one record and records its effects as done.
+    /// Applies one record, then delivers its object's outbox.
     pub async fn run_one(
         &self,
         message: Result<EventMessage, MessageError>,
     ) -> Result<RecordOutcome, ProcessError> {
-        let (outcome, performed) = self.run_record(message, &Claimed::default()).await;
-        let completed = match performed {
-            Some(done) => self.complete(&[done]).await.pop().unwrap_or(Ok(())),
-            None => Ok(()),
-        };
-        finish(outcome, completed)
-    }
-
-    /// Applies one record and performs its effects, returning those performed
-    /// (also when a later one failed) for the caller to record as done.
-    async fn run_record(
-        &self,
-        message: Result<EventMessage, MessageError>,
-        claimed: &Claimed,
-    ) -> (Result<RecordOutcome, ProcessError>, Option<Performed>) {
-        let message = match message {
-            Ok(message) => message,
-            Err(err) => return (Err(err.into()), None),
-        };
+        let message = message?;
         let span = tracing::Span::current();
         span.record("event_id", message.event_id.as_str());
         span.record("event_type", message.event_type.as_str());
@@ -318,11 +302,11 @@ where
             Payload::Inline(body) => body,
             Payload::Stored => {
                 let key = message.key();
-                stored = match self.bodies.get_body(&key).await {
-                    Ok(Some(body)) => body,
-                    Ok(None) => return (Err(ProcessError::BodyMissing(key.to_string())), None),
-                    Err(err) => return (Err(err.into()), None),
-                };
+                stored = self
+                    .bodies
+                    .get_body(&key)
+                    .await?
+                    .ok_or_else(|| ProcessError::BodyMissing(key.to_string()))?;
                 &stored
             }
         };
@@ -333,14 +317,8 @@ where
             timestamp: message.created,
             delivery_id: Some(&message.event_id),
         };
-        let envelope = match event::parse(message.provider, &verified) {
-            Ok(envelope) => envelope,
-            Err(err) => return (Err(err.into()), None),
-        };
-        let (outcome, due) = match self.apply(&envelope).await {
-            Ok(applied) => applied,
-            Err(err) => return (Err(err), None),
-        };
+        let envelope = event::parse(message.provider, &verified)?;
+        let (outcome, outbox) = self.apply(&envelope).await?;
         let lag = (self.clock.now_millis() - envelope.created * 1000).max(0) as f64;
         let metric = match outcome {
             RecordOutcome::Duplicate => Metric::Duplicate,
@@ -352,40 +330,18 @@ where
             &[(metric, 1.0), (Metric::LagMillis, lag)],
         );
         tracing::info!(outcome = ?outcome, "record processed");
-        let Some((key, pending)) = due else {
-            return (Ok(outcome), None);
-        };
-        let (done, failure) = self.perform(&key, &pending, claimed).await;
-        let performed = (!done.is_empty()).then_some((key, done));
-        (failure.map_or(Ok(outcome), Err), performed)
+        if let Some(key) = outbox {
+            self.deliver(&key).await?;
+        }
+        Ok(outcome)
     }
 
-    /// Records performed effects as done, one result per entry of `done`.
-    async fn complete(&self, done: &[Performed]) -> Vec<Result<(), StoreError>> {
-        if done.is_empty() {
-            return Vec::new();
-        }
-        let results = self.store.complete_effects_many(done).await;
-        let count: usize = done
-            .iter()
-            .zip(&results)
-            .filter(|(_, result)| result.is_ok())
-            .map(|((_, ids), _)| ids.len())
-            .sum();
-        if count > 0 {
-            telemetry::emit(
-                D::PROCESSOR.as_str(),
-                &[(Metric::EffectPerformed, count as f64)],
-            );
-        }
-        results
-    }
-
-    /// Decides and commits; returns the outcome and the effects now due.
+    /// Decides and commits; returns the outcome and the object whose outbox
+    /// may hold effects to deliver now.
     async fn apply(
         &self,
         event: &Envelope<'_>,
-    ) -> Result<(RecordOutcome, Option<Due>), ProcessError> {
+    ) -> Result<(RecordOutcome, Option<StateKey>), ProcessError> {
         let key = self.domain.key(event)?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = match &key {
@@ -408,16 +364,16 @@ where
                 None => Decision::Stale,
             };
             let now = self.clock.now_millis();
-            let (outcome, item, fresh) = match (decision, &key) {
+            let (outcome, item) = match (decision, &key) {
                 (Decision::Apply { state, effects }, Some(key)) => {
                     let item =
                         self.next_item(key, current.as_ref(), event, state, &effects, now)?;
-                    let fresh = item.pending[item.pending.len() - effects.len()..].to_vec();
-                    (Outcome::Applied, Some(item), fresh)
+                    (Outcome::Applied, Some(item))
                 }
-                (_, None) => (Outcome::Skipped, None, Vec::new()),
-                (Decision::Stale, Some(_)) => (Outcome::Stale, None, Vec::new()),
+                (_, None) => (Outcome::Skipped, None),
+                (Decision::Stale, Some(_)) => (Outcome::Stale, None),
             };
+            let has_outbox = item.as_ref().is_some_and(|i| !i.pending.is_empty());
             let commit = Commit {
                 marker: Marker {
                     processor: D::PROCESSOR,
@@ -433,22 +389,13 @@ where
             };
             match self.store.commit(&commit).await? {
                 CommitResult::Committed => {
-                    let due = key.filter(|_| !fresh.is_empty()).map(|key| (key, fresh));
-                    return Ok((RecordOutcome::Recorded(outcome), due));
+                    let outbox = key.filter(|_| has_outbox);
+                    return Ok((RecordOutcome::Recorded(outcome), outbox));
                 }
-                CommitResult::Duplicate => {
-                    // A redelivery: finish what an earlier attempt committed
-                    // but did not get to perform.
-                    let due = current.and_then(|item| {
-                        let mine: Vec<_> = item
-                            .pending
-                            .into_iter()
-                            .filter(|p| p.event_id == event.id)
-                            .collect();
-                        (!mine.is_empty()).then_some((item.key, mine))
-                    });
-                    return Ok((RecordOutcome::Duplicate, due));
-                }
+                // A redelivery, or a commit whose answer was lost and that
+                // was retried: what it committed is in the store now, not in
+                // the item read before, so the outbox is looked at afresh.
+                CommitResult::Duplicate => return Ok((RecordOutcome::Duplicate, key)),
                 CommitResult::Conflict => {
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
                     tokio::time::sleep(Duration::from_millis(5 + jitter)).await;
@@ -470,14 +417,18 @@ where
         now: i64,
     ) -> Result<StateItem, ProcessError> {
         let mut pending = current.map(|i| i.pending.clone()).unwrap_or_default();
-        for (n, effect) in effects.iter().enumerate() {
+        let first_seq = current.map_or(1, |i| i.next_seq.max(1));
+        for (n, effect) in (0u64..).zip(effects) {
             pending.push(PendingEffect {
                 id: format!("{}:{}:{n}", D::PROCESSOR.as_str(), event.id),
+                seq: first_seq + n,
                 event_id: event.id.to_string(),
                 effect: Json::encode(effect).map_err(|e| ProcessError::State {
                     key: key.to_string(),
                     message: e.to_string(),
                 })?,
+                attempts: 0,
+                last_error: None,
             });
         }
         Ok(StateItem {
@@ -492,30 +443,49 @@ where
                 message: e.to_string(),
             })?,
             pending,
+            next_seq: first_seq + effects.len() as u64,
         })
     }
 
-    /// Performs `pending` in order until one fails; returns the ids of those
-    /// performed and the failure, if any. A retry performs only what is left
-    /// once those performed are recorded as done. An effect another record of
-    /// the batch has claimed (the same event delivered twice) is left to it.
-    async fn perform(
-        &self,
-        key: &StateKey,
-        pending: &[PendingEffect],
-        claimed: &Claimed,
-    ) -> (Vec<String>, Option<ProcessError>) {
-        let mut performed = Vec::with_capacity(pending.len());
-        for p in pending {
-            if !claimed.claim(&p.id) {
-                continue;
+    /// Delivers `key`'s outbox in `seq` order, each effect recorded as
+    /// delivered as soon as it is (a crash repeats at most the one in
+    /// flight). The first failure is counted on its effect and stops the
+    /// delivery: the object's later effects wait behind it, and the record
+    /// fails so that it comes back. An effect that has failed
+    /// `max_attempts` times parks the outbox: nothing more is attempted, and
+    /// the record succeeds, until an operator retries it.
+    async fn deliver(&self, key: &StateKey) -> Result<(), ProcessError> {
+        let _delivering = self.outboxes.lock(key).await;
+        // Read under the lock: another record may have delivered some, or
+        // committed more, since this one committed.
+        let Some(item) = self.store.load(key).await? else {
+            return Ok(());
+        };
+        for p in &item.pending {
+            if p.attempts >= self.max_attempts {
+                tracing::warn!(
+                    object = %key,
+                    effect = %p.id,
+                    seq = p.seq,
+                    attempts = p.attempts,
+                    error = p.last_error.as_deref().unwrap_or_default(),
+                    "outbox parked: its effects wait for a retry"
+                );
+                telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectParked, 1.0)]);
+                return Ok(());
             }
             if let Err(err) = self.perform_one(key, p).await {
-                return (performed, Some(err));
+                if let Err(store) = self.store.fail_effect(key, &p.id, &err.to_string()).await {
+                    tracing::error!(effect = %p.id, error = %store, "failed delivery not counted");
+                }
+                return Err(err);
             }
-            performed.push(p.id.clone());
+            self.store
+                .complete_effects(key, std::slice::from_ref(&p.id))
+                .await?;
+            telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, 1.0)]);
         }
-        (performed, None)
+        Ok(())
     }
 
     async fn perform_one(&self, key: &StateKey, p: &PendingEffect) -> Result<(), ProcessError> {
@@ -526,6 +496,7 @@ where
         let ctx = EffectContext {
             processor: D::PROCESSOR,
             idempotency_key: p.id.clone(),
+            seq: p.seq,
             event_id: p.event_id.clone(),
             key: key.clone(),
         };
@@ -536,23 +507,6 @@ where
                 id: p.id.clone(),
                 source,
             })
-    }
-}
-
-/// A record's result once its effects' completion is known: an effect's
-/// failure is the record's; a completion that could not be recorded fails the
-/// record, so that its redelivery performs (idempotently) and records it again.
-fn finish(
-    outcome: Result<RecordOutcome, ProcessError>,
-    completed: Result<(), StoreError>,
-) -> Result<RecordOutcome, ProcessError> {
-    match (outcome, completed) {
-        (Err(err), Err(store)) => {
-            tracing::error!(error = %store, "performed effects not recorded as done");
-            Err(err)
-        }
-        (Err(err), Ok(())) => Err(err),
-        (Ok(outcome), completed) => completed.map(|()| outcome).map_err(ProcessError::from),
     }
 }
 

@@ -157,13 +157,14 @@ impl Effects<String> for RefuseSecond {
     }
 }
 
-/// A memory store that counts `complete_effects` calls and the batches
-/// they come in.
+/// A memory store that counts `complete_effects` calls, and can report its
+/// first commit as a duplicate after making it (an answer lost and the
+/// call retried, as an SDK does).
 #[derive(Default)]
 struct CountingStore {
     inner: MemoryStateStore,
     completes: AtomicUsize,
-    batches: AtomicUsize,
+    lose_first_answer: std::sync::atomic::AtomicBool,
 }
 
 impl StateStore for CountingStore {
@@ -172,7 +173,12 @@ impl StateStore for CountingStore {
     }
 
     async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
-        self.inner.commit(commit).await
+        let result = self.inner.commit(commit).await?;
+        if self.lose_first_answer.swap(false, Ordering::SeqCst) {
+            // The retry of a commit that did happen finds its own marker.
+            return self.inner.commit(commit).await;
+        }
+        Ok(result)
     }
 
     async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
@@ -180,16 +186,8 @@ impl StateStore for CountingStore {
         self.inner.complete_effects(key, ids).await
     }
 
-    async fn complete_effects_many(
-        &self,
-        done: &[(StateKey, Vec<String>)],
-    ) -> Vec<Result<(), StoreError>> {
-        self.batches.fetch_add(1, Ordering::SeqCst);
-        let mut results = Vec::new();
-        for (key, ids) in done {
-            results.push(self.complete_effects(key, ids).await);
-        }
-        results
+    async fn fail_effect(&self, key: &StateKey, id: &str, error: &str) -> Result<(), StoreError> {
+        self.inner.fail_effect(key, id, error).await
     }
 
     async fn marker(
@@ -220,45 +218,136 @@ fn two_effects_runner() -> (Arc<CountingStore>, Arc<RefuseSecond>, TwoEffectsRun
 }
 
 #[tokio::test]
-async fn a_records_effects_are_completed_in_one_write() {
+async fn each_effect_is_recorded_delivered_as_soon_as_it_is() {
     // GIVEN a record whose transition has two effects
     let (store, effects, runner) = two_effects_runner();
     // WHEN it runs
     let failed = runner
         .run_batch(vec![delivery("m1", &tally_event("evt_1", "test.two"))])
         .await;
-    // THEN both are performed in order and completed with a single write
+    // THEN both are performed in order, each recorded as delivered on its own
     assert!(failed.is_empty());
     assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
-    assert_eq!(store.completes.load(Ordering::SeqCst), 1);
+    assert_eq!(store.completes.load(Ordering::SeqCst), 2);
     let key = StateKey::new(StateKind::Order, "obj_1");
     let item = store.inner.load(&key).await.unwrap().unwrap();
     assert!(item.pending.is_empty());
+    assert_eq!(item.next_seq, 3);
+}
+
+/// Effects that never return from their `stall_at`-th call: a process that
+/// dies in the middle of a batch.
+#[derive(Default)]
+struct StallAt {
+    calls: AtomicUsize,
+    stall_at: usize,
+}
+
+impl Effects<String> for StallAt {
+    async fn perform(&self, _: &String, _: &EffectContext) -> Result<(), EffectError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.stall_at {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test]
-async fn a_batch_records_all_its_effects_in_one_store_call() {
-    // GIVEN a batch of three records on three objects, each with two effects
-    let (store, effects, runner) = two_effects_runner();
+async fn a_crash_mid_batch_repeats_at_most_the_effect_in_flight() {
+    // GIVEN a batch of three records on three objects, one effect each,
+    // in a process that dies during the third effect
+    let store = Arc::new(MemoryStateStore::new());
+    let runner = Runner::new(
+        Tally,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        StallAt {
+            stall_at: 3,
+            ..StallAt::default()
+        },
+        ManualClock::at_secs(NOW),
+        3600,
+    );
     let batch = (1..=3)
         .map(|n| {
-            let mut event = tally_event(&format!("evt_{n}"), "test.two");
+            let mut event = tally_event(&format!("evt_{n}"), "test.one");
             event["data"]["object"]["id"] = json!(format!("obj_{n}"));
             delivery(&format!("m{n}"), &event)
         })
         .collect();
-    // WHEN it runs
-    assert!(runner.run_batch(batch).await.is_empty());
-    // THEN all six effects were performed and recorded as done by one
-    // store call for the batch, one entry per record
-    assert_eq!(effects.performed.lock().unwrap().len(), 6);
-    assert_eq!(store.batches.load(Ordering::SeqCst), 1);
-    assert_eq!(store.completes.load(Ordering::SeqCst), 3);
-    for n in 1..=3 {
-        let key = StateKey::new(StateKind::Order, format!("obj_{n}"));
-        let item = store.inner.load(&key).await.unwrap().unwrap();
-        assert!(item.pending.is_empty(), "obj_{n}: {:?}", item.pending);
-    }
+    // WHEN the batch is cut short
+    let cut = tokio::time::timeout(Duration::from_millis(200), runner.run_batch(batch)).await;
+    assert!(cut.is_err(), "the batch stalls");
+    // THEN the two effects delivered are recorded as such; only the one in flight is pending
+    let pending: usize = store.items().values().map(|i| i.pending.len()).sum();
+    assert_eq!(pending, 1);
+    assert_eq!(store.items().len(), 3);
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_still_delivers_its_effects() {
+    // GIVEN a store that commits, loses the answer, and is asked again (the
+    // SDK's retry), which finds the event's marker: a duplicate
+    let (store, effects, runner) = two_effects_runner();
+    store.lose_first_answer.store(true, Ordering::SeqCst);
+    // WHEN the record runs
+    let failed = runner
+        .run_batch(vec![delivery("m1", &tally_event("evt_1", "test.two"))])
+        .await;
+    // THEN the effects the lost commit made pending are delivered all the same
+    assert!(failed.is_empty());
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    assert!(
+        store
+            .inner
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_effect_failing_every_attempt_parks_its_outbox_until_retried() {
+    // GIVEN a runner that parks after 3 attempts, and a second effect that always fails
+    let (store, effects, runner) = two_effects_runner();
+    let runner = runner.with_max_attempts(3);
+    effects.refuse_second.store(true, Ordering::SeqCst);
+    let first = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+    // WHEN the record is delivered again and again
+    let outcomes: Vec<_> = [
+        runner.run_batch(first()).await,
+        runner.run_batch(first()).await,
+        runner.run_batch(first()).await,
+        runner.run_batch(first()).await,
+    ]
+    .into_iter()
+    .map(|failed| failed.is_empty())
+    .collect();
+    // THEN it fails until the effect has failed 3 times, then stands parked
+    assert_eq!(outcomes, [false, false, false, true]);
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    let item = store.inner.load(&key).await.unwrap().unwrap();
+    assert_eq!(item.pending.len(), 1);
+    assert_eq!(item.pending[0].attempts, 3);
+    assert_eq!(
+        item.pending[0].last_error.as_deref(),
+        Some("side effect fulfill:evt_1:1 failed: refused")
+    );
+    // AND a later event's effects wait behind it, undelivered
+    assert!(
+        runner
+            .run_batch(vec![delivery("m2", &tally_event("evt_2", "test.two"))])
+            .await
+            .is_empty()
+    );
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1"]);
+    let item = store.inner.load(&key).await.unwrap().unwrap();
+    let seqs: Vec<_> = item.pending.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, [2, 3, 4]);
 }
 
 #[tokio::test]
@@ -562,6 +651,10 @@ impl StateStore for Interleaving {
 
     async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
         self.inner.complete_effects(key, ids).await
+    }
+
+    async fn fail_effect(&self, key: &StateKey, id: &str, error: &str) -> Result<(), StoreError> {
+        self.inner.fail_effect(key, id, error).await
     }
 
     async fn marker(

@@ -106,6 +106,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages DROP COLUMN body;
     ALTER TABLE messages DROP COLUMN attributes;
     ",
+    // 3: the seq an object's next effect gets (its outbox numbers effects 1, 2, 3…).
+    "
+    ALTER TABLE state_items ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
+    ",
 ];
 
 /// Brings the schema of the database at `path` up to date in one transaction.

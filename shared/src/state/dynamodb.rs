@@ -12,9 +12,10 @@
 //! `last_event_type`, `updated_at` (ms) as top-level attributes; `data` as a
 //! JSON string (the processor's own state, never queried, read back exactly as
 //! written); `pending` as a native map `effect id → {event_id, effect (JSON
-//! string), seq}`, so that [`StateStore::complete_effects`] removes performed
-//! effects with one `UpdateItem` (`REMOVE pending.#id … ADD version :one`)
-//! without reading the item first. `seq` keeps the pending effects in order.
+//! string), seq, attempts, last_error}`, so that [`StateStore::complete_effects`]
+//! removes delivered effects with one `UpdateItem` (`REMOVE pending.#id …
+//! ADD version :one`), and [`StateStore::fail_effect`] counts an attempt, without
+//! reading the item first; `next_seq` numbers the object's next effect.
 
 use std::collections::HashMap;
 
@@ -46,6 +47,9 @@ mod a {
     pub const EVENT_ID: &str = "event_id";
     pub const EFFECT: &str = "effect";
     pub const SEQ: &str = "seq";
+    pub const NEXT_SEQ: &str = "next_seq";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const LAST_ERROR: &str = "last_error";
     pub const PROCESSOR: &str = "processor";
     pub const EVENT_TYPE: &str = "event_type";
     pub const OBJECT_KIND: &str = "object_kind";
@@ -207,6 +211,42 @@ impl StateStore for DynamoStateStore {
         }
     }
 
+    async fn fail_effect(
+        &self,
+        key: &StateKey,
+        effect_id: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key.partition_key()))
+            .condition_expression("attribute_exists(#pending.#e)")
+            .update_expression(
+                "SET #pending.#e.#attempts = if_not_exists(#pending.#e.#attempts, :zero) + :one, \
+                 #pending.#e.#last_error = :error ADD #version :one",
+            )
+            .expression_attribute_names("#pending", a::PENDING)
+            .expression_attribute_names("#e", effect_id)
+            .expression_attribute_names("#attempts", a::ATTEMPTS)
+            .expression_attribute_names("#last_error", a::LAST_ERROR)
+            .expression_attribute_names("#version", a::VERSION)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":error", s(error))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The effect (or the item) is gone: delivered meanwhile.
+            Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
+                Ok(())
+            }
+            Err(err) => Err(item::unavailable("fail_effect", err)),
+        }
+    }
+
     async fn marker(
         &self,
         processor: Processor,
@@ -260,17 +300,20 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
     let pending = state
         .pending
         .iter()
-        .enumerate()
-        .map(|(seq, p)| {
-            let entry: Item = [
+        .map(|p| {
+            let mut entry: Item = [
                 (a::EVENT_ID.to_owned(), s(&p.event_id)),
                 (a::EFFECT.to_owned(), s(p.effect.as_str())),
-                (a::SEQ.to_owned(), n(seq)),
+                (a::SEQ.to_owned(), n(p.seq)),
+                (a::ATTEMPTS.to_owned(), n(p.attempts)),
             ]
             .into();
-            Ok((p.id.clone(), AttributeValue::M(entry)))
+            if let Some(error) = &p.last_error {
+                entry.insert(a::LAST_ERROR.to_owned(), s(error));
+            }
+            (p.id.clone(), AttributeValue::M(entry))
         })
-        .collect::<Result<HashMap<_, _>, StoreError>>()?;
+        .collect::<HashMap<_, _>>();
     Ok([
         (PK.to_owned(), s(&pk)),
         (a::KIND.to_owned(), s(state.key.kind.as_str())),
@@ -282,6 +325,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         (a::UPDATED_AT.to_owned(), n(state.updated_at_millis)),
         (a::DATA.to_owned(), s(state.data.as_str())),
         (a::PENDING.to_owned(), AttributeValue::M(pending)),
+        (a::NEXT_SEQ.to_owned(), n(state.next_seq)),
     ]
     .into())
 }
@@ -304,12 +348,16 @@ fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, S
                     ));
                 };
                 let seq = entry.req_i64(pk, a::SEQ)?;
+                let attempts = entry.opt_i64(pk, a::ATTEMPTS)?.unwrap_or_default();
                 pending.push((
                     seq,
                     PendingEffect {
                         id: id.clone(),
+                        seq: u64::try_from(seq).unwrap_or_default(),
                         event_id: entry.req_s(pk, a::EVENT_ID)?.to_owned(),
                         effect: parse_json("pending effect", entry.req_s(pk, a::EFFECT)?)?,
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        last_error: entry.opt_s(pk, a::LAST_ERROR)?.map(str::to_owned),
                     },
                 ));
             }
@@ -317,6 +365,9 @@ fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, S
         Some(_) => return Err(StoreError::corrupt(pk, "attribute `pending` is not a map")),
     }
     pending.sort_by(|(x, a), (y, b)| x.cmp(y).then_with(|| a.id.cmp(&b.id)));
+    // Items written before outboxes were numbered: the next after the last.
+    let last_seq = pending.last().map_or(0, |(seq, _)| *seq);
+    let next_seq = item.opt_i64(pk, a::NEXT_SEQ)?.unwrap_or(last_seq + 1);
     Ok(StateItem {
         key: key.clone(),
         version: u64::try_from(version)
@@ -327,6 +378,7 @@ fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, S
         updated_at_millis: item.req_i64(pk, a::UPDATED_AT)?,
         data: parse_json("data", item.req_s(pk, a::DATA)?)?,
         pending: pending.into_iter().map(|(_, p)| p).collect(),
+        next_seq: u64::try_from(next_seq).unwrap_or(1),
     })
 }
 
@@ -395,6 +447,7 @@ mod tests {
                 &serde_json::json!({ "status": "succeeded", "amount": 2000, "note": null }),
             )
             .unwrap(),
+            next_seq: pending.len() as u64 + 4,
             pending,
         }
     }
@@ -402,12 +455,15 @@ mod tests {
     #[test]
     fn state_item_round_trips_with_pending_order_kept() {
         // GIVEN an item with three pending effects in a deliberate order
-        let pending: Vec<_> = ["c", "a", "b"]
-            .iter()
-            .map(|id| PendingEffect {
+        let pending: Vec<_> = (4..)
+            .zip(["c", "a", "b"])
+            .map(|(seq, id)| PendingEffect {
                 id: format!("fulfill:evt_1:{id}"),
+                seq,
                 event_id: "evt_1".into(),
                 effect: Json::encode(&serde_json::json!({ "effect": "fulfil", "id": id })).unwrap(),
+                attempts: seq as u32 - 4,
+                last_error: (seq > 4).then(|| format!("attempt {seq} failed")),
             })
             .collect();
         let original = item(pending);

@@ -26,7 +26,7 @@ impl MemoryStateStore {
         Self::default()
     }
 
-    /// Makes every later call of `operation` (`load`, `commit`, `complete`) fail, or none.
+    /// Makes every later call of `operation` (`load`, `commit`, `complete`, `fail`) fail, or none.
     pub fn fail(&self, operation: Option<&'static str>) {
         *lock(&self.failing) = operation;
     }
@@ -82,6 +82,23 @@ impl StateStore for MemoryStateStore {
         if let Some(item) = lock(&self.items).get_mut(key) {
             item.pending.retain(|p| !effect_ids.contains(&p.id));
             item.version += 1;
+        }
+        Ok(())
+    }
+
+    async fn fail_effect(
+        &self,
+        key: &StateKey,
+        effect_id: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.check("fail")?;
+        if let Some(item) = lock(&self.items).get_mut(key) {
+            if let Some(p) = item.pending.iter_mut().find(|p| p.id == effect_id) {
+                p.attempts += 1;
+                p.last_error = Some(error.to_owned());
+                item.version += 1;
+            }
         }
         Ok(())
     }

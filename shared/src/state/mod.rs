@@ -3,8 +3,10 @@
 //! marker, so that a replayed event changes nothing.
 //!
 //! Side effects are committed as *pending* in the same write as the state
-//! change that causes them, then performed and removed. A crash in between
-//! leaves them pending; the redelivery of the same event performs them.
+//! change that causes them: the object's outbox, numbered by `seq` in commit
+//! order. They are delivered strictly in that order, each removed as soon as
+//! it is delivered; a failed delivery is counted on the effect and holds back
+//! the object's later effects only.
 
 #[cfg(feature = "aws")]
 pub mod dynamodb;
@@ -13,8 +15,6 @@ pub mod memory;
 pub mod sqlite;
 
 use std::future::Future;
-
-use futures_util::future::join_all;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,16 +131,31 @@ impl PartialEq for Json {
     }
 }
 
-/// A side effect committed with a transition and not yet performed.
+/// A side effect committed with a transition and not yet delivered: one
+/// entry of its object's outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingEffect {
     /// Unique per transition (`{processor}:{event_id}:{n}`): the idempotency key
     /// handed to the effect, stable across retries.
     pub id: String,
-    /// The event whose transition caused it; only that event's redelivery performs it.
+    /// Its place in the object's outbox (1, 2, 3… in commit order): it is
+    /// delivered only after every lower `seq` of the object was.
+    #[serde(default)]
+    pub seq: u64,
+    /// The event whose transition caused it.
     pub event_id: String,
     /// The processor's effect, as JSON.
     pub effect: Json,
+    /// Deliveries that failed so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Why the last delivery failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One business object's state as stored.
@@ -160,8 +175,10 @@ pub struct StateItem {
     pub updated_at_millis: i64,
     /// The processor's typed state, as JSON.
     pub data: Json,
-    /// Effects committed but not yet performed.
+    /// The outbox: effects committed but not yet delivered, in `seq` order.
     pub pending: Vec<PendingEffect>,
+    /// The `seq` the object's next effect gets.
+    pub next_seq: u64,
 }
 
 /// What a processor did with one event, as recorded in its marker.
@@ -252,7 +269,7 @@ pub trait StateStore: Send + Sync {
         commit: &Commit,
     ) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
 
-    /// Removes performed effects from `key`'s pending list and bumps its version;
+    /// Removes delivered effects from `key`'s outbox and bumps its version;
     /// ids already gone are ignored.
     fn complete_effects(
         &self,
@@ -260,18 +277,15 @@ pub trait StateStore: Send + Sync {
         effect_ids: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// [`complete_effects`](Self::complete_effects) for several objects, one
-    /// result per entry in order: a processor records a whole batch's effects
-    /// with it. By default the entries are completed concurrently.
-    fn complete_effects_many(
+    /// Records a failed delivery of `key`'s pending effect `effect_id`: one
+    /// more attempt and its `error`; bumps the version. An effect already
+    /// gone (delivered meanwhile) is ignored.
+    fn fail_effect(
         &self,
-        done: &[(StateKey, Vec<String>)],
-    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
-        join_all(
-            done.iter()
-                .map(|(key, effect_ids)| self.complete_effects(key, effect_ids)),
-        )
-    }
+        key: &StateKey,
+        effect_id: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The marker `processor` wrote for `event_id`, if any.
     fn marker(
@@ -304,11 +318,13 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         (**self).complete_effects(key, effect_ids)
     }
 
-    fn complete_effects_many(
+    fn fail_effect(
         &self,
-        done: &[(StateKey, Vec<String>)],
-    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
-        (**self).complete_effects_many(done)
+        key: &StateKey,
+        effect_id: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).fail_effect(key, effect_id, error)
     }
 
     fn marker(

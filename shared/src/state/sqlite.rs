@@ -16,7 +16,7 @@ use crate::route::Processor;
 use crate::sqlite::{Db, OpError, OpResult};
 
 /// Every column of a state row, in the order [`item_from_row`] reads them.
-pub(crate) const ITEM_COLUMNS: &str = "kind, id, version, last_created, last_event_id, last_event_type, updated_at_millis, data, pending";
+pub(crate) const ITEM_COLUMNS: &str = "kind, id, version, last_created, last_event_id, last_event_type, updated_at_millis, data, pending, next_seq";
 
 /// Every column of a marker row, in the order [`marker_from_row`] reads them.
 pub(crate) const MARKER_COLUMNS: &str =
@@ -99,6 +99,9 @@ pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<StateIte
         updated_at_millis: row.get(6)?,
         data,
         pending,
+        next_seq: row
+            .get::<_, i64>(9)
+            .map(|n| u64::try_from(n).unwrap_or(1))?,
     }))
 }
 
@@ -162,6 +165,7 @@ struct ItemRow {
     updated_at_millis: i64,
     data: String,
     pending: String,
+    next_seq: i64,
 }
 
 impl ItemRow {
@@ -181,19 +185,25 @@ impl ItemRow {
             updated_at_millis: item.updated_at_millis,
             data: item.data.as_str().to_owned(),
             pending: json(serde_json::to_string(&item.pending))?,
+            next_seq: i64::try_from(item.next_seq).map_err(|_| {
+                OpError::corrupt(
+                    &item.key,
+                    format!("next seq {} is too large", item.next_seq),
+                )
+            })?,
         })
     }
 
     fn put(&self, conn: &Connection) -> OpResult<()> {
         conn.prepare_cached(
             "INSERT INTO state_items (kind, id, version, last_created, last_event_id, last_event_type,
-                 updated_at_millis, data, pending)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 updated_at_millis, data, pending, next_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (kind, id) DO UPDATE SET
                  version = excluded.version, last_created = excluded.last_created,
                  last_event_id = excluded.last_event_id, last_event_type = excluded.last_event_type,
                  updated_at_millis = excluded.updated_at_millis, data = excluded.data,
-                 pending = excluded.pending",
+                 pending = excluded.pending, next_seq = excluded.next_seq",
         )?
         .execute(params![
             self.key.kind.as_str(),
@@ -205,6 +215,7 @@ impl ItemRow {
             self.updated_at_millis,
             self.data,
             self.pending,
+            self.next_seq,
         ])?;
         Ok(())
     }
@@ -258,9 +269,14 @@ fn commit(
     Ok(CommitResult::Committed)
 }
 
-/// Drops the effects `done` from the pending list of `key` (bumping its
-/// version), touching only that column: the state itself is not re-read.
-fn complete_effects(conn: &Connection, key: &StateKey, done: &[String]) -> OpResult<()> {
+/// Changes the outbox of `key` with `edit` and, if `edit` says it changed
+/// it, writes it back bumping the version, touching only that column: the
+/// state itself is not re-read. No item: nothing to do.
+fn edit_outbox(
+    conn: &Connection,
+    key: &StateKey,
+    edit: impl FnOnce(&mut Vec<PendingEffect>) -> bool,
+) -> OpResult<()> {
     let pending: Option<String> = conn
         .prepare_cached("SELECT pending FROM state_items WHERE kind = ?1 AND id = ?2")?
         .query_row(params![key.kind.as_str(), key.id], |row| row.get(0))
@@ -270,7 +286,9 @@ fn complete_effects(conn: &Connection, key: &StateKey, done: &[String]) -> OpRes
     };
     let mut pending: Vec<PendingEffect> = serde_json::from_str(&pending)
         .map_err(|e| OpError::corrupt(key, format!("pending: {e}")))?;
-    pending.retain(|p| !done.contains(&p.id));
+    if !edit(&mut pending) {
+        return Ok(());
+    }
     let pending = serde_json::to_string(&pending).map_err(|e| OpError::corrupt(key, e))?;
     conn.prepare_cached(
         "UPDATE state_items SET pending = ?3, version = version + 1 WHERE kind = ?1 AND id = ?2",
@@ -308,34 +326,34 @@ impl StateStore for SqliteStateStore {
         let (key, effect_ids) = (key.clone(), effect_ids.to_vec());
         self.db
             .write("complete", move |conn| {
-                complete_effects(conn, &key, &effect_ids)
+                edit_outbox(conn, &key, |pending| {
+                    pending.retain(|p| !effect_ids.contains(&p.id));
+                    true
+                })
             })
             .await
     }
 
-    /// One writer operation for them all.
-    async fn complete_effects_many(
+    async fn fail_effect(
         &self,
-        done: &[(StateKey, Vec<String>)],
-    ) -> Vec<Result<(), StoreError>> {
-        let entries = done.len();
-        let done = done.to_vec();
-        let results = self
-            .db
-            .write("complete", move |conn| {
-                // A malformed item fails its own entry; SQLite failing fails them all.
-                done.iter()
-                    .map(|(key, ids)| match complete_effects(conn, key, ids) {
-                        Err(err @ OpError::Corrupt { .. }) => Ok(Err(err.into_store("complete"))),
-                        other => other.map(Ok),
-                    })
-                    .collect::<OpResult<Vec<_>>>()
+        key: &StateKey,
+        effect_id: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (key, effect_id, error) = (key.clone(), effect_id.to_owned(), error.to_owned());
+        self.db
+            .write("fail", move |conn| {
+                edit_outbox(conn, &key, |pending| {
+                    let failed = pending.iter_mut().find(|p| p.id == effect_id);
+                    failed
+                        .map(|p| {
+                            p.attempts += 1;
+                            p.last_error = Some(error.clone());
+                        })
+                        .is_some()
+                })
             })
-            .await;
-        match results {
-            Ok(results) => results,
-            Err(err) => vec![Err(err); entries],
-        }
+            .await
     }
 
     async fn marker(
@@ -380,17 +398,21 @@ mod tests {
                 &serde_json::json!({ "status": "succeeded", "amount": 2000, "v": version }),
             )
             .unwrap(),
-            pending: pending
-                .iter()
-                .map(|id| PendingEffect {
+            pending: (1..)
+                .zip(pending)
+                .map(|(seq, id)| PendingEffect {
                     id: (*id).into(),
+                    seq,
                     event_id: event_id.into(),
                     effect: Json::encode(
                         &serde_json::json!({ "effect": "fulfil_order", "id": id }),
                     )
                     .unwrap(),
+                    attempts: 0,
+                    last_error: None,
                 })
                 .collect(),
+            next_seq: pending.len() as u64 + 1,
         }
     }
 
@@ -442,8 +464,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn completing_many_fails_only_the_entry_whose_item_is_malformed() {
-        // GIVEN two items with pending effects, one whose pending list is broken
+    async fn outbox_edits_of_a_malformed_item_fail_as_corrupt_and_change_nothing() {
+        // GIVEN two items with a pending effect, one whose pending list is broken
         let t = TempDb::new();
         let s = SqliteStateStore::new(t.db());
         commit_two_items(&s, &["a"]).await;
@@ -456,19 +478,21 @@ mod tests {
             })
             .await
             .unwrap();
-        // WHEN both are completed in one write
-        let results = s
-            .complete_effects_many(&[
-                (key("pi_1"), vec!["a".into()]),
-                (key("pi_2"), vec!["a".into()]),
-            ])
-            .await;
-        // THEN the broken one fails as corrupt and the other is completed
+        // WHEN an effect of each is completed, and failed
+        let completed = s.complete_effects(&key("pi_1"), &["a".into()]).await;
+        let failed = s.fail_effect(&key("pi_1"), "a", "boom").await;
+        s.complete_effects(&key("pi_2"), &["a".into()])
+            .await
+            .unwrap();
+        // THEN the broken one fails as corrupt, and the other is completed
         assert!(
-            matches!(results[0], Err(StoreError::Corrupt { .. })),
-            "{results:?}"
+            matches!(completed, Err(StoreError::Corrupt { .. })),
+            "{completed:?}"
         );
-        assert!(results[1].is_ok());
+        assert!(
+            matches!(failed, Err(StoreError::Corrupt { .. })),
+            "{failed:?}"
+        );
         assert!(
             s.load(&key("pi_2"))
                 .await
@@ -477,6 +501,33 @@ mod tests {
                 .pending
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_numbered_outboxes_starts_at_seq_one() {
+        // GIVEN an item written without a `next_seq` (schema 2) and its old-style pending list
+        let t = TempDb::new();
+        let s = SqliteStateStore::new(t.db());
+        commit_two_items(&s, &["a"]).await;
+        t.db()
+            .write("test", |c| {
+                Ok(c.execute(
+                    "UPDATE state_items SET next_seq = 1,
+                         pending = '[{\"id\":\"a\",\"event_id\":\"evt_1\",\"effect\":{}}]'
+                     WHERE id = 'pi_1'",
+                    [],
+                )?)
+            })
+            .await
+            .unwrap();
+        // WHEN it is loaded THEN its effect reads as never attempted, ahead
+        // of any the object gets next (seq 1 on)
+        let item = s.load(&key("pi_1")).await.unwrap().unwrap();
+        assert_eq!(item.pending[0].id, "a");
+        assert_eq!(item.pending[0].seq, 0);
+        assert_eq!(item.pending[0].attempts, 0);
+        assert_eq!(item.pending[0].last_error, None);
+        assert_eq!(item.next_seq, 1);
     }
 
     #[tokio::test]

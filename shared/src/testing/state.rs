@@ -43,6 +43,7 @@ fn item(key: &StateKey, version: u64, event_id: &str, pending: Vec<PendingEffect
         last_event_type: "payment_intent.succeeded".to_owned(),
         updated_at_millis: 1_750_000_000_000,
         data: Json::encode(&json!({ "status": "succeeded", "amount": 1099, "version": version, "tags": ["a", "b"], "note": null })).unwrap(),
+        next_seq: pending.iter().map(|p| p.seq).max().unwrap_or(0) + 1,
         pending,
     }
 }
@@ -50,8 +51,11 @@ fn item(key: &StateKey, version: u64, event_id: &str, pending: Vec<PendingEffect
 fn effect(event_id: &str, n: usize) -> PendingEffect {
     PendingEffect {
         id: format!("fulfill:{event_id}:{n}"),
+        seq: n as u64 + 1,
         event_id: event_id.to_owned(),
         effect: Json::encode(&json!({ "effect": "fulfil_order", "n": n })).unwrap(),
+        attempts: 0,
+        last_error: None,
     }
 }
 
@@ -422,43 +426,69 @@ pub async fn wrong_version_conflicts<S: StateStore>(store: &S, ns: &str) {
     assert_eq!(store.marker(Processor::Fulfill, &c).await.unwrap(), None);
 }
 
-/// Completing the effects of several objects in one call answers each entry
-/// apart: each object loses exactly its own, a missing one stays missing.
-pub async fn completing_many_effects_answers_each_object_apart<S: StateStore>(store: &S, ns: &str) {
-    // GIVEN two objects with pending effects 0 and 1
-    let (k1, k2, ghost) = (key(ns, "many_1"), key(ns, "many_2"), key(ns, "many_ghost"));
-    let mut pending = Vec::new();
-    for k in [&k1, &k2] {
-        let e = format!("evt_{ns}_{}", k.id);
-        let effects: Vec<_> = (0..2).map(|n| effect(&e, n)).collect();
-        store
-            .commit(&commit(
-                marker(Processor::Fulfill, &e, Some(k), Outcome::Applied),
-                Some(item(k, 1, &e, effects.clone())),
-                None,
-            ))
-            .await
-            .unwrap();
-        pending.push(effects);
-    }
-    // WHEN effects of both, and of a missing object, are completed at once
-    let results = store
-        .complete_effects_many(&[
-            (k1.clone(), vec![pending[0][0].id.clone()]),
-            (ghost.clone(), vec![pending[0][0].id.clone()]),
-            (
-                k2.clone(),
-                vec![pending[1][0].id.clone(), pending[1][1].id.clone()],
-            ),
-        ])
-        .await;
-    // THEN each entry answers, and each object lost exactly its own
-    assert_eq!(results.len(), 3);
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let one = store.load(&k1).await.unwrap().unwrap();
-    assert_eq!((one.version, one.pending), (2, vec![pending[0][1].clone()]));
-    let two = store.load(&k2).await.unwrap().unwrap();
-    assert_eq!((two.version, two.pending), (2, vec![]));
+/// The outbox keeps each effect's `seq`, attempts and last error, and the
+/// object's next `seq`, exactly.
+pub async fn outbox_round_trips_with_its_numbering<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an object whose outbox holds effects 7 and 8, the first tried twice
+    let k = key(ns, "outbox");
+    let a = format!("evt_{ns}_outbox");
+    let mut first = effect(&a, 6);
+    first.attempts = 2;
+    first.last_error = Some("503 from the fulfilment service".into());
+    let mut it = item(&k, 1, &a, vec![first, effect(&a, 7)]);
+    it.next_seq = 9;
+    // WHEN it is committed and read back
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(it.clone()),
+            None,
+        ))
+        .await
+        .unwrap();
+    // THEN every field of the outbox is as written
+    assert_eq!(store.load(&k).await.unwrap(), Some(it));
+}
+
+/// A failed delivery counts an attempt and keeps its error on that effect
+/// alone, bumping the version; an effect already gone changes nothing.
+pub async fn failed_delivery_counts_an_attempt_on_that_effect<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an object at version 1 with two pending effects
+    let k = key(ns, "fail");
+    let a = format!("evt_{ns}_fail");
+    let pending = vec![effect(&a, 0), effect(&a, 1)];
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(item(&k, 1, &a, pending.clone())),
+            None,
+        ))
+        .await
+        .unwrap();
+    // WHEN the first fails twice
+    store
+        .fail_effect(&k, &pending[0].id, "timeout")
+        .await
+        .unwrap();
+    store.fail_effect(&k, &pending[0].id, "503").await.unwrap();
+    // THEN it counts two attempts and the last error; the second is untouched
+    let now = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(now.pending[0].attempts, 2);
+    assert_eq!(now.pending[0].last_error.as_deref(), Some("503"));
+    assert_eq!(now.pending[1], pending[1]);
+    assert_eq!(now.version, 3);
+    // WHEN an effect already delivered, or of a missing object, fails
+    store
+        .fail_effect(&k, "fulfill:gone:0", "late")
+        .await
+        .unwrap();
+    let ghost = key(ns, "fail_ghost");
+    store
+        .fail_effect(&ghost, &pending[0].id, "late")
+        .await
+        .unwrap();
+    // THEN nothing changes and nothing appears
+    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 3);
     assert_eq!(store.load(&ghost).await.unwrap(), None);
 }
 
@@ -481,7 +511,8 @@ macro_rules! state_conformance {
                 markers_are_per_processor,
                 complete_effects_removes_them_in_order_and_bumps_version,
                 complete_effects_on_a_missing_item_creates_nothing,
-                completing_many_effects_answers_each_object_apart,
+                outbox_round_trips_with_its_numbering,
+                failed_delivery_counts_an_attempt_on_that_effect,
                 concurrent_commits_from_one_read_let_exactly_one_win,
             ]
         );
