@@ -163,6 +163,7 @@ impl Domain for Disputes {
     type Effect = DisputeEffect;
 
     const PROCESSOR: Processor = Processor::Dispute;
+    const KINDS: &'static [StateKind] = &[StateKind::Dispute];
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         if !event.event_type.starts_with("charge.dispute.") {

@@ -312,6 +312,7 @@ impl Domain for Fulfill {
     type Effect = OrderEffect;
 
     const PROCESSOR: Processor = Processor::Fulfill;
+    const KINDS: &'static [StateKind] = &[StateKind::Order];
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         let id = match Family::of(&event.event_type) {

@@ -33,7 +33,8 @@ use crate::ledger::BodyStore;
 use crate::queue::{Delivery, EventMessage, MessageError, Payload};
 use crate::route::Processor;
 use crate::state::{
-    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateStore,
+    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
+    StateStore,
 };
 use crate::telemetry::{self, Metric};
 use crate::verify::Verified;
@@ -52,6 +53,9 @@ pub trait Domain: Send + Sync {
 
     /// The processor (queue, metric dimension, marker namespace).
     const PROCESSOR: Processor;
+
+    /// The kinds of object it keeps (whose outboxes its sweep delivers).
+    const KINDS: &'static [StateKind];
 
     /// The object `event` concerns; `None` when it concerns nothing kept here.
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError>;
@@ -149,13 +153,31 @@ pub enum RecordOutcome {
     Duplicate,
 }
 
-/// How many stripes [`OutboxLocks`] has: enough that unrelated objects
-/// rarely share one, few enough to cost nothing.
-const OUTBOX_STRIPES: usize = 64;
+/// Where a record finds the outbox it delivers.
+enum Outbox {
+    /// In the item it has just committed.
+    Committed(StateItem),
+    /// In the store: the record committed nothing new (a duplicate).
+    Reread(StateKey),
+}
 
-/// Per-object locks, striped: in one process, one record at a time delivers
-/// an object's outbox, so that none of its effects is attempted twice at once
-/// or out of `seq` order.
+/// What one [`Runner::sweep`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Objects with undelivered effects found.
+    pub objects: usize,
+    /// Of those, the ones whose delivery failed (their effects wait for the next sweep).
+    pub failed: usize,
+}
+
+/// How many stripes [`OutboxLocks`] has: enough that the records of a few
+/// full batches rarely share one, few enough to cost nothing.
+const OUTBOX_STRIPES: usize = 1024;
+
+/// Per-object locks, striped: in one process, one record at a time reads,
+/// commits and delivers an object's outbox, so that none of its effects is
+/// attempted twice at once or out of `seq` order, and the records of one
+/// object no longer conflict with each other.
 struct OutboxLocks(Vec<tokio::sync::Mutex<()>>);
 
 impl Default for OutboxLocks {
@@ -318,7 +340,15 @@ where
             delivery_id: Some(&message.event_id),
         };
         let envelope = event::parse(message.provider, &verified)?;
-        let (outcome, outbox) = self.apply(&envelope).await?;
+        let key = self.domain.key(&envelope)?;
+        // One record at a time per object in this process, from reading its
+        // state to delivering its outbox: what this record commits is then
+        // what the outbox holds, with no read in between.
+        let _object = match &key {
+            Some(key) => Some(self.outboxes.lock(key).await),
+            None => None,
+        };
+        let (outcome, outbox) = self.apply(&envelope, key).await?;
         let lag = (self.clock.now_millis() - envelope.created * 1000).max(0) as f64;
         let metric = match outcome {
             RecordOutcome::Duplicate => Metric::Duplicate,
@@ -330,8 +360,13 @@ where
             &[(metric, 1.0), (Metric::LagMillis, lag)],
         );
         tracing::info!(outcome = ?outcome, "record processed");
-        if let Some(key) = outbox {
-            self.deliver(&key).await?;
+        let item = match outbox {
+            Some(Outbox::Committed(item)) => Some(item),
+            Some(Outbox::Reread(key)) => self.store.load(&key).await?,
+            None => None,
+        };
+        if let Some(item) = item {
+            self.deliver(&item).await?;
         }
         Ok(outcome)
     }
@@ -341,8 +376,8 @@ where
     async fn apply(
         &self,
         event: &Envelope<'_>,
-    ) -> Result<(RecordOutcome, Option<StateKey>), ProcessError> {
-        let key = self.domain.key(event)?;
+        key: Option<StateKey>,
+    ) -> Result<(RecordOutcome, Option<Outbox>), ProcessError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = match &key {
                 Some(key) => self.store.load(key).await?,
@@ -373,7 +408,6 @@ where
                 (_, None) => (Outcome::Skipped, None),
                 (Decision::Stale, Some(_)) => (Outcome::Stale, None),
             };
-            let has_outbox = item.as_ref().is_some_and(|i| !i.pending.is_empty());
             let commit = Commit {
                 marker: Marker {
                     processor: D::PROCESSOR,
@@ -389,13 +423,18 @@ where
             };
             match self.store.commit(&commit).await? {
                 CommitResult::Committed => {
-                    let outbox = key.filter(|_| has_outbox);
+                    let outbox = commit
+                        .item
+                        .filter(|i| !i.pending.is_empty())
+                        .map(Outbox::Committed);
                     return Ok((RecordOutcome::Recorded(outcome), outbox));
                 }
                 // A redelivery, or a commit whose answer was lost and that
                 // was retried: what it committed is in the store now, not in
-                // the item read before, so the outbox is looked at afresh.
-                CommitResult::Duplicate => return Ok((RecordOutcome::Duplicate, key)),
+                // the item read before, so the outbox is read afresh.
+                CommitResult::Duplicate => {
+                    return Ok((RecordOutcome::Duplicate, key.map(Outbox::Reread)));
+                }
                 CommitResult::Conflict => {
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20);
                     tokio::time::sleep(Duration::from_millis(5 + jitter)).await;
@@ -447,20 +486,42 @@ where
         })
     }
 
-    /// Delivers `key`'s outbox in `seq` order, each effect recorded as
+    /// Delivers the outboxes no record is left to deliver: effects of a
+    /// record that reached the dead-letter queue, an outbox released by a
+    /// retry. Up to `limit` objects of this processor's kinds; parked ones
+    /// stay parked. Returns the objects looked at and those still holding
+    /// effects after the attempt.
+    pub async fn sweep(&self, limit: usize) -> Result<Swept, StoreError> {
+        let keys = self.store.outboxes(D::KINDS, limit).await?;
+        let mut swept = Swept {
+            objects: keys.len(),
+            ..Swept::default()
+        };
+        for key in &keys {
+            let _object = self.outboxes.lock(key).await;
+            let delivered = match self.store.load(key).await {
+                Ok(Some(item)) => self.deliver(&item).await,
+                Ok(None) => Ok(()),
+                Err(err) => Err(err.into()),
+            };
+            if let Err(err) = delivered {
+                tracing::warn!(object = %key, error = %err, "sweep: delivery failed; it will be tried again");
+                swept.failed += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Delivers `item`'s outbox in `seq` order, each effect recorded as
     /// delivered as soon as it is (a crash repeats at most the one in
     /// flight). The first failure is counted on its effect and stops the
     /// delivery: the object's later effects wait behind it, and the record
     /// fails so that it comes back. An effect that has failed
     /// `max_attempts` times parks the outbox: nothing more is attempted, and
-    /// the record succeeds, until an operator retries it.
-    async fn deliver(&self, key: &StateKey) -> Result<(), ProcessError> {
-        let _delivering = self.outboxes.lock(key).await;
-        // Read under the lock: another record may have delivered some, or
-        // committed more, since this one committed.
-        let Some(item) = self.store.load(key).await? else {
-            return Ok(());
-        };
+    /// the record succeeds, until an operator retries it. The caller holds
+    /// the object's lock.
+    async fn deliver(&self, item: &StateItem) -> Result<(), ProcessError> {
+        let key = &item.key;
         for p in &item.pending {
             if p.attempts >= self.max_attempts {
                 tracing::warn!(

@@ -203,6 +203,7 @@ impl Domain for Payouts {
     type Effect = PayoutEffect;
 
     const PROCESSOR: Processor = Processor::Payout;
+    const KINDS: &'static [StateKind] = &[StateKind::Payout, StateKind::Account];
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         let key = match Kind::of(&event.event_type) {

@@ -219,6 +219,7 @@ impl Domain for Subscriptions {
     type Effect = SubscriptionEffect;
 
     const PROCESSOR: Processor = Processor::Subscription;
+    const KINDS: &'static [StateKind] = &[StateKind::Subscription];
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         let id = match Kind::of(&event.event_type) {

@@ -87,6 +87,7 @@ impl Domain for Tally {
     type Effect = String;
 
     const PROCESSOR: Processor = Processor::Fulfill;
+    const KINDS: &'static [StateKind] = &[StateKind::Order];
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         let object: Object = serde_json::from_str(event.object)
@@ -121,6 +122,7 @@ impl Domain for TwoEffects {
     type Effect = String;
 
     const PROCESSOR: Processor = Processor::Fulfill;
+    const KINDS: &'static [StateKind] = &[StateKind::Order];
 
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         Tally.key(event)
@@ -188,6 +190,18 @@ impl StateStore for CountingStore {
 
     async fn fail_effect(&self, key: &StateKey, id: &str, error: &str) -> Result<(), StoreError> {
         self.inner.fail_effect(key, id, error).await
+    }
+
+    async fn retry_effects(&self, key: &StateKey) -> Result<usize, StoreError> {
+        self.inner.retry_effects(key).await
+    }
+
+    async fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> Result<Vec<StateKey>, StoreError> {
+        self.inner.outboxes(kinds, limit).await
     }
 
     async fn marker(
@@ -657,6 +671,18 @@ impl StateStore for Interleaving {
         self.inner.fail_effect(key, id, error).await
     }
 
+    async fn retry_effects(&self, key: &StateKey) -> Result<usize, StoreError> {
+        self.inner.retry_effects(key).await
+    }
+
+    async fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> Result<Vec<StateKey>, StoreError> {
+        self.inner.outboxes(kinds, limit).await
+    }
+
     async fn marker(
         &self,
         processor: Processor,
@@ -666,26 +692,26 @@ impl StateStore for Interleaving {
     }
 }
 
-#[tokio::test]
-async fn concurrent_records_on_one_object_all_apply() {
-    // GIVEN one order's events in a single batch, over a store where they interleave
-    let store = Arc::new(Interleaving {
-        inner: MemoryStateStore::new(),
-        conflicts: AtomicUsize::new(0),
-    });
-    let runner = Runner::new(
+fn interleaving_runner(
+    store: &Arc<Interleaving>,
+) -> Runner<Fulfill, Arc<Interleaving>, MemoryLedger, RecordingEffects<OrderEffect>, ManualClock> {
+    Runner::new(
         Fulfill,
-        Arc::clone(&store),
+        Arc::clone(store),
         MemoryLedger::new(),
         RecordingEffects::<OrderEffect>::new(),
         ManualClock::at_secs(NOW),
         3600,
-    );
+    )
+}
+
+/// One order's life, each event created a second after the last but two.
+fn order_life() -> Vec<Value> {
     let charge = with(
         resource("charge"),
         json!({"id": "ch_1", "payment_intent": PI, "amount_captured": 5000, "captured": true}),
     );
-    let events = [
+    vec![
         ev(
             "evt_1",
             "payment_intent.created",
@@ -695,7 +721,31 @@ async fn concurrent_records_on_one_object_all_apply() {
         ev("evt_2", "payment_intent.processing", 2, pi("processing")),
         ev("evt_3", "payment_intent.succeeded", 3, pi("succeeded")),
         ev("evt_4", "charge.succeeded", 3, charge),
-    ];
+    ]
+}
+
+async fn assert_applied_as_if_one_by_one(store: &Interleaving, events: &[Value]) {
+    let item = store.inner.load(&order_key()).await.unwrap().unwrap();
+    let state: Order = item.data.decode().unwrap();
+    let (expected, _) = testkit::fold(&Fulfill, &events.iter().collect::<Vec<_>>());
+    assert_eq!(Some(state), expected);
+    assert!(item.pending.is_empty(), "{:?}", item.pending);
+    for e in events {
+        let id = e["id"].as_str().unwrap();
+        let marker = store.marker(Processor::Fulfill, id).await.unwrap().unwrap();
+        assert_ne!(marker.outcome, Outcome::Skipped, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn records_on_one_object_in_one_process_take_turns() {
+    // GIVEN one order's events in a single batch, over a store where they could interleave
+    let store = Arc::new(Interleaving {
+        inner: MemoryStateStore::new(),
+        conflicts: AtomicUsize::new(0),
+    });
+    let runner = interleaving_runner(&store);
+    let events = order_life();
     let batch = events
         .iter()
         .enumerate()
@@ -703,24 +753,50 @@ async fn concurrent_records_on_one_object_all_apply() {
         .collect();
     // WHEN the batch runs
     let failed = runner.run_batch(batch).await;
-    // THEN every record was decided (after retrying its conflicts), ending
-    // as if delivered one by one (a record committing after a newer one
-    // is rightly stale)
+    // THEN the object's lock lets them apply one after another: no conflict,
+    // the state as if delivered one by one, the fulfil delivered once
     assert!(failed.is_empty());
+    assert_eq!(store.conflicts.load(Ordering::SeqCst), 0);
+    assert_applied_as_if_one_by_one(&store, &events).await;
+    assert_eq!(runner.effects().effects().len(), 1);
+}
+
+#[tokio::test]
+async fn records_on_one_object_in_two_processes_all_apply() {
+    // GIVEN one order's events split between two processes over one store
+    let store = Arc::new(Interleaving {
+        inner: MemoryStateStore::new(),
+        conflicts: AtomicUsize::new(0),
+    });
+    let (a, b) = (interleaving_runner(&store), interleaving_runner(&store));
+    let events = order_life();
+    let half = |runner: &'static str| {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| (n % 2 == 0) == (runner == "a"))
+            .map(|(n, e)| delivery(&format!("m{n}"), e))
+            .collect::<Vec<_>>()
+    };
+    // WHEN both run at once
+    let (failed_a, failed_b) = tokio::join!(a.run_batch(half("a")), b.run_batch(half("b")));
+    // THEN every record was decided (after retrying its conflicts), ending as
+    // if delivered one by one; the fulfil reached the merchant at least once,
+    // at most once per process, always under the same key
+    assert!(failed_a.is_empty() && failed_b.is_empty());
     assert!(
         store.conflicts.load(Ordering::SeqCst) > 0,
         "the records did not interleave"
     );
-    let item = store.inner.load(&order_key()).await.unwrap().unwrap();
-    let state: Order = item.data.decode().unwrap();
-    let (expected, _) = testkit::fold(&Fulfill, &events.iter().collect::<Vec<_>>());
-    assert_eq!(Some(state), expected);
-    assert_eq!(runner.effects().effects().len(), 1);
-    for e in &events {
-        let id = e["id"].as_str().unwrap();
-        let marker = store.marker(Processor::Fulfill, id).await.unwrap().unwrap();
-        assert_ne!(marker.outcome, Outcome::Skipped, "{id}");
-    }
+    assert_applied_as_if_one_by_one(&store, &events).await;
+    let keys: BTreeSet<_> = [a.effects().performed(), b.effects().performed()]
+        .concat()
+        .into_iter()
+        .map(|(ctx, _)| ctx.idempotency_key)
+        .collect();
+    let count = a.effects().effects().len() + b.effects().effects().len();
+    assert!((1..=2).contains(&count), "{count}");
+    assert_eq!(keys.len(), 1, "{keys:?}");
 }
 
 #[test]
@@ -753,5 +829,73 @@ fn effects_carry_the_name_log_effects_reports() {
     assert_eq!(
         names,
         ["closed", "trial_ending", "outcome", "account_enabled"]
+    );
+}
+
+#[tokio::test]
+async fn an_outbox_left_by_a_dead_lettered_record_is_delivered_by_the_sweep() {
+    // GIVEN a record whose effect failed, and that will not come back (its
+    // message reached the dead-letter queue)
+    let (store, effects, runner) = two_effects_runner();
+    effects.refuse_second.store(true, Ordering::SeqCst);
+    let first = vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+    assert_eq!(runner.run_batch(first).await, ["m1"]);
+    // WHEN the merchant's system is back and the processor sweeps
+    effects.refuse_second.store(false, Ordering::SeqCst);
+    let swept = runner.sweep(100).await.unwrap();
+    // THEN the effect left behind is delivered, after the one before it, and nothing is pending
+    assert_eq!(
+        swept,
+        Swept {
+            objects: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    assert!(
+        store
+            .inner
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending
+            .is_empty()
+    );
+    // AND a sweep with nothing left finds nothing
+    assert_eq!(runner.sweep(100).await.unwrap(), Swept::default());
+}
+
+#[tokio::test]
+async fn a_parked_outbox_waits_for_a_retry_then_the_sweep_delivers_it() {
+    // GIVEN an outbox parked after one failed attempt
+    let (store, effects, runner) = two_effects_runner();
+    let runner = runner.with_max_attempts(1);
+    effects.refuse_second.store(true, Ordering::SeqCst);
+    let first = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+    assert_eq!(runner.run_batch(first()).await, ["m1"]);
+    assert!(
+        runner.run_batch(first()).await.is_empty(),
+        "parked: the record stands"
+    );
+    effects.refuse_second.store(false, Ordering::SeqCst);
+    // WHEN the processor sweeps THEN a parked outbox stays parked
+    runner.sweep(100).await.unwrap();
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1"]);
+    // WHEN an operator retries it and the processor sweeps THEN it is delivered
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    assert_eq!(store.retry_effects(&key).await.unwrap(), 1);
+    runner.sweep(100).await.unwrap();
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+    assert!(
+        store
+            .inner
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending
+            .is_empty()
     );
 }

@@ -247,6 +247,97 @@ impl StateStore for DynamoStateStore {
         }
     }
 
+    async fn retry_effects(&self, key: &StateKey) -> Result<usize, StoreError> {
+        // The effect ids are read first; the write is conditional on the
+        // version read, so a concurrent change makes it read again.
+        for _ in 0..5 {
+            let Some(item) = self.load(key).await? else {
+                return Ok(0);
+            };
+            let mut set = Vec::new();
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(key.partition_key()))
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", a::VERSION)
+                .expression_attribute_values(":expected", n(item.version))
+                .expression_attribute_values(":one", n(1));
+            if !item.pending.is_empty() {
+                update = update
+                    .expression_attribute_names("#pending", a::PENDING)
+                    .expression_attribute_names("#attempts", a::ATTEMPTS)
+                    .expression_attribute_values(":zero", n(0));
+            }
+            for (i, p) in item.pending.iter().enumerate() {
+                set.push(format!("#pending.#e{i}.#attempts = :zero"));
+                update = update.expression_attribute_names(format!("#e{i}"), &p.id);
+            }
+            let expression = if set.is_empty() {
+                "ADD #version :one".to_owned()
+            } else {
+                format!("SET {} ADD #version :one", set.join(", "))
+            };
+            match update.update_expression(expression).send().await {
+                Ok(_) => return Ok(item.pending.len()),
+                Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) =>
+                    {}
+                Err(err) => return Err(item::unavailable("retry_effects", err)),
+            }
+        }
+        Err(StoreError::unavailable(
+            item::BACKEND,
+            "retry_effects",
+            format!("{key} kept changing"),
+        ))
+    }
+
+    async fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> Result<Vec<StateKey>, StoreError> {
+        // A scan: outboxes are rare and short-lived, and the sweep is
+        // occasional. Items are matched here rather than by a filter
+        // expression, which moto does not evaluate on map sizes.
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("#kind, #id, #pending")
+                .expression_attribute_names("#pending", a::PENDING)
+                .expression_attribute_names("#kind", a::KIND)
+                .expression_attribute_names("#id", a::ID)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| item::unavailable("outboxes", e))?;
+            for found in out.items.unwrap_or_default() {
+                let undelivered =
+                    matches!(found.get(a::PENDING), Some(AttributeValue::M(m)) if !m.is_empty());
+                if !undelivered {
+                    continue;
+                }
+                let kind = found.opt_s("outbox", a::KIND)?.and_then(StateKind::parse);
+                let id = found.opt_s("outbox", a::ID)?;
+                if let (Some(kind), Some(id)) = (kind, id) {
+                    if kinds.contains(&kind) && keys.len() < limit {
+                        keys.push(StateKey::new(kind, id));
+                    }
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || keys.len() >= limit {
+                keys.sort();
+                return Ok(keys);
+            }
+        }
+    }
+
     async fn marker(
         &self,
         processor: Processor,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Commit, CommitResult, Marker, StateItem, StateKey, StateStore};
+use super::{Commit, CommitResult, Marker, StateItem, StateKey, StateKind, StateStore};
 use crate::error::StoreError;
 use crate::route::Processor;
 
@@ -101,6 +101,31 @@ impl StateStore for MemoryStateStore {
             }
         }
         Ok(())
+    }
+
+    async fn retry_effects(&self, key: &StateKey) -> Result<usize, StoreError> {
+        self.check("retry")?;
+        Ok(lock(&self.items).get_mut(key).map_or(0, |item| {
+            item.pending.iter_mut().for_each(|p| p.attempts = 0);
+            item.version += 1;
+            item.pending.len()
+        }))
+    }
+
+    async fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> Result<Vec<StateKey>, StoreError> {
+        self.check("load")?;
+        let mut keys: Vec<StateKey> = lock(&self.items)
+            .values()
+            .filter(|i| !i.pending.is_empty() && kinds.contains(&i.key.kind))
+            .map(|i| i.key.clone())
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
     }
 
     async fn marker(

@@ -287,6 +287,22 @@ pub trait StateStore: Send + Sync {
         error: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Releases `key`'s outbox: every pending effect's attempts start again
+    /// from zero (its last error is kept), so a parked outbox is delivered
+    /// again; bumps the version. Returns how many effects are pending.
+    fn retry_effects(
+        &self,
+        key: &StateKey,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Up to `limit` objects of `kinds` whose outbox holds undelivered effects,
+    /// for the sweep that delivers what no record is left to deliver.
+    fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StateKey>, StoreError>> + Send;
+
     /// The marker `processor` wrote for `event_id`, if any.
     fn marker(
         &self,
@@ -325,6 +341,21 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         error: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).fail_effect(key, effect_id, error)
+    }
+
+    fn retry_effects(
+        &self,
+        key: &StateKey,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        (**self).retry_effects(key)
+    }
+
+    fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StateKey>, StoreError>> + Send {
+        (**self).outboxes(kinds, limit)
     }
 
     fn marker(

@@ -326,6 +326,22 @@ impl StateStore for SqliteStateStore {
         let (key, effect_ids) = (key.clone(), effect_ids.to_vec());
         self.db
             .write("complete", move |conn| {
+                // Most outboxes hold the one effect just delivered: emptied
+                // in SQL, without decoding and encoding it on the writer.
+                if let [only] = effect_ids.as_slice() {
+                    let emptied = conn
+                        .prepare_cached(
+                            "UPDATE state_items SET pending = '[]', version = version + 1
+                             WHERE kind = ?1 AND id = ?2 AND CASE WHEN json_valid(pending)
+                                 THEN json_array_length(pending) = 1
+                                     AND json_extract(pending, '$[0].id') = ?3
+                                 ELSE 0 END",
+                        )?
+                        .execute(params![key.kind.as_str(), key.id, only])?;
+                    if emptied > 0 {
+                        return Ok(());
+                    }
+                }
                 edit_outbox(conn, &key, |pending| {
                     pending.retain(|p| !effect_ids.contains(&p.id));
                     true
@@ -352,6 +368,52 @@ impl StateStore for SqliteStateStore {
                         })
                         .is_some()
                 })
+            })
+            .await
+    }
+
+    async fn retry_effects(&self, key: &StateKey) -> Result<usize, StoreError> {
+        let key = key.clone();
+        self.db
+            .write("retry", move |conn| {
+                let mut pending = 0;
+                edit_outbox(conn, &key, |effects| {
+                    effects.iter_mut().for_each(|p| p.attempts = 0);
+                    pending = effects.len();
+                    true
+                })?;
+                Ok(pending)
+            })
+            .await
+    }
+
+    async fn outboxes(
+        &self,
+        kinds: &[StateKind],
+        limit: usize,
+    ) -> Result<Vec<StateKey>, StoreError> {
+        let kinds: Vec<&'static str> = kinds.iter().map(|k| k.as_str()).collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .read("outboxes", move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT kind, id FROM state_items WHERE pending != '[]'
+                     ORDER BY kind, id",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut keys = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let kind: String = row.get(0)?;
+                    if kinds.contains(&kind.as_str()) {
+                        if let Some(kind) = StateKind::parse(&kind) {
+                            keys.push(StateKey::new(kind, row.get::<_, String>(1)?));
+                        }
+                    }
+                    if i64::try_from(keys.len()).unwrap_or(i64::MAX) >= limit {
+                        break;
+                    }
+                }
+                Ok(keys)
             })
             .await
     }

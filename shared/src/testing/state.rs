@@ -492,6 +492,91 @@ pub async fn failed_delivery_counts_an_attempt_on_that_effect<S: StateStore>(sto
     assert_eq!(store.load(&ghost).await.unwrap(), None);
 }
 
+/// A retry releases a parked outbox: attempts start again from zero, the
+/// errors stay for whoever looks.
+pub async fn retry_releases_an_outbox_keeping_its_errors<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an object whose first effect failed twice
+    let k = key(ns, "retry");
+    let a = format!("evt_{ns}_retry");
+    let pending = vec![effect(&a, 0), effect(&a, 1)];
+    store
+        .commit(&commit(
+            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
+            Some(item(&k, 1, &a, pending.clone())),
+            None,
+        ))
+        .await
+        .unwrap();
+    store
+        .fail_effect(&k, &pending[0].id, "timeout")
+        .await
+        .unwrap();
+    store.fail_effect(&k, &pending[0].id, "503").await.unwrap();
+    // WHEN its outbox is retried
+    let released = store.retry_effects(&k).await.unwrap();
+    // THEN both effects are pending with no attempts, the error kept, the version bumped
+    assert_eq!(released, 2);
+    let now = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(
+        now.pending.iter().map(|p| p.attempts).collect::<Vec<_>>(),
+        [0, 0]
+    );
+    assert_eq!(now.pending[0].last_error.as_deref(), Some("503"));
+    assert_eq!(now.version, 4);
+    // AND retrying a missing object releases nothing
+    assert_eq!(
+        store.retry_effects(&key(ns, "retry_ghost")).await.unwrap(),
+        0
+    );
+}
+
+/// The objects of the kinds asked for whose outbox holds effects are found;
+/// delivered ones are not.
+pub async fn objects_with_undelivered_effects_are_found<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an order with an effect pending, one without, and a subscription with one
+    let (with, without) = (key(ns, "outbox_a"), key(ns, "outbox_b"));
+    let sub = StateKey::new(StateKind::Subscription, format!("sub_{ns}_outbox"));
+    for (k, effects) in [(&with, 1), (&without, 0), (&sub, 1)] {
+        let e = format!("evt_{ns}_{}", k.id);
+        let pending = (0..effects).map(|n| effect(&e, n)).collect();
+        store
+            .commit(&commit(
+                marker(Processor::Fulfill, &e, Some(k), Outcome::Applied),
+                Some(item(k, 1, &e, pending)),
+                None,
+            ))
+            .await
+            .unwrap();
+    }
+    let mine = |keys: Vec<StateKey>| -> Vec<StateKey> {
+        keys.into_iter().filter(|k| k.id.contains(ns)).collect()
+    };
+    // WHEN orders with undelivered effects are asked for THEN only the first is found
+    let found = mine(store.outboxes(&[StateKind::Order], 1000).await.unwrap());
+    assert_eq!(found, std::slice::from_ref(&with));
+    // AND both kinds give both, oldest kind first; a limit is kept
+    let both = mine(
+        store
+            .outboxes(&[StateKind::Order, StateKind::Subscription], 1000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(both.len(), 2);
+    assert!(both.contains(&sub));
+    assert_eq!(
+        store
+            .outboxes(&[StateKind::Order, StateKind::Subscription], 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // WHEN the order's effect is delivered THEN it is no longer found
+    let delivered = format!("fulfill:evt_{ns}_{}:0", with.id);
+    store.complete_effects(&with, &[delivered]).await.unwrap();
+    assert!(mine(store.outboxes(&[StateKind::Order], 1000).await.unwrap()).is_empty());
+}
+
 /// Every state-store case, each as a test of its own (see
 /// [`ledger_conformance!`](crate::ledger_conformance) for `$make`).
 #[macro_export]
@@ -513,6 +598,8 @@ macro_rules! state_conformance {
                 complete_effects_on_a_missing_item_creates_nothing,
                 outbox_round_trips_with_its_numbering,
                 failed_delivery_counts_an_attempt_on_that_effect,
+                retry_releases_an_outbox_keeping_its_errors,
+                objects_with_undelivered_effects_are_found,
                 concurrent_commits_from_one_read_let_exactly_one_win,
             ]
         );
