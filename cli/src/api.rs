@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use payhook_shared::ledger::LedgerKey;
-use payhook_shared::local::{EventFilter, Inspector, LocalReceiver};
+use payhook_shared::local::{EffectFilter, EffectStatus, EventFilter, Inspector, LocalReceiver};
 use payhook_shared::route::Processor;
 use payhook_shared::state::{StateKey, StateKind};
 use payhook_shared::verify::Provider;
@@ -49,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/disputes/{id}", object_route(StateKind::Dispute))
         .route("/api/payouts/{id}", object_route(StateKind::Payout))
         .route("/api/accounts/{id}", object_route(StateKind::Account))
+        .route("/api/effects", get(effects))
+        .route("/api/effects/retry", post(retry_effects))
         .route("/api/dlq", get(dead_letters))
         .route("/api/dlq/redrive", post(redrive))
         .route("/api/stats", get(stats))
@@ -232,6 +234,73 @@ async fn redrive(
     })))
 }
 
+/// The object named by `kind` and `id`, when the query names one.
+fn object_of(query: &HashMap<String, String>) -> Result<Option<StateKey>, ApiError> {
+    match (query.get("kind"), query.get("id")) {
+        (None, None) => Ok(None),
+        (Some(kind), Some(id)) => StateKind::parse(kind)
+            .map(|kind| Some(StateKey::new(kind, id.clone())))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_kind",
+                    format!(
+                        "no object kind {kind:?}; use order, subscription, dispute, payout or account"
+                    ),
+                )
+            }),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "incomplete_object",
+            "name an object with both `kind` and `id`",
+        )),
+    }
+}
+
+async fn effects(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("" | "all") => None,
+        Some(s) => Some(EffectStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_status",
+                format!("no effect status {s:?}; use pending or parked"),
+            )
+        })?),
+    };
+    let filter = EffectFilter {
+        object: object_of(&query)?,
+        status,
+        limit: query
+            .get("limit")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_LIMIT),
+    };
+    let effects = state.inspector.effects(filter).await?;
+    Ok(axum::Json(
+        json!({ "count": effects.len(), "effects": effects }),
+    ))
+}
+
+async fn retry_effects(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let object = object_of(&query)?;
+    let retried = state.inspector.retry_effects(object.as_ref()).await?;
+    tracing::info!(
+        object = object
+            .as_ref()
+            .map_or_else(|| "every parked".to_owned(), StateKey::to_string),
+        retried,
+        "outboxes retried"
+    );
+    Ok(axum::Json(json!({ "retried": retried })))
+}
+
 async fn stats(State(state): State<AppState>) -> ApiResult {
     Ok(axum::Json(json!(state.inspector.stats().await?)))
 }
@@ -246,7 +315,7 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route {method} {}; try POST /webhooks/stripe, GET /api/events, /api/dlq or /healthz",
+            "no route {method} {}; try POST /webhooks/stripe, GET /api/events, /api/effects, /api/dlq or /healthz",
             uri.path()
         ),
     )

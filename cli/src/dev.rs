@@ -140,6 +140,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 batch_size: usize::from(args.batch_size),
                 poll_interval: Duration::from_secs(1),
                 consumers: usize::from(args.consumers),
+                ..WorkerSettings::DEFAULT
             },
             effects_max_attempts: config::effects_max_attempts(&env)?,
             ..PipelineSettings::default()

@@ -2,11 +2,13 @@
 //!
 //! `payhook dev` runs the receiver and all four processors in one process on
 //! an embedded SQLite store; `trigger`, `sign` and `send` produce signed,
-//! realistic deliveries; `dlq` lists and redrives dead letters, locally or on SQS.
+//! realistic deliveries; `dlq` lists and redrives dead letters, locally or on
+//! SQS; `effects` lists undelivered side effects and releases parked outboxes.
 
 mod api;
 mod dev;
 mod dlq;
+mod effects;
 mod send;
 mod trigger;
 
@@ -39,6 +41,8 @@ enum Command {
     Events(trigger::EventsArgs),
     /// List or redrive dead-lettered events (local database or SQS).
     Dlq(dlq::DlqArgs),
+    /// List undelivered side effects, or release a parked outbox (local database).
+    Effects(effects::EffectsArgs),
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> ExitCode {
         Command::Send(args) => send::send(args).await,
         Command::Events(args) => trigger::events(args),
         Command::Dlq(args) => dlq::run(args).await,
+        Command::Effects(args) => effects::run(args).await,
     };
     match result {
         Ok(code) => code,

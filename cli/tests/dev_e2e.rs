@@ -641,3 +641,73 @@ async fn kill_minus_nine_under_load(durability: &str) {
     let (_, dlq) = get(&client, &dev, "/api/dlq").await;
     assert_eq!(dlq["count"], 0, "{dlq}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_are_listed_and_retried_through_the_api_and_the_cli() {
+    // GIVEN payhook dev that has fulfilled a paid order
+    let dir = TempDir::new("effects");
+    let dev = Dev::start(&dir.db(), &[], &[]);
+    let client = reqwest::Client::new();
+    let body = payment_intent(
+        "evt_fx_1",
+        "payment_intent.succeeded",
+        "pi_fx_1",
+        "succeeded",
+        now(),
+    );
+    let (status, answer) = deliver(&client, &dev, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for(&client, &dev, "/api/events/stripe/evt_fx_1", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    // WHEN its effects are listed, for everything and for the order
+    let (status, all) = get(&client, &dev, "/api/effects").await;
+    let (_, one) = get(
+        &client,
+        &dev,
+        "/api/effects?kind=order&id=pi_fx_1&status=parked",
+    )
+    .await;
+    // THEN nothing is left undelivered
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["count"], 0);
+    assert_eq!(one["effects"], json!([]));
+    // AND a retry of every parked outbox releases none; bad filters are clear 400s
+    let retried: Value = client
+        .post(dev.url("/api/effects/retry"))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(retried["retried"], 0);
+    for bad in [
+        "/api/effects?status=lost",
+        "/api/effects?kind=order",
+        "/api/effects?kind=planet&id=x",
+    ] {
+        let (status, answer) = get(&client, &dev, bad).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // AND the CLI reads the same database while dev runs
+    let listed = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["effects", "list", "--json", "--db"])
+        .arg(dir.db())
+        .output()
+        .expect("effects list runs");
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed["count"], 0);
+    let retry = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args([
+            "effects", "retry", "--kind", "order", "--id", "pi_fx_1", "--db",
+        ])
+        .arg(dir.db())
+        .output()
+        .expect("effects retry runs");
+    assert!(retry.status.success(), "{retry:?}");
+    assert!(String::from_utf8_lossy(&retry.stdout).contains("order#pi_fx_1"));
+}

@@ -9,7 +9,7 @@ pub mod inspect;
 mod pipeline;
 mod worker;
 
-pub use inspect::{EventFilter, Inspector, Stats};
+pub use inspect::{EffectFilter, EffectStatus, EffectView, EventFilter, Inspector, Stats};
 pub use pipeline::{
     LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_secret,
 };

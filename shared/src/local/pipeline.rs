@@ -106,6 +106,9 @@ pub struct Pipeline {
     queue: SqliteQueue,
     recovery: Recovery,
     stop: watch::Sender<bool>,
+    /// Bumped when an outbox is retried: wakes the sweepers.
+    retries: watch::Sender<u64>,
+    effects_max_attempts: u32,
     workers: Mutex<Vec<JoinHandle<()>>>,
     _owner: OwnerLock,
 }
@@ -146,6 +149,7 @@ impl Pipeline {
             settings.receive.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
+        let (retries, retried) = watch::channel(0);
         let parts = Parts {
             state,
             ledger,
@@ -155,6 +159,7 @@ impl Pipeline {
             marker_ttl_secs: settings.marker_ttl_secs,
             effects_max_attempts: settings.effects_max_attempts,
             stop: stopped,
+            retries: retried,
         };
         let workers: Vec<_> = [
             parts.spawn(Fulfill),
@@ -171,6 +176,8 @@ impl Pipeline {
             queue,
             recovery,
             stop,
+            retries,
+            effects_max_attempts: settings.effects_max_attempts,
             workers: Mutex::new(workers),
             _owner: owner,
         })
@@ -184,6 +191,8 @@ impl Pipeline {
     /// Queries over the ledger, state and queues.
     pub fn inspector(&self) -> Inspector {
         Inspector::new(self.db.clone(), self.queue.clone())
+            .with_max_attempts(self.effects_max_attempts)
+            .with_sweeps(self.retries.clone())
     }
 
     /// The database.
@@ -224,6 +233,7 @@ struct Parts<F> {
     marker_ttl_secs: i64,
     effects_max_attempts: u32,
     stop: watch::Receiver<bool>,
+    retries: watch::Receiver<u64>,
 }
 
 impl<F: Clone + 'static> Parts<F> {
@@ -244,6 +254,12 @@ impl<F: Clone + 'static> Parts<F> {
             )
             .with_max_attempts(self.effects_max_attempts),
         );
+        let sweeper = tokio::spawn(worker::sweep(
+            Arc::clone(&runner),
+            self.worker.sweep_interval,
+            self.retries.clone(),
+            self.stop.clone(),
+        ));
         (0..self.worker.consumers.max(1))
             .map(|_| {
                 tokio::spawn(worker::run(
@@ -253,6 +269,7 @@ impl<F: Clone + 'static> Parts<F> {
                     self.stop.clone(),
                 ))
             })
+            .chain([sweeper])
             .collect()
     }
 }
@@ -402,6 +419,7 @@ mod tests {
                 batch_size: 8,
                 poll_interval: Duration::from_millis(20),
                 consumers: 2,
+                sweep_interval: Duration::from_secs(60),
             },
             ..PipelineSettings::default()
         }
@@ -742,6 +760,64 @@ mod tests {
                 .unwrap();
             assert_eq!(count, 1, "{table}");
         }
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn parked_effect_is_listed_and_delivered_once_retried() {
+        use crate::local::{EffectFilter, EffectStatus};
+        // GIVEN a pipeline that parks an outbox after one failed delivery,
+        // and a fulfilment service that is down
+        let t = TempDb::new();
+        let effects = Flaky::default();
+        effects.failing.store(true, Ordering::SeqCst);
+        let settings = PipelineSettings {
+            effects_max_attempts: 1,
+            ..settings()
+        };
+        let p = start_with(&t, effects.clone(), settings).await;
+        // WHEN a payment arrives THEN its fulfil parks and the event is processed
+        deliver(&p, &payment_succeeded("evt_1", "pi_1")).await;
+        wait_for_stage(&p, "evt_1", "processed").await;
+        let key = StateKey::new(StateKind::Order, "pi_1");
+        let parked = p
+            .inspector()
+            .effects(EffectFilter {
+                status: Some(EffectStatus::Parked),
+                limit: 10,
+                ..EffectFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert_eq!((parked[0].object.clone(), parked[0].seq), (key.clone(), 1));
+        assert_eq!(parked[0].attempts, 1);
+        assert!(
+            parked[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("fulfilment service is down"))
+        );
+        // WHEN the service is back and the outbox is retried
+        effects.failing.store(false, Ordering::SeqCst);
+        assert_eq!(p.inspector().retry_effects(Some(&key)).await.unwrap(), 1);
+        // THEN the sweeper delivers it at once, once
+        for _ in 0..500 {
+            if effects.performed.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(effects.performed.load(Ordering::SeqCst), 1);
+        let left = p
+            .inspector()
+            .effects(EffectFilter {
+                limit: 10,
+                ..EffectFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
         p.shutdown().await;
     }
 }

@@ -32,6 +32,9 @@ pub struct WorkerSettings {
     /// Consumer loops per processor, each with a batch in hand (Lambda's
     /// concurrent invocations per queue): more overlap, bigger group commits.
     pub consumers: usize,
+    /// How often each processor sweeps for outboxes no record is left to
+    /// deliver (and at once after a retry).
+    pub sweep_interval: Duration,
 }
 
 impl WorkerSettings {
@@ -41,6 +44,7 @@ impl WorkerSettings {
         batch_size: 64,
         poll_interval: Duration::from_secs(1),
         consumers: 4,
+        sweep_interval: Duration::from_secs(30),
     };
 }
 
@@ -138,5 +142,46 @@ async fn idle(
         () = queue.notified(processor) => true,
         () = tokio::time::sleep_until(next_poll) => true,
         changed = stop.changed() => changed.is_ok(),
+    }
+}
+
+/// The most objects one sweep looks at.
+const SWEEP_OBJECTS: usize = 256;
+
+/// Sweeps `D`'s outboxes every `interval`, and at once when `retries` says an
+/// outbox was released, until `stop` turns true: delivers the effects no
+/// record is left to deliver (see [`Runner::sweep`]).
+pub(crate) async fn sweep<D, S, B, F, C>(
+    runner: Arc<Runner<D, S, B, F, C>>,
+    interval: Duration,
+    mut retries: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) where
+    D: Domain,
+    S: StateStore,
+    B: BodyStore,
+    F: Effects<D::Effect>,
+    C: Clock,
+{
+    let processor = D::PROCESSOR;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            changed = retries.changed() => if changed.is_err() { break },
+            changed = stop.changed() => if changed.is_err() { break },
+        }
+        if *stop.borrow() {
+            break;
+        }
+        match runner.sweep(SWEEP_OBJECTS).await {
+            Ok(swept) if swept.objects > 0 => tracing::info!(
+                %processor,
+                objects = swept.objects,
+                failed = swept.failed,
+                "outboxes swept"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%processor, error = %err, "sweeping outboxes failed"),
+        }
     }
 }

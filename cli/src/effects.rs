@@ -1,0 +1,155 @@
+//! `payhook effects list|retry`: the side effects not yet delivered, and
+//! releasing a parked outbox once its cause is fixed, on the local database
+//! of `payhook dev` (also while it runs: its next sweep delivers them).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use payhook_shared::local::{EffectFilter, EffectStatus, EffectView, Inspector};
+use payhook_shared::sqlite::{Db, DbOptions};
+use payhook_shared::state::{StateKey, StateKind};
+use serde_json::json;
+
+/// The local database when `--db` is not given.
+const DEFAULT_DB: &str = ".payhook/dev.db";
+
+/// List or retry undelivered side effects.
+#[derive(Debug, Args)]
+pub struct EffectsArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// List undelivered effects, by object and seq.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only `pending` or `parked` ones.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<EffectStatus>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release parked outboxes (one object's, or every parked one) for delivery.
+    Retry {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// The local database of `payhook dev`.
+    #[arg(long, env = "PAYHOOK_DB", default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// One object: its kind (order, subscription, dispute, payout, account).
+    #[arg(long, requires = "id", value_parser = parse_kind)]
+    kind: Option<StateKind>,
+    /// One object: its id (`pi_…`, `sub_…`, …).
+    #[arg(long, requires = "kind")]
+    id: Option<String>,
+}
+
+impl Target {
+    fn object(&self) -> Option<StateKey> {
+        self.kind
+            .zip(self.id.clone())
+            .map(|(kind, id)| StateKey::new(kind, id))
+    }
+}
+
+fn parse_status(s: &str) -> Result<EffectStatus, String> {
+    EffectStatus::parse(s).ok_or_else(|| format!("{s:?} is not `pending` or `parked`"))
+}
+
+fn parse_kind(s: &str) -> Result<StateKind, String> {
+    StateKind::parse(s)
+        .ok_or_else(|| format!("{s:?} is not order, subscription, dispute, payout or account"))
+}
+
+/// Runs `payhook effects`.
+pub async fn run(args: EffectsArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::List {
+            target,
+            status,
+            limit,
+            json,
+        } => {
+            let (db, inspector) = open(&target.db)?;
+            let filter = EffectFilter {
+                object: target.object(),
+                status,
+                limit,
+            };
+            let effects = inspector.effects(filter).await;
+            db.close();
+            print(&effects?, json);
+        }
+        Action::Retry { target } => {
+            let (db, inspector) = open(&target.db)?;
+            let object = target.object();
+            let retried = inspector.retry_effects(object.as_ref()).await;
+            db.close();
+            let retried = retried?;
+            match object {
+                Some(key) if retried == 0 => println!("{key} has no undelivered effects"),
+                Some(key) => println!("released the outbox of {key}"),
+                None => println!("released {retried} parked outbox(es)"),
+            }
+            println!("a running `payhook dev` delivers them at its next sweep");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(path: &PathBuf) -> anyhow::Result<(Db, Inspector)> {
+    if !path.exists() {
+        bail!(
+            "no database at {} (start `payhook dev` first, or pass --db)",
+            path.display()
+        );
+    }
+    let db = Db::open(path, DbOptions::default())
+        .with_context(|| format!("opening {}", path.display()))?;
+    let inspector = Inspector::open(db.clone());
+    Ok((db, inspector))
+}
+
+fn print(effects: &[EffectView], as_json: bool) {
+    if as_json {
+        println!("{}", json!({ "count": effects.len(), "effects": effects }));
+        return;
+    }
+    if effects.is_empty() {
+        println!("no undelivered effects");
+        return;
+    }
+    println!(
+        "{:<36} {:>4} {:<8} {:>8}  {:<36} last error",
+        "object", "seq", "status", "attempts", "effect id"
+    );
+    for e in effects {
+        let status = match e.status {
+            EffectStatus::Pending => "pending",
+            EffectStatus::Parked => "parked",
+        };
+        println!(
+            "{:<36} {:>4} {:<8} {:>8}  {:<36} {}",
+            e.object.to_string(),
+            e.seq,
+            status,
+            e.attempts,
+            e.id,
+            e.last_error.as_deref().unwrap_or("-")
+        );
+    }
+}
