@@ -16,8 +16,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use payhook_shared::clock::SystemClock;
-use payhook_shared::config::{self, Env as _, ProcessEnv};
-use payhook_shared::local::{Pipeline, PipelineSettings, WorkerSettings, dev_secret};
+use payhook_shared::config::{self, EffectsTarget, Env as _, ProcessEnv, SecretSource};
+use payhook_shared::local::{
+    Pipeline, PipelineSettings, WorkerSettings, dev_effects_secret, dev_secret,
+};
+use payhook_shared::process::effects::http_target::{self, HttpEffects};
+use payhook_shared::process::{LogEffects, Target};
 use payhook_shared::queue::sqlite::QueueSettings;
 use payhook_shared::sqlite::{Db, DbOptions, Durability};
 use payhook_shared::verify::{Tolerance, Verifiers};
@@ -69,6 +73,11 @@ pub struct DevArgs {
     /// First retry delay after a failure, doubling per receive (milliseconds).
     #[arg(long, default_value_t = 1000)]
     retry_backoff_ms: u32,
+    /// Where side effects go: `log`, or an http(s):// URL that receives each
+    /// effect as a Standard Webhooks–signed POST (`EFFECTS_SIGNING_SECRET`,
+    /// else a secret generated for this database and printed).
+    #[arg(long, env = "EFFECTS_TARGET", default_value = "log")]
+    effects: String,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -126,7 +135,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .max_body_bytes
         .saturating_mul(READ_LIMIT_FACTOR)
         .max(settings.max_body_bytes + 1);
-    let pipeline = Pipeline::start(
+    let (effects, effects_line) = effects_target(&args.effects, &db).await?;
+    let pipeline = Pipeline::start_with_effects(
         db,
         verifiers.clone(),
         PipelineSettings {
@@ -145,6 +155,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             effects_max_attempts: config::effects_max_attempts(&env)?,
             ..PipelineSettings::default()
         },
+        effects,
     )
     .await?;
     let recovery = pipeline.recovery();
@@ -155,7 +166,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             "resumed what the previous run left in flight"
         );
     }
-    banner(&args, addr, &stripe, &origin, &verifiers);
+    banner(&args, addr, &stripe, &origin, &verifiers, &effects_line);
 
     let app = api::router(AppState {
         receiver: pipeline.receiver(),
@@ -172,6 +183,41 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The effects target `--effects` names, and a line saying so for the banner.
+async fn effects_target(text: &str, db: &Db) -> anyhow::Result<(Target, String)> {
+    let env = ProcessEnv;
+    if env.var("EFFECTS_SIGNING_SECRET_ARN").is_some() {
+        tracing::warn!(
+            "EFFECTS_SIGNING_SECRET_ARN is ignored by payhook dev; set the secret itself"
+        );
+    }
+    let secret = env.var("EFFECTS_SIGNING_SECRET");
+    let target = EffectsTarget::parse(text, secret.clone().map(|s| SecretSource::Inline(vec![s])))?;
+    let EffectsTarget::Http { url, .. } = target else {
+        return Ok((
+            Target::Log(LogEffects),
+            "log (a JSON line per effect)".to_owned(),
+        ));
+    };
+    let (secret, shown) = match secret {
+        Some(secret) => {
+            let shown = format!("{} (from EFFECTS_SIGNING_SECRET)", mask(&secret));
+            (secret, shown)
+        }
+        None => {
+            let secret = dev_effects_secret(db).await?;
+            let shown = format!("{secret} (generated for this database)");
+            (secret, shown)
+        }
+    };
+    let http = HttpEffects::new(&url, &secret, http_target::DEFAULT_TIMEOUT)
+        .with_context(|| format!("EFFECTS_TARGET {url}"))?;
+    Ok((
+        Target::Http(Box::new(http)),
+        format!("POST {url}, Standard Webhooks-signed with {shown}"),
+    ))
+}
+
 async fn close(db: Db) {
     // Joining the writer thread blocks: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || db.close()).await;
@@ -183,6 +229,7 @@ fn banner(
     stripe: &[String],
     origin: &SecretOrigin,
     verifiers: &Verifiers,
+    effects: &str,
 ) {
     let base = format!("http://{addr}");
     let port = addr.port();
@@ -203,6 +250,7 @@ fn banner(
     println!("  webhooks   POST {base}/webhooks/stripe");
     println!("  secret     {secret_line}");
     println!("  standard   {standard}");
+    println!("  effects    {effects}");
     println!("  stripe     stripe listen --forward-to localhost:{port}/webhooks/stripe");
     println!(
         "             (stripe listen signs with its own whsec_…: restart with STRIPE_WEBHOOK_SECRET=<it>)"

@@ -64,6 +64,8 @@ impl Dev {
             .env_remove("MAX_BODY_BYTES")
             .env_remove("HANDLED_EVENT_TYPES")
             .env_remove("WEBHOOK_LIVEMODE")
+            .env_remove("EFFECTS_TARGET")
+            .env_remove("EFFECTS_SIGNING_SECRET")
             .env("STRIPE_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -710,4 +712,129 @@ async fn effects_are_listed_and_retried_through_the_api_and_the_cli() {
         .expect("effects retry runs");
     assert!(retry.status.success(), "{retry:?}");
     assert!(String::from_utf8_lossy(&retry.stdout).contains("order#pi_fx_1"));
+}
+
+/// One effect delivery as the merchant's endpoint received it, and what it answered.
+#[derive(Clone, Debug)]
+struct Received {
+    body: Value,
+    verified: bool,
+    answered: u16,
+}
+
+/// The merchant's endpoint: answers 503 to its first `failures` requests,
+/// then 200; verifies each signature with the effects secret.
+async fn merchant_endpoint(failures: usize) -> (String, Arc<std::sync::Mutex<Vec<Received>>>) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use payhook_shared::verify::{Scheme, StandardVerifier, Tolerance};
+
+    type Seen = Arc<std::sync::Mutex<Vec<Received>>>;
+    async fn receive(
+        State((seen, failures)): State<(Seen, usize)>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let verifier =
+            StandardVerifier::new(vec![EFFECTS_SECRET.into()], Tolerance::DEFAULT).unwrap();
+        let verified = verifier.verify(&headers, &body, now()).is_ok();
+        let mut seen = seen.lock().unwrap();
+        let answered = if seen.len() < failures { 503 } else { 200 };
+        seen.push(Received {
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            verified,
+            answered,
+        });
+        StatusCode::from_u16(answered).unwrap()
+    }
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route("/effects", axum::routing::post(receive))
+        .with_state((Arc::clone(&seen), failures));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/effects", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+const EFFECTS_SECRET: &str = "whsec_cGF5aG9va19lMmVfZWZmZWN0c19zZWNyZXQ=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_reach_an_http_endpoint_signed_in_order_despite_its_failures() {
+    // GIVEN payhook dev delivering effects to a merchant endpoint that fails its first two requests
+    let (endpoint, seen) = merchant_endpoint(2).await;
+    let dir = TempDir::new("http-effects");
+    let dev = Dev::start(
+        &dir.db(),
+        &["--effects", &endpoint, "--retry-backoff-ms", "20"],
+        &[("EFFECTS_SIGNING_SECRET", EFFECTS_SECRET)],
+    );
+    let client = reqwest::Client::new();
+    // WHEN an order is paid, then refunded in full
+    let paid = payment_intent(
+        "evt_h1",
+        "payment_intent.succeeded",
+        "pi_h1",
+        "succeeded",
+        now(),
+    );
+    assert_eq!(deliver(&client, &dev, &paid).await.0, 200);
+    let refunded = EventBuilder::new("charge.refunded")
+        .id("evt_h2")
+        .created(now())
+        .with(json!({
+            "id": "ch_h1", "payment_intent": "pi_h1", "status": "succeeded", "amount": 2000,
+            "amount_captured": 2000, "amount_refunded": 2000, "captured": true, "refunded": true,
+            "currency": "usd"
+        }))
+        .body();
+    assert_eq!(deliver(&client, &dev, &refunded).await.0, 200);
+    // THEN the endpoint gets the fulfil, then the revoke, each signed, numbered
+    // 1 and 2 for the order: the revoke never before the fulfil got through
+    for _ in 0..1000 {
+        let delivered = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.answered == 200)
+            .count();
+        if delivered >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let received = seen.lock().unwrap().clone();
+    assert!(received.iter().all(|r| r.verified), "{received:?}");
+    let delivered: Vec<_> = received.iter().filter(|r| r.answered == 200).collect();
+    let types: Vec<_> = delivered
+        .iter()
+        .map(|r| r.body["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        types,
+        ["fulfill.fulfil", "fulfill.revoke_fulfilment"],
+        "{received:?}"
+    );
+    let seqs: Vec<_> = delivered
+        .iter()
+        .map(|r| r.body["data"]["seq"].clone())
+        .collect();
+    assert_eq!(seqs, [json!(1), json!(2)]);
+    assert!(
+        delivered
+            .iter()
+            .all(|r| r.body["data"]["object"] == json!({"kind": "order", "id": "pi_h1"}))
+    );
+    let first_revoke = received
+        .iter()
+        .position(|r| r.body["type"] == "fulfill.revoke_fulfilment")
+        .unwrap();
+    let fulfilled = received
+        .iter()
+        .position(|r| r.body["type"] == "fulfill.fulfil" && r.answered == 200)
+        .unwrap();
+    assert!(fulfilled < first_revoke, "{received:?}");
+    // AND nothing is left undelivered
+    let (_, effects) = get(&client, &dev, "/api/effects").await;
+    assert_eq!(effects["count"], 0, "{effects}");
 }

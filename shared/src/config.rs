@@ -261,6 +261,8 @@ pub struct ProcessorConfig {
     /// `EFFECTS_MAX_ATTEMPTS` (default 5): failed deliveries of one effect
     /// after which its object's outbox is parked.
     pub effects_max_attempts: u32,
+    /// `EFFECTS_TARGET` (default `log`) and its signing secret.
+    pub effects_target: EffectsTarget,
 }
 
 impl ProcessorConfig {
@@ -271,8 +273,56 @@ impl ProcessorConfig {
             ledger_table: required(env, "LEDGER_TABLE")?,
             marker_ttl_secs: number(env, "MARKER_TTL_DAYS", 30, 1, 3650)? as i64 * 86_400,
             effects_max_attempts: effects_max_attempts(env)?,
+            effects_target: effects_target(env)?,
         })
     }
+}
+
+/// Where processors deliver side effects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EffectsTarget {
+    /// `log`: a log line and a metric per effect.
+    Log,
+    /// An `http://` or `https://` URL: each effect is POSTed there, signed
+    /// per Standard Webhooks with `EFFECTS_SIGNING_SECRET` (or its `_ARN`).
+    Http {
+        /// The URL.
+        url: String,
+        /// The signing secret, when configured.
+        secret: Option<SecretSource>,
+    },
+}
+
+impl EffectsTarget {
+    /// Parses a target as `EFFECTS_TARGET` (or `payhook dev --effects`) gives it.
+    pub fn parse(text: &str, secret: Option<SecretSource>) -> Result<Self, ConfigError> {
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("log") {
+            Ok(Self::Log)
+        } else if text.starts_with("http://") || text.starts_with("https://") {
+            Ok(Self::Http {
+                url: text.to_owned(),
+                secret,
+            })
+        } else if text.starts_with("eventbridge:") {
+            Err(ConfigError::new(
+                "EFFECTS_TARGET",
+                "EventBridge targets are not available in this version; use log or an http(s):// URL",
+            ))
+        } else {
+            Err(ConfigError::new(
+                "EFFECTS_TARGET",
+                format!("{text:?} is not `log` or an http:// or https:// URL"),
+            ))
+        }
+    }
+}
+
+/// `EFFECTS_TARGET` (default `log`) with `EFFECTS_SIGNING_SECRET` or
+/// `EFFECTS_SIGNING_SECRET_ARN`: read by the processors and `payhook dev`.
+pub fn effects_target(env: &impl Env) -> Result<EffectsTarget, ConfigError> {
+    let secret = secret_source(env, "EFFECTS_SIGNING_SECRET", "EFFECTS_SIGNING_SECRET_ARN")?;
+    EffectsTarget::parse(&env.var("EFFECTS_TARGET").unwrap_or_default(), secret)
 }
 
 /// `EFFECTS_MAX_ATTEMPTS` (default 5, as the template's `maxReceiveCount`):

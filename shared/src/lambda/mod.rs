@@ -24,11 +24,14 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use crate::aws::secrets::{self, SecretError};
 use crate::aws::{AwsClients, Timeouts};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ConfigError, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource};
+use crate::config::{
+    ConfigError, EffectsTarget, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource,
+};
 use crate::intake::{Intake, SplitIntake};
 use crate::ledger::BodyStore;
 use crate::ledger::dynamodb::DynamoLedger;
-use crate::process::{Domain, Effects, LogEffects, Runner};
+use crate::process::effects::http_target::{self, HttpEffects, HttpTargetError};
+use crate::process::{Domain, Effects, LogEffects, Runner, Target};
 use crate::queue::sqs::{self, SqsQueue};
 use crate::receive::Receiver;
 use crate::state::StateStore;
@@ -40,7 +43,7 @@ use crate::verify::{self, StandardVerifier, StripeVerifier, Tolerance, Verifiers
 pub type AwsReceiver = Receiver<SplitIntake<DynamoLedger, SqsQueue>, SystemClock>;
 
 /// A processor as deployed.
-pub type AwsRunner<D> = Runner<D, DynamoStateStore, DynamoLedger, LogEffects, SystemClock>;
+pub type AwsRunner<D> = Runner<D, DynamoStateStore, DynamoLedger, Target, SystemClock>;
 
 /// Why a function could not start; the message names the variable to fix.
 #[derive(Debug, thiserror::Error)]
@@ -154,27 +157,63 @@ pub async fn receiver_from_env(
 }
 
 /// A processor over DynamoDB, configured from `env`.
-pub fn processor_from_env<D: Domain + Default>(
+pub async fn processor_from_env<D: Domain + Default>(
     env: &impl Env,
     clients: &AwsClients,
 ) -> Result<AwsRunner<D>, StartupError> {
     let config = ProcessorConfig::from_env(env)?;
     let store = DynamoStateStore::new(clients.dynamodb.clone(), &config.state_table);
     let bodies = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger_table);
+    let effects = effects_target(clients, &config.effects_target).await?;
     tracing::info!(
         processor = D::PROCESSOR.as_str(),
         state_table = %config.state_table,
+        effects = ?config.effects_target,
         "processor configured"
     );
     Ok(Runner::new(
         D::default(),
         store,
         bodies,
-        LogEffects,
+        effects,
         SystemClock,
         config.marker_ttl_secs,
     )
     .with_max_attempts(config.effects_max_attempts))
+}
+
+/// The effects target, reading its signing secret once if it is configured by ARN.
+async fn effects_target(
+    clients: &AwsClients,
+    target: &EffectsTarget,
+) -> Result<Target, StartupError> {
+    let EffectsTarget::Http { url, secret } = target else {
+        return Ok(Target::Log(LogEffects));
+    };
+    let Some((secrets, variable)) = secrets_of(
+        clients,
+        secret.as_ref(),
+        "EFFECTS_SIGNING_SECRET",
+        "EFFECTS_SIGNING_SECRET_ARN",
+    )
+    .await?
+    else {
+        return Err(ConfigError::new(
+            "EFFECTS_SIGNING_SECRET",
+            "is not set (nor EFFECTS_SIGNING_SECRET_ARN): an http(s) EFFECTS_TARGET signs every effect",
+        )
+        .into());
+    };
+    let secret = secrets.first().map(String::as_str).unwrap_or_default();
+    HttpEffects::new(url, secret, http_target::DEFAULT_TIMEOUT)
+        .map(|http| Target::Http(Box::new(http)))
+        .map_err(|err| {
+            let variable = match err {
+                HttpTargetError::Secret(_) => variable,
+                _ => "EFFECTS_TARGET",
+            };
+            ConfigError::new(variable, err.to_string()).into()
+        })
 }
 
 /// The provider route segment: the `provider` path parameter when the route
@@ -273,7 +312,9 @@ pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
 pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json_logs();
     let clients = AwsClients::load(Timeouts::PROCESSOR).await;
-    let runner = processor_from_env::<D>(&ProcessEnv, &clients).map_err(fail_start)?;
+    let runner = processor_from_env::<D>(&ProcessEnv, &clients)
+        .await
+        .map_err(fail_start)?;
     let runner = &runner;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Infallible>(handle_sqs_event(runner, event.payload).await)

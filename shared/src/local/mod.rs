@@ -11,7 +11,8 @@ mod worker;
 
 pub use inspect::{EffectFilter, EffectStatus, EffectView, EventFilter, Inspector, Stats};
 pub use pipeline::{
-    LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_secret,
+    LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_effects_secret,
+    dev_secret,
 };
 pub use worker::WorkerSettings;
 

@@ -36,6 +36,8 @@ pub type LocalReceiver = Receiver<SqliteIntake, SystemClock>;
 
 /// The metadata key of the generated Stripe signing secret.
 const DEV_SECRET_KEY: &str = "stripe_dev_secret";
+/// The metadata key of the generated effects signing secret.
+const DEV_EFFECTS_SECRET_KEY: &str = "effects_signing_secret";
 /// The metadata key naming the process that runs the pipeline.
 const OWNER_KEY: &str = "owner";
 
@@ -283,6 +285,23 @@ pub async fn dev_secret(db: &Db) -> Result<String, LocalError> {
         format!("whsec_{}{}", a.simple(), b.simple())
     };
     Ok(db.meta_get_or_insert(DEV_SECRET_KEY, make).await?)
+}
+
+/// The effects signing secret of this database, for an HTTP effects target
+/// without `EFFECTS_SIGNING_SECRET`: a Standard Webhooks secret (`whsec_`
+/// and 32 bytes in base64) generated once and kept, so the merchant's
+/// endpoint keeps verifying across restarts.
+pub async fn dev_effects_secret(db: &Db) -> Result<String, LocalError> {
+    use base64::Engine as _;
+    let make = || {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let bytes: Vec<u8> = a.as_bytes().iter().chain(b.as_bytes()).copied().collect();
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    Ok(db.meta_get_or_insert(DEV_EFFECTS_SECRET_KEY, make).await?)
 }
 
 /// Holds an exclusive lock on `<db>.lock` for as long as the pipeline runs.

@@ -39,7 +39,7 @@ use crate::state::{
 use crate::telemetry::{self, Metric};
 use crate::verify::Verified;
 
-pub use effects::{EffectContext, EffectError, Effects, LogEffects};
+pub use effects::{EffectContext, EffectError, EffectMessage, Effects, LogEffects, Target};
 
 /// How many times a record re-reads and re-decides after concurrent changes.
 const MAX_CONFLICT_RETRIES: u32 = 8;
@@ -462,6 +462,7 @@ where
                 id: format!("{}:{}:{n}", D::PROCESSOR.as_str(), event.id),
                 seq: first_seq + n,
                 event_id: event.id.to_string(),
+                event_type: event.event_type.to_string(),
                 effect: Json::encode(effect).map_err(|e| ProcessError::State {
                     key: key.to_string(),
                     message: e.to_string(),
@@ -559,6 +560,7 @@ where
             idempotency_key: p.id.clone(),
             seq: p.seq,
             event_id: p.event_id.clone(),
+            event_type: p.event_type.clone(),
             key: key.clone(),
         };
         self.effects

@@ -394,6 +394,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         .map(|p| {
             let mut entry: Item = [
                 (a::EVENT_ID.to_owned(), s(&p.event_id)),
+                (a::EVENT_TYPE.to_owned(), s(&p.event_type)),
                 (a::EFFECT.to_owned(), s(p.effect.as_str())),
                 (a::SEQ.to_owned(), n(p.seq)),
                 (a::ATTEMPTS.to_owned(), n(p.attempts)),
@@ -446,6 +447,10 @@ fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, S
                         id: id.clone(),
                         seq: u64::try_from(seq).unwrap_or_default(),
                         event_id: entry.req_s(pk, a::EVENT_ID)?.to_owned(),
+                        event_type: entry
+                            .opt_s(pk, a::EVENT_TYPE)?
+                            .unwrap_or_default()
+                            .to_owned(),
                         effect: parse_json("pending effect", entry.req_s(pk, a::EFFECT)?)?,
                         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                         last_error: entry.opt_s(pk, a::LAST_ERROR)?.map(str::to_owned),
@@ -552,6 +557,7 @@ mod tests {
                 id: format!("fulfill:evt_1:{id}"),
                 seq,
                 event_id: "evt_1".into(),
+                event_type: "payment_intent.succeeded".into(),
                 effect: Json::encode(&serde_json::json!({ "effect": "fulfil", "id": id })).unwrap(),
                 attempts: seq as u32 - 4,
                 last_error: (seq > 4).then(|| format!("attempt {seq} failed")),

@@ -144,6 +144,9 @@ pub struct PendingEffect {
     pub seq: u64,
     /// The event whose transition caused it.
     pub event_id: String,
+    /// That event's type.
+    #[serde(default)]
+    pub event_type: String,
     /// The processor's effect, as JSON.
     pub effect: Json,
     /// Deliveries that failed so far.

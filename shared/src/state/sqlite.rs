@@ -466,6 +466,7 @@ mod tests {
                     id: (*id).into(),
                     seq,
                     event_id: event_id.into(),
+                    event_type: "payment_intent.succeeded".into(),
                     effect: Json::encode(
                         &serde_json::json!({ "effect": "fulfil_order", "id": id }),
                     )

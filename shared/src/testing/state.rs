@@ -53,6 +53,7 @@ fn effect(event_id: &str, n: usize) -> PendingEffect {
         id: format!("fulfill:{event_id}:{n}"),
         seq: n as u64 + 1,
         event_id: event_id.to_owned(),
+        event_type: "payment_intent.succeeded".into(),
         effect: Json::encode(&json!({ "effect": "fulfil_order", "n": n })).unwrap(),
         attempts: 0,
         last_error: None,

@@ -198,6 +198,12 @@ async fn the_wal_starts_over_under_sustained_writes() {
         })
         .await
         .unwrap();
+        if n % 10 == 9 {
+            // Room for the checkpoint thread on a machine the other tests
+            // keep busy: the bound is about log restarts, not about winning
+            // a race for the CPU.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
     // THEN the checkpoints (thread and writer) kept the WAL file near its
     // bound instead of growing with every write, and nothing was lost

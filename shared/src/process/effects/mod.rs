@@ -1,12 +1,19 @@
 //! Side effects: what a merchant's system does when state changes (fulfil an
 //! order, revoke an entitlement, alert on a dispute). One small trait, generic
-//! over each processor's effect type, so a user plugs in their own.
+//! over each processor's effect type, so a Rust user plugs in their own; the
+//! targets `EFFECTS_TARGET` chooses ([`Target`]) are implementations of it.
+
+#[cfg(feature = "http-target")]
+pub mod http_target;
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::route::Processor;
 use crate::state::StateKey;
@@ -25,6 +32,8 @@ pub struct EffectContext {
     pub seq: u64,
     /// The event whose transition caused the effect.
     pub event_id: String,
+    /// That event's type.
+    pub event_type: String,
     /// The object whose state changed.
     pub key: StateKey,
 }
@@ -34,6 +43,87 @@ pub struct EffectContext {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct EffectError(pub String);
+
+/// What a target sends for one effect, whatever carries it: `type` is
+/// `<processor>.<effect>`; `data` holds the effect's `id` (its idempotency
+/// key), `seq` (consumers order an object's effects by it), `object`, the
+/// `event_id` and `event_type` that caused it, and the effect's own fields.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EffectMessage {
+    /// `<processor>.<effect>`, e.g. `fulfill.fulfil`.
+    #[serde(rename = "type")]
+    pub effect_type: String,
+    /// When this attempt was made, RFC 3339.
+    pub timestamp: String,
+    /// The effect and where it comes from.
+    pub data: Value,
+}
+
+impl EffectMessage {
+    /// The message for `effect`, attempted at `now_secs`.
+    pub fn new<E: Serialize>(
+        effect: &E,
+        ctx: &EffectContext,
+        now_secs: i64,
+    ) -> Result<Self, EffectError> {
+        let effect = serde_json::to_value(effect).map_err(|e| EffectError(e.to_string()))?;
+        let (name, fields) = match effect {
+            Value::Object(mut fields) => {
+                let name = match fields.remove("effect") {
+                    Some(Value::String(name)) => name,
+                    _ => "effect".to_owned(),
+                };
+                (name, fields)
+            }
+            other => (
+                "effect".to_owned(),
+                Map::from_iter([("effect".to_owned(), other)]),
+            ),
+        };
+        let mut data = Map::from_iter([
+            ("id".to_owned(), json!(ctx.idempotency_key)),
+            ("seq".to_owned(), json!(ctx.seq)),
+            (
+                "object".to_owned(),
+                json!({ "kind": ctx.key.kind, "id": ctx.key.id }),
+            ),
+            ("event_id".to_owned(), json!(ctx.event_id)),
+            ("event_type".to_owned(), json!(ctx.event_type)),
+        ]);
+        for (field, value) in fields {
+            data.entry(field).or_insert(value);
+        }
+        let timestamp = OffsetDateTime::from_unix_timestamp(now_secs)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
+        Ok(Self {
+            effect_type: format!("{}.{name}", ctx.processor.as_str()),
+            timestamp,
+            data: Value::Object(data),
+        })
+    }
+}
+
+/// The target `EFFECTS_TARGET` chose, for every processor.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// `log` (the default): a log line and an `Effect` metric per effect.
+    Log(LogEffects),
+    /// `http://…` or `https://…`: a signed POST per effect.
+    #[cfg(feature = "http-target")]
+    Http(Box<http_target::HttpEffects>),
+}
+
+impl<E: Serialize + Sync> Effects<E> for Target {
+    async fn perform(&self, effect: &E, ctx: &EffectContext) -> Result<(), EffectError> {
+        match self {
+            Self::Log(log) => log.perform(effect, ctx).await,
+            #[cfg(feature = "http-target")]
+            Self::Http(http) => http.perform(effect, ctx).await,
+        }
+    }
+}
 
 /// Performs one processor's side effects.
 pub trait Effects<E>: Send + Sync {
