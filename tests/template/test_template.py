@@ -35,7 +35,9 @@ SQS_DEFAULT_VISIBILITY = 30
 SQS_DEFAULT_RETENTION = 4 * 24 * 3600
 SAM_DEFAULT_TIMEOUT = 3
 API_GATEWAY_TIMEOUT = 30
-SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET"}
+SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET", "EFFECTS_SIGNING_SECRET"}
+# The secrets that let receive verify a provider (the others sign what payhook sends).
+WEBHOOK_SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET"}
 
 # What each kind of function may do to each resource it uses (and must be able to).
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -283,7 +285,7 @@ def check_environment(template, code):
             if template["Resources"].get(target, {}).get("Type") != "AWS::SecretsManager::Secret":
                 problems.append(f"{fn}: {name} must Ref an AWS::SecretsManager::Secret")
         if code.kind(binary) == "receive":
-            if not any(f"{s}_ARN" in names for s in SECRETS):
+            if not any(f"{s}_ARN" in names for s in WEBHOOK_SECRETS):
                 problems.append(f"{fn}: no webhook secret ARN: no provider could be verified")
             for processor in code.processors:
                 var = f"{processor.upper()}_QUEUE_URL"
@@ -389,6 +391,9 @@ def check_iam(template, code):
                 ledger: (READ_BODIES_MAY, READ_BODIES),
                 log_group: (LOGS, LOGS),
             }
+            for name, value in env.items():
+                if name.endswith("_SECRET_ARN"):
+                    allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
         allowed.pop(None, None)
         for target, actions in sorted(grants.items()):
             if target not in allowed:
