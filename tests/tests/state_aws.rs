@@ -147,9 +147,9 @@ async fn enqueued_events_are_applied_once_by_the_processor_from_sqs() {
     let messages = aws.drain(&urls[0]).await;
     assert_eq!(messages.len(), 2);
     let event = lambda_sqs_event("arn:aws:sqs:us-east-1:123456789012:fulfill", &messages);
-    let first = handle_sqs_event(&runner, event.clone()).await;
+    let first = handle_sqs_event(&runner, event.clone(), None).await;
     let effects_after_first = runner.effects().performed().len();
-    let second = handle_sqs_event(&runner, event).await;
+    let second = handle_sqs_event(&runner, event, None).await;
     // THEN no record failed, both orders exist, and the replay performed no effect twice
     assert!(
         first.batch_item_failures.is_empty(),
@@ -241,7 +241,8 @@ async fn unusable_record_fails_alone_until_the_dead_letter_queue_takes_it() {
         if messages.is_empty() {
             break;
         }
-        let response = handle_sqs_event(&runner, lambda_sqs_event("arn:fulfill", &messages)).await;
+        let response =
+            handle_sqs_event(&runner, lambda_sqs_event("arn:fulfill", &messages), None).await;
         let failed: Vec<_> = response
             .batch_item_failures
             .iter()

@@ -262,10 +262,12 @@ where
     response
 }
 
-/// Applies an SQS batch and reports the records to retry.
+/// Applies an SQS batch and reports the records to retry; no effect delivery
+/// starts too close to `deadline_millis`, the invocation's end (unix ms).
 pub async fn handle_sqs_event<D, S, B, F, C>(
     runner: &Runner<D, S, B, F, C>,
     event: SqsEvent,
+    deadline_millis: Option<i64>,
 ) -> SqsBatchResponse
 where
     D: Domain,
@@ -275,11 +277,11 @@ where
     C: Clock,
 {
     let deliveries = event.records.iter().map(sqs::delivery).collect();
-    let failed = runner.run_batch(deliveries).await;
+    let failed = runner.run_batch_within(deliveries, deadline_millis).await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failed
         .into_iter()
-        .map(|id| {
+        .map(|(id, _)| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             failure
@@ -317,7 +319,8 @@ pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::
         .map_err(fail_start)?;
     let runner = &runner;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Infallible>(handle_sqs_event(runner, event.payload).await)
+        let deadline = i64::try_from(event.context.deadline).ok();
+        Ok::<_, Infallible>(handle_sqs_event(runner, event.payload, deadline).await)
     }))
     .await
 }

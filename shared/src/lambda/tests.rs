@@ -239,7 +239,7 @@ async fn sqs_batch_reports_only_the_unusable_record() {
         ("evt_garbage", "not json"),
     ]);
     // WHEN the Lambda handles it
-    let response = handle_sqs_event(&runner, event).await;
+    let response = handle_sqs_event(&runner, event, None).await;
     // THEN only the bad record is listed for retry, by its message id
     let failed: Vec<_> = response
         .batch_item_failures

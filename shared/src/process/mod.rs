@@ -131,6 +131,10 @@ pub enum ProcessError {
     /// Applying the record panicked.
     #[error("processing panicked: {0}")]
     Panicked(String),
+    /// The invocation was about to end: delivering effect `{0}` was not
+    /// started, and it waits (with the object's later effects) for the retry.
+    #[error("too close to the invocation's deadline to deliver effect {0}; will retry")]
+    OutOfTime(String),
 }
 
 impl ProcessError {
@@ -210,6 +214,10 @@ impl OutboxLocks {
 /// object's outbox (the template's `maxReceiveCount`).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
+/// The default margin before an invocation's deadline: an HTTP delivery's
+/// timeout, and a second to record it.
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(11);
+
 /// Applies batches of events for one [`Domain`].
 #[derive(Debug)]
 pub struct Runner<D, S, B, F, C> {
@@ -220,6 +228,7 @@ pub struct Runner<D, S, B, F, C> {
     clock: C,
     marker_ttl_secs: i64,
     max_attempts: u32,
+    deadline_margin: Duration,
     outboxes: OutboxLocks,
 }
 
@@ -241,6 +250,7 @@ where
             clock,
             marker_ttl_secs,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            deadline_margin: DEFAULT_DEADLINE_MARGIN,
             outboxes: OutboxLocks::default(),
         }
     }
@@ -250,6 +260,15 @@ where
     #[must_use]
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Starts no delivery with less than `margin` left before an
+    /// invocation's deadline (see [`run_batch_within`](Self::run_batch_within)):
+    /// at least the longest a delivery may take.
+    #[must_use]
+    pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
+        self.deadline_margin = margin;
         self
     }
 
@@ -266,7 +285,7 @@ where
     /// Applies a batch concurrently and returns the ids of the records that failed.
     /// A panic in one record fails that record only.
     pub async fn run_batch(&self, deliveries: Vec<Delivery>) -> Vec<String> {
-        self.run_batch_failures(deliveries)
+        self.run_batch_within(deliveries, None)
             .await
             .into_iter()
             .map(|(id, _)| id)
@@ -279,6 +298,21 @@ where
         &self,
         deliveries: Vec<Delivery>,
     ) -> Vec<(String, ProcessError)> {
+        self.run_batch_within(deliveries, None).await
+    }
+
+    /// [`run_batch_failures`](Self::run_batch_failures) for an invocation
+    /// that ends at `deadline_millis` (unix milliseconds): no delivery starts
+    /// once less than `deadline_margin` is left, so none is cut off; the
+    /// records whose effects wait fail, and come back.
+    pub async fn run_batch_within(
+        &self,
+        deliveries: Vec<Delivery>,
+        deadline_millis: Option<i64>,
+    ) -> Vec<(String, ProcessError)> {
+        let stop_starting_at = deadline_millis.map(|d| {
+            d.saturating_sub(i64::try_from(self.deadline_margin.as_millis()).unwrap_or(i64::MAX))
+        });
         let records = join_all(deliveries.into_iter().map(|delivery| {
             let span = tracing::info_span!(
                 "record",
@@ -288,7 +322,7 @@ where
                 event_type = tracing::field::Empty,
             );
             async move {
-                let outcome = AssertUnwindSafe(self.run_one(delivery.message))
+                let outcome = AssertUnwindSafe(self.run_record(delivery.message, stop_starting_at))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Err(ProcessError::Panicked(panic_message(&panic))));
@@ -314,6 +348,16 @@ where
     pub async fn run_one(
         &self,
         message: Result<EventMessage, MessageError>,
+    ) -> Result<RecordOutcome, ProcessError> {
+        self.run_record(message, None).await
+    }
+
+    /// [`run_one`](Self::run_one), starting no delivery at or after
+    /// `stop_starting_at` (unix milliseconds).
+    async fn run_record(
+        &self,
+        message: Result<EventMessage, MessageError>,
+        stop_starting_at: Option<i64>,
     ) -> Result<RecordOutcome, ProcessError> {
         let message = message?;
         let span = tracing::Span::current();
@@ -366,7 +410,7 @@ where
             None => None,
         };
         if let Some(item) = item {
-            self.deliver(&item).await?;
+            self.deliver(&item, stop_starting_at).await?;
         }
         Ok(outcome)
     }
@@ -501,7 +545,7 @@ where
         for key in &keys {
             let _object = self.outboxes.lock(key).await;
             let delivered = match self.store.load(key).await {
-                Ok(Some(item)) => self.deliver(&item).await,
+                Ok(Some(item)) => self.deliver(&item, None).await,
                 Ok(None) => Ok(()),
                 Err(err) => Err(err.into()),
             };
@@ -521,7 +565,11 @@ where
     /// `max_attempts` times parks the outbox: nothing more is attempted, and
     /// the record succeeds, until an operator retries it. The caller holds
     /// the object's lock.
-    async fn deliver(&self, item: &StateItem) -> Result<(), ProcessError> {
+    async fn deliver(
+        &self,
+        item: &StateItem,
+        stop_starting_at: Option<i64>,
+    ) -> Result<(), ProcessError> {
         let key = &item.key;
         for p in &item.pending {
             if p.attempts >= self.max_attempts {
@@ -535,6 +583,9 @@ where
                 );
                 telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectParked, 1.0)]);
                 return Ok(());
+            }
+            if stop_starting_at.is_some_and(|at| self.clock.now_millis() >= at) {
+                return Err(ProcessError::OutOfTime(p.id.clone()));
             }
             if let Err(err) = self.perform_one(key, p).await {
                 if let Err(store) = self.store.fail_effect(key, &p.id, &err.to_string()).await {

@@ -899,3 +899,36 @@ async fn a_parked_outbox_waits_for_a_retry_then_the_sweep_delivers_it() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn no_delivery_starts_too_close_to_the_invocations_deadline() {
+    // GIVEN a record with two effects, run by an invocation already within
+    // its margin of the deadline
+    let (store, effects, runner) = two_effects_runner();
+    let runner = runner.with_deadline_margin(Duration::from_secs(11));
+    let now = NOW * 1000;
+    let record = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+    // WHEN it runs with 10 s left
+    let failed = runner.run_batch_within(record(), Some(now + 10_000)).await;
+    // THEN its state is committed but no effect is attempted: the record
+    // fails as out of time, and nothing counts as a failed attempt
+    assert_eq!(failed.len(), 1);
+    assert!(
+        matches!(failed[0].1, ProcessError::OutOfTime(_)),
+        "{:?}",
+        failed[0].1
+    );
+    assert!(effects.performed.lock().unwrap().is_empty());
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    let item = store.inner.load(&key).await.unwrap().unwrap();
+    assert_eq!(item.pending.len(), 2);
+    assert!(item.pending.iter().all(|p| p.attempts == 0));
+    // WHEN it comes back in an invocation with time to spare THEN both are delivered
+    assert!(
+        runner
+            .run_batch_within(record(), Some(now + 60_000))
+            .await
+            .is_empty()
+    );
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+}
