@@ -21,7 +21,7 @@ use payhook_shared::sqlite::{Db, DbOptions};
 use serde_json::json;
 
 /// The local database when neither `--db` nor an SQS queue is given.
-const DEFAULT_DB: &str = ".payhook/dev.db";
+pub(crate) const DEFAULT_DB: &str = ".payhook/dev.db";
 
 /// List or redrive dead-lettered events.
 #[derive(Debug, Args)]
@@ -168,7 +168,8 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open(path: &PathBuf) -> anyhow::Result<(Db, Inspector)> {
+/// The database of `payhook dev` at `path` (also while it runs), and queries over it.
+pub(crate) fn open(path: &PathBuf) -> anyhow::Result<(Db, Inspector)> {
     if !path.exists() {
         bail!(
             "no database at {} (start `payhook dev` first, or pass --db)",

@@ -5,15 +5,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use payhook_shared::local::{EffectFilter, EffectStatus, EffectView, Inspector};
-use payhook_shared::sqlite::{Db, DbOptions};
+use payhook_shared::local::{EffectFilter, EffectStatus, EffectView};
 use payhook_shared::state::{StateKey, StateKind};
 use serde_json::json;
 
-/// The local database when `--db` is not given.
-const DEFAULT_DB: &str = ".payhook/dev.db";
+use crate::dlq::{DEFAULT_DB, open};
 
 /// List or retry undelivered side effects.
 #[derive(Debug, Args)]
@@ -109,19 +106,6 @@ pub async fn run(args: EffectsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn open(path: &PathBuf) -> anyhow::Result<(Db, Inspector)> {
-    if !path.exists() {
-        bail!(
-            "no database at {} (start `payhook dev` first, or pass --db)",
-            path.display()
-        );
-    }
-    let db = Db::open(path, DbOptions::default())
-        .with_context(|| format!("opening {}", path.display()))?;
-    let inspector = Inspector::open(db.clone());
-    Ok((db, inspector))
 }
 
 fn print(effects: &[EffectView], as_json: bool) {
