@@ -6,19 +6,18 @@
 //!
 //! A 2xx answer means delivered; any other answer, a refused connection or
 //! no answer within the timeout means the effect is retried (and holds back
-//! its object's later effects). The client is hyper with rustls, the stack
-//! the AWS SDK links already, so the Lambda binaries carry no second one.
+//! its object's later effects). The client is the AWS SDK's own connector
+//! (hyper with rustls), so the Lambda binaries carry no second HTTP stack.
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use aws_smithy_http_client::Connector;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::{HttpConnector, SharedHttpConnector};
+use aws_smithy_types::body::SdkBody;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use serde::Serialize;
 
 use super::{EffectContext, EffectError, EffectMessage, Effects};
@@ -37,9 +36,6 @@ pub enum HttpTargetError {
     /// The signing secret is not a Standard Webhooks secret.
     #[error("the signing secret is not a Standard Webhooks secret (whsec_ and base64): {0}")]
     Secret(String),
-    /// The system's root certificates could not be loaded.
-    #[error("cannot load the system's root certificates: {0}")]
-    Roots(std::io::Error),
 }
 
 /// Delivers effects as signed HTTP POSTs to one URL.
@@ -48,7 +44,7 @@ pub struct HttpEffects {
     url: Uri,
     secret: String,
     timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: SharedHttpConnector,
 }
 
 impl HttpEffects {
@@ -62,17 +58,14 @@ impl HttpEffects {
         }
         sign_standard(secret, "msg_check", 0, b"")
             .map_err(|e| HttpTargetError::Secret(e.to_string()))?;
-        let connector = HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(HttpTargetError::Roots)?
-            .https_or_http()
-            .enable_http1()
+        let connector = Connector::builder()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
             .build();
         Ok(Self {
             url: parsed,
             secret: secret.to_owned(),
             timeout,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            connector: SharedHttpConnector::new(connector),
         })
     }
 
@@ -93,15 +86,21 @@ impl HttpEffects {
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| EffectError(e.to_string()))?;
+            .body(SdkBody::from(body))
+            .map_err(|e| EffectError(e.to_string()))
+            .and_then(|r| {
+                r.try_into()
+                    .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
+                        EffectError(e.to_string())
+                    })
+            })?;
         let url = &self.url;
         let answered = tokio::time::timeout(self.timeout, async {
-            let response = self.client.request(request).await?;
-            let status = response.status();
+            let response = self.connector.call(request).await?;
+            let status = response.status().as_u16();
             // Read the answer to the end, so the connection is reused.
             let _ = response.into_body().collect().await;
-            Ok::<_, hyper_util::client::legacy::Error>(status)
+            Ok::<_, aws_smithy_runtime_api::client::result::ConnectorError>(status)
         })
         .await;
         match answered {
@@ -109,11 +108,24 @@ impl HttpEffects {
                 "{url} did not answer within {} s",
                 self.timeout.as_secs_f64()
             ))),
-            Ok(Err(err)) => Err(EffectError(format!("{url}: {err}"))),
-            Ok(Ok(status)) if status.is_success() => Ok(()),
+            Ok(Err(err)) => Err(EffectError(format!("{url}: {}", error_chain(&err)))),
+            Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
             Ok(Ok(status)) => Err(EffectError(format!("{url} answered {status}"))),
         }
     }
+}
+
+/// An error and its causes, on one line (the connector's own message is
+/// terse: the cause says "connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl<E: Serialize + Sync> Effects<E> for HttpEffects {
