@@ -39,7 +39,12 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance_secs(&self, secs: i64) {
-        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+        self.advance_millis(secs * 1000);
+    }
+
+    /// Moves the clock forward by `millis`.
+    pub fn advance_millis(&self, millis: i64) {
+        self.0.fetch_add(millis, Ordering::SeqCst);
     }
 }
 

@@ -303,15 +303,21 @@ where
 
     /// [`run_batch_failures`](Self::run_batch_failures) for an invocation
     /// that ends at `deadline_millis` (unix milliseconds): no delivery starts
-    /// once less than `deadline_margin` is left, so none is cut off; the
-    /// records whose effects wait fail, and come back.
+    /// once less than the deadline margin (at most half the time left when
+    /// the batch starts) remains, so none is cut off; the records whose
+    /// effects wait fail, and come back.
     pub async fn run_batch_within(
         &self,
         deliveries: Vec<Delivery>,
         deadline_millis: Option<i64>,
     ) -> Vec<(String, ProcessError)> {
-        let stop_starting_at = deadline_millis.map(|d| {
-            d.saturating_sub(i64::try_from(self.deadline_margin.as_millis()).unwrap_or(i64::MAX))
+        let stop_starting_at = deadline_millis.and_then(|deadline| {
+            // At most half the time left is held back, so that a short
+            // timeout still delivers; a deadline already past (a local
+            // emulator counting a build) is no deadline.
+            let left = deadline - self.clock.now_millis();
+            let margin = i64::try_from(self.deadline_margin.as_millis()).unwrap_or(i64::MAX);
+            (left > 0).then(|| deadline - margin.min(left / 2))
         });
         let records = join_all(deliveries.into_iter().map(|delivery| {
             let span = tracing::info_span!(

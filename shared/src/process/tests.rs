@@ -900,35 +900,86 @@ async fn a_parked_outbox_waits_for_a_retry_then_the_sweep_delivers_it() {
     );
 }
 
+/// Effects that take `took` of the test clock each: a slow endpoint.
+struct Slow {
+    clock: ManualClock,
+    took: Duration,
+    performed: std::sync::Mutex<Vec<String>>,
+}
+
+impl Effects<String> for Slow {
+    async fn perform(&self, effect: &String, _: &EffectContext) -> Result<(), EffectError> {
+        self.clock
+            .advance_millis(i64::try_from(self.took.as_millis()).unwrap());
+        self.performed.lock().unwrap().push(effect.clone());
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn no_delivery_starts_too_close_to_the_invocations_deadline() {
-    // GIVEN a record with two effects, run by an invocation already within
-    // its margin of the deadline
-    let (store, effects, runner) = two_effects_runner();
-    let runner = runner.with_deadline_margin(Duration::from_secs(11));
-    let now = NOW * 1000;
+    // GIVEN a record with two effects, each taking 20 s, in an invocation
+    // with 30 s left and an 11 s margin
+    let clock = ManualClock::at_secs(NOW);
+    let store = Arc::new(MemoryStateStore::new());
+    let effects = Arc::new(Slow {
+        clock: clock.clone(),
+        took: Duration::from_secs(20),
+        performed: std::sync::Mutex::default(),
+    });
+    let runner = Runner::new(
+        TwoEffects,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        Arc::clone(&effects),
+        clock.clone(),
+        3600,
+    )
+    .with_deadline_margin(Duration::from_secs(11));
     let record = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
-    // WHEN it runs with 10 s left
-    let failed = runner.run_batch_within(record(), Some(now + 10_000)).await;
-    // THEN its state is committed but no effect is attempted: the record
-    // fails as out of time, and nothing counts as a failed attempt
+    // WHEN it runs
+    let failed = runner
+        .run_batch_within(record(), Some(NOW * 1000 + 30_000))
+        .await;
+    // THEN the first effect is delivered; the second, which would start
+    // with 10 s left, is not attempted: the record fails as out of time,
+    // with no failed attempt counted
     assert_eq!(failed.len(), 1);
     assert!(
         matches!(failed[0].1, ProcessError::OutOfTime(_)),
         "{:?}",
         failed[0].1
     );
-    assert!(effects.performed.lock().unwrap().is_empty());
+    assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1"]);
     let key = StateKey::new(StateKind::Order, "obj_1");
-    let item = store.inner.load(&key).await.unwrap().unwrap();
-    assert_eq!(item.pending.len(), 2);
-    assert!(item.pending.iter().all(|p| p.attempts == 0));
-    // WHEN it comes back in an invocation with time to spare THEN both are delivered
+    let item = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(item.pending.len(), 1);
+    assert_eq!(item.pending[0].attempts, 0);
+    // WHEN it comes back in a fresh invocation THEN the second is delivered
+    let deadline = clock.now_millis() + 60_000;
     assert!(
         runner
-            .run_batch_within(record(), Some(now + 60_000))
+            .run_batch_within(record(), Some(deadline))
             .await
             .is_empty()
     );
     assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
+}
+
+#[tokio::test]
+async fn a_short_or_past_deadline_still_lets_deliveries_start() {
+    // GIVEN a runner with an 11 s margin
+    let (_, effects, runner) = two_effects_runner();
+    let runner = runner.with_deadline_margin(Duration::from_secs(11));
+    // WHEN an invocation has 4 s left (a 5 s timeout), and another's
+    // deadline has already passed (an emulator that counted a build)
+    let first = vec![delivery("m1", &tally_event("evt_1", "test.two"))];
+    let second = vec![delivery("m2", &tally_event("evt_2", "test.two"))];
+    let short = runner
+        .run_batch_within(first, Some(NOW * 1000 + 4_000))
+        .await;
+    let past = runner.run_batch_within(second, Some(NOW * 1000 - 1)).await;
+    // THEN both deliver: at most half the time left is held back
+    assert!(short.is_empty() && past.is_empty(), "{short:?} {past:?}");
+    assert_eq!(effects.performed.lock().unwrap().len(), 4);
 }
