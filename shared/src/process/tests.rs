@@ -159,26 +159,47 @@ impl Effects<String> for RefuseSecond {
     }
 }
 
-/// A memory store that counts `complete_effects` calls, and can report its
-/// first commit as a duplicate after making it (an answer lost and the
-/// call retried, as an SDK does).
+/// A memory store the runner tests look into: it counts `complete_effects`
+/// calls and conflicts, can report its first commit as a duplicate after
+/// making it (an answer lost and the call retried, as an SDK does), and can
+/// yield between reading and writing, so that the records of one batch
+/// interleave.
 #[derive(Default)]
-struct CountingStore {
+struct TestStore {
     inner: MemoryStateStore,
     completes: AtomicUsize,
+    conflicts: AtomicUsize,
     lose_first_answer: std::sync::atomic::AtomicBool,
+    interleave: bool,
 }
 
-impl StateStore for CountingStore {
+impl TestStore {
+    /// A store whose reads yield, so that concurrent records interleave.
+    fn interleaving() -> Self {
+        Self {
+            interleave: true,
+            ..Self::default()
+        }
+    }
+}
+
+impl StateStore for TestStore {
     async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
-        self.inner.load(key).await
+        let item = self.inner.load(key).await;
+        if self.interleave {
+            tokio::task::yield_now().await;
+        }
+        item
     }
 
     async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
-        let result = self.inner.commit(commit).await?;
+        let mut result = self.inner.commit(commit).await?;
         if self.lose_first_answer.swap(false, Ordering::SeqCst) {
             // The retry of a commit that did happen finds its own marker.
-            return self.inner.commit(commit).await;
+            result = self.inner.commit(commit).await?;
+        }
+        if result == CommitResult::Conflict {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
         }
         Ok(result)
     }
@@ -214,11 +235,11 @@ impl StateStore for CountingStore {
 }
 
 type TwoEffectsRunner =
-    Runner<TwoEffects, Arc<CountingStore>, MemoryLedger, Arc<RefuseSecond>, ManualClock>;
+    Runner<TwoEffects, Arc<TestStore>, MemoryLedger, Arc<RefuseSecond>, ManualClock>;
 
 /// A [`TwoEffects`] runner over a counting store and effects that can refuse.
-fn two_effects_runner() -> (Arc<CountingStore>, Arc<RefuseSecond>, TwoEffectsRunner) {
-    let store = Arc::new(CountingStore::default());
+fn two_effects_runner() -> (Arc<TestStore>, Arc<RefuseSecond>, TwoEffectsRunner) {
+    let store = Arc::new(TestStore::default());
     let effects = Arc::new(RefuseSecond::default());
     let runner = Runner::new(
         TwoEffects,
@@ -641,60 +662,9 @@ async fn completion_failure_repeats_the_effect_with_the_same_idempotency_key() {
     );
 }
 
-/// A state store that yields between reading and writing, so that the
-/// records of one batch interleave and conflict; it counts conflicts.
-struct Interleaving {
-    inner: MemoryStateStore,
-    conflicts: AtomicUsize,
-}
-
-impl StateStore for Interleaving {
-    async fn load(&self, key: &StateKey) -> Result<Option<StateItem>, StoreError> {
-        let item = self.inner.load(key).await;
-        tokio::task::yield_now().await;
-        item
-    }
-
-    async fn commit(&self, commit: &Commit) -> Result<CommitResult, StoreError> {
-        let result = self.inner.commit(commit).await;
-        if matches!(result, Ok(CommitResult::Conflict)) {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        result
-    }
-
-    async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
-        self.inner.complete_effects(key, ids).await
-    }
-
-    async fn fail_effect(&self, key: &StateKey, id: &str, error: &str) -> Result<(), StoreError> {
-        self.inner.fail_effect(key, id, error).await
-    }
-
-    async fn retry_effects(&self, key: &StateKey) -> Result<usize, StoreError> {
-        self.inner.retry_effects(key).await
-    }
-
-    async fn outboxes(
-        &self,
-        kinds: &[StateKind],
-        limit: usize,
-    ) -> Result<Vec<StateKey>, StoreError> {
-        self.inner.outboxes(kinds, limit).await
-    }
-
-    async fn marker(
-        &self,
-        processor: Processor,
-        event_id: &str,
-    ) -> Result<Option<Marker>, StoreError> {
-        self.inner.marker(processor, event_id).await
-    }
-}
-
 fn interleaving_runner(
-    store: &Arc<Interleaving>,
-) -> Runner<Fulfill, Arc<Interleaving>, MemoryLedger, RecordingEffects<OrderEffect>, ManualClock> {
+    store: &Arc<TestStore>,
+) -> Runner<Fulfill, Arc<TestStore>, MemoryLedger, RecordingEffects<OrderEffect>, ManualClock> {
     Runner::new(
         Fulfill,
         Arc::clone(store),
@@ -724,7 +694,7 @@ fn order_life() -> Vec<Value> {
     ]
 }
 
-async fn assert_applied_as_if_one_by_one(store: &Interleaving, events: &[Value]) {
+async fn assert_applied_as_if_one_by_one(store: &TestStore, events: &[Value]) {
     let item = store.inner.load(&order_key()).await.unwrap().unwrap();
     let state: Order = item.data.decode().unwrap();
     let (expected, _) = testkit::fold(&Fulfill, &events.iter().collect::<Vec<_>>());
@@ -740,10 +710,7 @@ async fn assert_applied_as_if_one_by_one(store: &Interleaving, events: &[Value])
 #[tokio::test]
 async fn records_on_one_object_in_one_process_take_turns() {
     // GIVEN one order's events in a single batch, over a store where they could interleave
-    let store = Arc::new(Interleaving {
-        inner: MemoryStateStore::new(),
-        conflicts: AtomicUsize::new(0),
-    });
+    let store = Arc::new(TestStore::interleaving());
     let runner = interleaving_runner(&store);
     let events = order_life();
     let batch = events
@@ -764,10 +731,7 @@ async fn records_on_one_object_in_one_process_take_turns() {
 #[tokio::test]
 async fn records_on_one_object_in_two_processes_all_apply() {
     // GIVEN one order's events split between two processes over one store
-    let store = Arc::new(Interleaving {
-        inner: MemoryStateStore::new(),
-        conflicts: AtomicUsize::new(0),
-    });
+    let store = Arc::new(TestStore::interleaving());
     let (a, b) = (interleaving_runner(&store), interleaving_runner(&store));
     let events = order_life();
     let half = |runner: &'static str| {

@@ -33,8 +33,3 @@ pub fn fixture(name: &str) -> Result<Value, SampleError> {
         .cloned()
         .ok_or_else(|| SampleError::Fixtures(format!("it has no `{name}` resource")))
 }
-
-/// The names of every bundled resource.
-pub fn names() -> Result<impl Iterator<Item = &'static str>, SampleError> {
-    Ok(resources()?.keys().map(String::as_str))
-}

@@ -451,12 +451,16 @@ pub async fn outbox_round_trips_with_its_numbering<S: StateStore>(store: &S, ns:
     assert_eq!(store.load(&k).await.unwrap(), Some(it));
 }
 
-/// A failed delivery counts an attempt and keeps its error on that effect
-/// alone, bumping the version; an effect already gone changes nothing.
-pub async fn failed_delivery_counts_an_attempt_on_that_effect<S: StateStore>(store: &S, ns: &str) {
-    // GIVEN an object at version 1 with two pending effects
-    let k = key(ns, "fail");
-    let a = format!("evt_{ns}_fail");
+/// Commits object `name` at version 1 with two pending effects, then fails
+/// the first twice (`timeout`, then `503`); returns its key and the effects
+/// as committed.
+async fn two_effects_the_first_failed_twice<S: StateStore>(
+    store: &S,
+    ns: &str,
+    name: &str,
+) -> (StateKey, Vec<PendingEffect>) {
+    let k = key(ns, name);
+    let a = format!("evt_{ns}_{name}");
     let pending = vec![effect(&a, 0), effect(&a, 1)];
     store
         .commit(&commit(
@@ -466,12 +470,18 @@ pub async fn failed_delivery_counts_an_attempt_on_that_effect<S: StateStore>(sto
         ))
         .await
         .unwrap();
+    for error in ["timeout", "503"] {
+        store.fail_effect(&k, &pending[0].id, error).await.unwrap();
+    }
+    (k, pending)
+}
+
+/// A failed delivery counts an attempt and keeps its error on that effect
+/// alone, bumping the version; an effect already gone changes nothing.
+pub async fn failed_delivery_counts_an_attempt_on_that_effect<S: StateStore>(store: &S, ns: &str) {
+    // GIVEN an object at version 1 with two pending effects
     // WHEN the first fails twice
-    store
-        .fail_effect(&k, &pending[0].id, "timeout")
-        .await
-        .unwrap();
-    store.fail_effect(&k, &pending[0].id, "503").await.unwrap();
+    let (k, pending) = two_effects_the_first_failed_twice(store, ns, "fail").await;
     // THEN it counts two attempts and the last error; the second is untouched
     let now = store.load(&k).await.unwrap().unwrap();
     assert_eq!(now.pending[0].attempts, 2);
@@ -497,22 +507,7 @@ pub async fn failed_delivery_counts_an_attempt_on_that_effect<S: StateStore>(sto
 /// errors stay for whoever looks.
 pub async fn retry_releases_an_outbox_keeping_its_errors<S: StateStore>(store: &S, ns: &str) {
     // GIVEN an object whose first effect failed twice
-    let k = key(ns, "retry");
-    let a = format!("evt_{ns}_retry");
-    let pending = vec![effect(&a, 0), effect(&a, 1)];
-    store
-        .commit(&commit(
-            marker(Processor::Fulfill, &a, Some(&k), Outcome::Applied),
-            Some(item(&k, 1, &a, pending.clone())),
-            None,
-        ))
-        .await
-        .unwrap();
-    store
-        .fail_effect(&k, &pending[0].id, "timeout")
-        .await
-        .unwrap();
-    store.fail_effect(&k, &pending[0].id, "503").await.unwrap();
+    let (k, _) = two_effects_the_first_failed_twice(store, ns, "retry").await;
     // WHEN its outbox is retried
     let released = store.retry_effects(&k).await.unwrap();
     // THEN both effects are pending with no attempts, the error kept, the version bumped

@@ -69,11 +69,6 @@ impl HttpEffects {
         })
     }
 
-    /// Where effects go.
-    pub fn url(&self) -> &Uri {
-        &self.url
-    }
-
     async fn post(&self, id: &str, body: String) -> Result<(), EffectError> {
         let timestamp = SystemClock.now_secs();
         let signature = sign_standard(&self.secret, id, timestamp, body.as_bytes())
