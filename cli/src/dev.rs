@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use payhook_shared::aws::{AwsClients, Timeouts};
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{self, EffectsTarget, Env as _, ProcessEnv, SecretSource};
 use payhook_shared::local::{
     Pipeline, PipelineSettings, WorkerSettings, dev_effects_secret, dev_secret,
 };
+use payhook_shared::process::effects::eventbridge::{EventBridgeEffects, SOURCE};
 use payhook_shared::process::effects::http_target::{self, HttpEffects};
 use payhook_shared::process::{LogEffects, Target};
 use payhook_shared::queue::sqlite::QueueSettings;
@@ -153,6 +155,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 ..WorkerSettings::DEFAULT
             },
             effects_max_attempts: config::effects_max_attempts(&env)?,
+            domain: config::DomainSettings::from_env(&env),
             ..PipelineSettings::default()
         },
         effects,
@@ -193,11 +196,23 @@ async fn effects_target(text: &str, db: &Db) -> anyhow::Result<(Target, String)>
     }
     let secret = env.var("EFFECTS_SIGNING_SECRET");
     let target = EffectsTarget::parse(text, secret.clone().map(|s| SecretSource::Inline(vec![s])))?;
-    let EffectsTarget::Http { url, .. } = target else {
-        return Ok((
-            Target::Log(LogEffects),
-            "log (a JSON line per effect)".to_owned(),
-        ));
+    let url = match target {
+        EffectsTarget::Log => {
+            return Ok((
+                Target::Log(LogEffects),
+                "log (a JSON line per effect)".to_owned(),
+            ));
+        }
+        EffectsTarget::EventBridge { bus } => {
+            // The standard AWS chain: credentials, region, AWS_ENDPOINT_URL.
+            let client = AwsClients::load(Timeouts::PROCESSOR).await.eventbridge();
+            let line = format!("PutEvents on the EventBridge bus {bus}, Source {SOURCE}");
+            return Ok((
+                Target::EventBridge(EventBridgeEffects::new(client, &bus)),
+                line,
+            ));
+        }
+        EffectsTarget::Http { url, .. } => url,
     };
     let (secret, shown) = match secret {
         Some(secret) => {

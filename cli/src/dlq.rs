@@ -135,7 +135,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 print_local(&letters?, json);
             }
             Location::Sqs { dlq, .. } => {
-                let admin = SqsAdmin::new(AwsClients::load(Timeouts::PROCESSOR).await.sqs);
+                let admin = SqsAdmin::new(AwsClients::load(Timeouts::PROCESSOR).await.sqs());
                 let url = resolve(&admin, dlq).await?;
                 let messages = admin.list(&url, limit).await?;
                 print_sqs(&url, &messages, json);
@@ -151,7 +151,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 println!("redrove {moved} dead letter(s) back to {queue} queue(s)");
             }
             Location::Sqs { queue, dlq } => {
-                let admin = SqsAdmin::new(AwsClients::load(Timeouts::PROCESSOR).await.sqs);
+                let admin = SqsAdmin::new(AwsClients::load(Timeouts::PROCESSOR).await.sqs());
                 let (to, from) = (resolve(&admin, queue).await?, resolve(&admin, dlq).await?);
                 let report = admin.redrive(&from, &to, max).await?;
                 println!("moved {} message(s) from {from} to {to}", report.moved);

@@ -263,6 +263,29 @@ pub struct ProcessorConfig {
     pub effects_max_attempts: u32,
     /// `EFFECTS_TARGET` (default `log`) and its signing secret.
     pub effects_target: EffectsTarget,
+    /// The business rules' settings.
+    pub domain: DomainSettings,
+}
+
+/// Settings of the processors' business rules, the same in AWS and local mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainSettings {
+    /// `ORDER_METADATA_KEY`: only payments whose checkout session or payment
+    /// intent metadata has this key are orders (default: every payment not
+    /// tied to a subscription).
+    pub order_metadata_key: Option<String>,
+}
+
+impl DomainSettings {
+    /// Reads `ORDER_METADATA_KEY`.
+    pub fn from_env(env: &impl Env) -> Self {
+        Self {
+            order_metadata_key: env
+                .var("ORDER_METADATA_KEY")
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty()),
+        }
+    }
 }
 
 impl ProcessorConfig {
@@ -274,6 +297,7 @@ impl ProcessorConfig {
             marker_ttl_secs: number(env, "MARKER_TTL_DAYS", 30, 1, 3650)? as i64 * 86_400,
             effects_max_attempts: effects_max_attempts(env)?,
             effects_target: effects_target(env)?,
+            domain: DomainSettings::from_env(env),
         })
     }
 }
@@ -291,6 +315,11 @@ pub enum EffectsTarget {
         /// The signing secret, when configured.
         secret: Option<SecretSource>,
     },
+    /// `eventbridge:<bus name or ARN>`: each effect is an event on that bus.
+    EventBridge {
+        /// The bus name or ARN.
+        bus: String,
+    },
 }
 
 impl EffectsTarget {
@@ -304,15 +333,23 @@ impl EffectsTarget {
                 url: text.to_owned(),
                 secret,
             })
-        } else if text.starts_with("eventbridge:") {
-            Err(ConfigError::new(
-                "EFFECTS_TARGET",
-                "EventBridge targets are not available in this version; use log or an http(s):// URL",
-            ))
+        } else if let Some(bus) = text.strip_prefix("eventbridge:") {
+            let bus = bus.trim();
+            if bus.is_empty() {
+                return Err(ConfigError::new(
+                    "EFFECTS_TARGET",
+                    "eventbridge: needs a bus name or ARN, e.g. eventbridge:payhook-effects",
+                ));
+            }
+            Ok(Self::EventBridge {
+                bus: bus.to_owned(),
+            })
         } else {
             Err(ConfigError::new(
                 "EFFECTS_TARGET",
-                format!("{text:?} is not `log` or an http:// or https:// URL"),
+                format!(
+                    "{text:?} is not `log`, an http:// or https:// URL, or eventbridge:<bus name or ARN>"
+                ),
             ))
         }
     }
@@ -479,5 +516,35 @@ mod tests {
     fn no_provider_secret_at_all_is_refused() {
         let err = ReceiveConfig::from_env(&env(&BASE[..5])).unwrap_err();
         assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
+    }
+
+    #[test]
+    fn effects_targets_parse_and_name_what_is_wrong() {
+        assert_eq!(EffectsTarget::parse("", None).unwrap(), EffectsTarget::Log);
+        assert_eq!(
+            EffectsTarget::parse(" LOG ", None).unwrap(),
+            EffectsTarget::Log
+        );
+        assert_eq!(
+            EffectsTarget::parse("https://shop.example/payhook", None).unwrap(),
+            EffectsTarget::Http {
+                url: "https://shop.example/payhook".into(),
+                secret: None
+            }
+        );
+        let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/shop";
+        assert_eq!(
+            EffectsTarget::parse(&format!("eventbridge:{arn}"), None).unwrap(),
+            EffectsTarget::EventBridge { bus: arn.into() }
+        );
+        assert_eq!(
+            EffectsTarget::parse("eventbridge: shop ", None).unwrap(),
+            EffectsTarget::EventBridge { bus: "shop".into() }
+        );
+        let err = EffectsTarget::parse("eventbridge:", None).unwrap_err();
+        assert_eq!(err.variable, "EFFECTS_TARGET");
+        assert!(err.to_string().contains("bus name or ARN"), "{err}");
+        let err = EffectsTarget::parse("sqs:queue", None).unwrap_err();
+        assert!(err.to_string().contains("eventbridge:"), "{err}");
     }
 }

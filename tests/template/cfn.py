@@ -181,10 +181,11 @@ def entry_point_env_vars(src, entry):
 
     def callees(a, b, owner):
         out = set()
-        for m in re.finditer(r"\b(?:(Self)::)?(\w+)\s*\(", masked[a:b]):
-            name = m.group(2)
-            if m.group(1) and f"{owner}::{name}" in fns:
-                out.add(f"{owner}::{name}")
+        for m in re.finditer(r"\b(?:(\w+)::)?(\w+)\s*\(", masked[a:b]):
+            ty, name = m.group(1), m.group(2)
+            ty = owner if ty == "Self" else ty
+            if ty and f"{ty}::{name}" in fns:
+                out.add(f"{ty}::{name}")
             elif name in fns:
                 out.add(name)
         return out

@@ -44,6 +44,7 @@ LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 RECEIVE_LEDGER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 RECEIVE_QUEUE = {"sqs:SendMessage"}
 READ_SECRET = {"secretsmanager:GetSecretValue"}
+PUT_EVENTS = {"events:PutEvents"}
 CONSUME_QUEUE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
 CONSUME_QUEUE_MAY = CONSUME_QUEUE | {"sqs:ChangeMessageVisibility"}
 WRITE_STATE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
@@ -328,7 +329,23 @@ def _role_statements(template, fn, props):
             ):
                 documents.append(pol.get("Properties", {}).get("PolicyDocument", {}))
     statements = [s for d in documents for s in _as_list(d.get("Statement", []))]
+    # A statement under a condition grants what it says when the condition holds.
+    statements = [b for s in statements for b in _if_branches(s) if isinstance(b, dict)]
     return statements, None
+
+
+def _if_branches(value):
+    """Both branches of an `Fn::If` (either may be `AWS::NoValue`), else the value itself."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        return [b for b in value["Fn::If"][1:] if cfn.ref_target(b) != "AWS::NoValue"]
+    return [value]
+
+
+def _bus_targets(value):
+    """What `EFFECTS_TARGET` names as its EventBridge bus: the `eventbridge` branch's references."""
+    if not (isinstance(value, dict) and "Fn::If" in value):
+        return set()
+    return {t for t in cfn.sub_targets(value["Fn::If"][1]) if not t.startswith("AWS::")}
 
 
 def _grants(template, fn, statements):
@@ -350,7 +367,7 @@ def _grants(template, fn, statements):
                     continue
                 problems.append(f"{fn}: resource {resource!r} is not a resource of this stack")
                 continue
-            targets = cfn.sub_targets(resource)
+            targets = {t for t in cfn.sub_targets(resource) if not t.startswith("AWS::")}
             if not targets:
                 problems.append(f"{fn}: resource {resource!r} names nothing of this stack")
             for target in targets:
@@ -394,6 +411,8 @@ def check_iam(template, code):
             for name, value in env.items():
                 if name.endswith("_SECRET_ARN"):
                     allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
+            for bus in _bus_targets(env.get("EFFECTS_TARGET")):
+                allowed[bus] = (PUT_EVENTS, PUT_EVENTS)
         allowed.pop(None, None)
         for target, actions in sorted(grants.items()):
             if target not in allowed:
@@ -663,6 +682,19 @@ class CheckerCatchesMistakes(unittest.TestCase):
         statements = t["Resources"]["PayoutRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         statements.append({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"})
         self.assertIn("resource '*' is not a resource of this stack", self.found(t))
+
+    def test_processor_putting_effects_on_any_bus(self):
+        t = self.template()
+        statements = t["Resources"]["DisputeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        put = next(b for s in statements for b in _if_branches(s) if b.get("Sid") == "PutEffects")
+        put["Resource"] = "*"
+        self.assertIn("resource '*' is not a resource of this stack", self.found(t))
+
+    def test_processor_that_cannot_put_effects_on_its_bus(self):
+        t = self.template()
+        statements = t["Resources"]["DisputeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[:] = [s for s in statements if not (isinstance(s, dict) and "Fn::If" in s)]
+        self.assertIn("DisputeFunction: role lacks ['events:PutEvents'] on EffectsBus", self.found(t))
 
     def test_processor_writing_the_ledger(self):
         t = self.template()

@@ -60,14 +60,16 @@ pub(crate) fn config_loader(timeouts: Timeouts) -> ConfigLoader {
     )
 }
 
-/// Every client a payhook function uses; clones share connections.
+/// The clients every payhook function uses, and the configuration to build
+/// the others from: a client a binary never builds is not linked into it
+/// (the receive function carries no EventBridge, the processors no SQS).
 #[derive(Clone, Debug)]
 pub struct AwsClients {
+    /// The loaded configuration.
+    pub config: SdkConfig,
     /// The ledger, body and state tables.
     pub dynamodb: aws_sdk_dynamodb::Client,
-    /// The processor queues.
-    pub sqs: aws_sdk_sqs::Client,
-    /// Webhook secrets configured by ARN.
+    /// Secrets configured by ARN.
     pub secrets: aws_sdk_secretsmanager::Client,
 }
 
@@ -75,8 +77,8 @@ impl AwsClients {
     /// Clients over an already loaded configuration.
     pub fn from_config(config: &SdkConfig) -> Self {
         Self {
+            config: config.clone(),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
         }
     }
@@ -84,5 +86,15 @@ impl AwsClients {
     /// Loads the configuration and builds the clients.
     pub async fn load(timeouts: Timeouts) -> Self {
         Self::from_config(&sdk_config(timeouts).await)
+    }
+
+    /// A client for the processor queues and their dead-letter queues.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.config)
+    }
+
+    /// A client for the effects target `eventbridge:<bus>`.
+    pub fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
+        aws_sdk_eventbridge::Client::new(&self.config)
     }
 }

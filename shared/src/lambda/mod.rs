@@ -30,6 +30,7 @@ use crate::config::{
 use crate::intake::{Intake, SplitIntake};
 use crate::ledger::BodyStore;
 use crate::ledger::dynamodb::DynamoLedger;
+use crate::process::effects::eventbridge::EventBridgeEffects;
 use crate::process::effects::http_target::{self, HttpEffects, HttpTargetError};
 use crate::process::{Domain, Effects, LogEffects, Runner, Target};
 use crate::queue::sqs::{self, SqsQueue};
@@ -142,7 +143,7 @@ pub async fn receiver_from_env(
     let verifiers = verifiers(clients, &config).await?;
     let ledger = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger_table)
         .with_body_ttl_secs(config.settings.ledger_ttl_secs);
-    let queue = SqsQueue::new(clients.sqs.clone(), config.queue_urls.clone());
+    let queue = SqsQueue::new(clients.sqs(), config.queue_urls.clone());
     tracing::info!(
         providers = ?verifiers.providers().collect::<Vec<_>>(),
         ledger_table = %config.ledger_table,
@@ -172,7 +173,7 @@ pub async fn processor_from_env<D: Domain + Default>(
         "processor configured"
     );
     Ok(Runner::new(
-        D::default(),
+        D::configured(&config.domain),
         store,
         bodies,
         effects,
@@ -187,8 +188,15 @@ async fn effects_target(
     clients: &AwsClients,
     target: &EffectsTarget,
 ) -> Result<Target, StartupError> {
-    let EffectsTarget::Http { url, secret } = target else {
-        return Ok(Target::Log(LogEffects));
+    let (url, secret) = match target {
+        EffectsTarget::Log => return Ok(Target::Log(LogEffects)),
+        EffectsTarget::EventBridge { bus } => {
+            return Ok(Target::EventBridge(EventBridgeEffects::new(
+                clients.eventbridge(),
+                bus,
+            )));
+        }
+        EffectsTarget::Http { url, secret } => (url, secret),
     };
     let Some((secrets, variable)) = secrets_of(
         clients,

@@ -227,7 +227,7 @@ fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
 async fn sqs_batch_reports_only_the_unusable_record() {
     // GIVEN a batch with one good record and one whose body is not an event
     let runner = Runner::new(
-        crate::process::fulfill::Fulfill,
+        crate::process::fulfill::Fulfill::default(),
         crate::state::MemoryStateStore::new(),
         MemoryLedger::new(),
         crate::process::effects::RecordingEffects::new(),

@@ -17,6 +17,7 @@ use super::LocalError;
 use super::inspect::Inspector;
 use super::worker::{self, WorkerSettings};
 use crate::clock::SystemClock;
+use crate::config::DomainSettings;
 use crate::config::ReceiveSettings;
 use crate::intake::sqlite::SqliteIntake;
 use crate::ledger::sqlite::SqliteLedger;
@@ -75,6 +76,8 @@ pub struct PipelineSettings {
     pub marker_ttl_secs: i64,
     /// Failed deliveries of one effect after which its object's outbox is parked.
     pub effects_max_attempts: u32,
+    /// The business rules' settings (`ORDER_METADATA_KEY`).
+    pub domain: DomainSettings,
 }
 
 impl Default for PipelineSettings {
@@ -85,6 +88,7 @@ impl Default for PipelineSettings {
             worker: WorkerSettings::default(),
             marker_ttl_secs: 30 * 86_400,
             effects_max_attempts: crate::process::DEFAULT_MAX_ATTEMPTS,
+            domain: DomainSettings::default(),
         }
     }
 }
@@ -164,10 +168,10 @@ impl Pipeline {
             retries: retried,
         };
         let workers: Vec<_> = [
-            parts.spawn(Fulfill),
-            parts.spawn(Subscriptions),
-            parts.spawn(Disputes),
-            parts.spawn(Payouts),
+            parts.spawn(Fulfill::configured(&settings.domain)),
+            parts.spawn(Subscriptions::configured(&settings.domain)),
+            parts.spawn(Disputes::configured(&settings.domain)),
+            parts.spawn(Payouts::configured(&settings.domain)),
         ]
         .into_iter()
         .flatten()

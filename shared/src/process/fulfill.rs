@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ordering::{OrderKey, Versioned, offer, precedence};
 use super::{Decision, Domain, ProcessError};
+use crate::config::DomainSettings;
 use crate::event::Envelope;
 use crate::event::objects::{Charge, CheckoutSession, PaymentIntent, Refund, object_as};
 use crate::route::Processor;
@@ -84,8 +85,40 @@ const CHARGE_TERMINAL: &[&str] = &["succeeded", "failed"];
 const SESSION_PAID: &[&str] = &["paid", "no_payment_required"];
 
 /// The order processor: one [`Order`] per payment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Fulfill;
+#[derive(Clone, Debug, Default)]
+pub struct Fulfill {
+    /// `ORDER_METADATA_KEY`: when set, only payments whose checkout session
+    /// or payment intent carries this metadata key are orders.
+    order_metadata_key: Option<String>,
+}
+
+impl Fulfill {
+    /// Orders are only the payments whose session or payment intent metadata
+    /// has `key` (`None`: every payment not tied to a subscription). For
+    /// accounts whose payment intents do not name their invoice (API versions
+    /// from 2025-03-31), so that subscription payments are not taken for orders.
+    pub fn with_order_metadata_key(key: Option<String>) -> Self {
+        Self {
+            order_metadata_key: key.filter(|k| !k.is_empty()),
+        }
+    }
+
+    /// Whether `order` is an order: without a metadata key, every payment
+    /// this processor keeps; with one, a payment whose session or intent
+    /// carried it (charges and refunds alone say nothing).
+    fn is_order(&self, order: &Order) -> bool {
+        self.order_metadata_key.is_none()
+            || order.session.as_ref().is_some_and(|s| s.value.tagged)
+            || order.payment.as_ref().is_some_and(|p| p.value.tagged)
+    }
+
+    /// Whether `metadata` marks its object as an order.
+    fn tags(&self, metadata: &crate::event::objects::Metadata) -> bool {
+        self.order_metadata_key
+            .as_ref()
+            .is_none_or(|key| metadata.contains_key(key))
+    }
+}
 
 /// Where an order stands, derived from everything seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +176,14 @@ pub struct Order {
     /// Whether `revoke_fulfilment` was emitted: at most once per order, ever.
     #[serde(default)]
     pub revoke_sent: bool,
+    /// Whether this payment is an order (see [`Fulfill::with_order_metadata_key`]):
+    /// effects wait until it is known to be one.
+    #[serde(default = "yes")]
+    pub is_order: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a payment intent event says about the payment.
@@ -162,6 +203,9 @@ pub struct PaymentSnapshot {
     pub customer: Option<String>,
     /// `metadata.order_id`.
     pub order_id: Option<String>,
+    /// Whether its metadata marks it as an order (always, without `ORDER_METADATA_KEY`).
+    #[serde(default = "yes")]
+    pub tagged: bool,
 }
 
 /// What a checkout session event says about the checkout.
@@ -187,6 +231,9 @@ pub struct SessionSnapshot {
     pub subscription: Option<String>,
     /// `pi_…`, once the checkout has a payment.
     pub payment_intent: Option<String>,
+    /// Whether its metadata marks it as an order (always, without `ORDER_METADATA_KEY`).
+    #[serde(default = "yes")]
+    pub tagged: bool,
 }
 
 /// One charge of the payment.
@@ -314,6 +361,10 @@ impl Domain for Fulfill {
     const PROCESSOR: Processor = Processor::Fulfill;
     const KINDS: &'static [StateKind] = &[StateKind::Order];
 
+    fn configured(settings: &DomainSettings) -> Self {
+        Self::with_order_metadata_key(settings.order_metadata_key.clone())
+    }
+
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError> {
         let id = match Family::of(&event.event_type) {
             // The envelope already holds the object's id: no need to decode
@@ -379,20 +430,36 @@ impl Domain for Fulfill {
         before.fulfil_sent |= before.fulfilled;
         let mut next = before.clone();
         let replaced_failure = match Family::of(&event.event_type) {
-            Some(Family::PaymentIntent) => next.merge_payment_intent(event)?,
+            Some(Family::PaymentIntent) => next.merge_payment_intent(event, self)?,
             Some(Family::Charge) => next.merge_charge(event)?,
             Some(Family::Refund) => {
                 next.merge_refund(event, object_as(event)?);
                 false
             }
-            Some(Family::Session) => next.merge_session(event)?,
+            Some(Family::Session) => next.merge_session(event, self)?,
             None => false,
         };
         next.derive();
+        next.is_order = self.is_order(&next);
         if next == before {
             return Ok(Decision::Stale);
         }
-        let effects = next.effects_since(&before, replaced_failure);
+        // Until the payment is known to be an order, nothing was visible: on
+        // becoming one, its effects are those of everything seen so far.
+        let seen = if before.is_order {
+            before
+        } else {
+            Order {
+                fulfil_sent: before.fulfil_sent,
+                revoke_sent: before.revoke_sent,
+                ..Order::default()
+            }
+        };
+        let effects = if next.is_order {
+            next.effects_since(&seen, replaced_failure)
+        } else {
+            Vec::new()
+        };
         Ok(Decision::Apply {
             state: next,
             effects,
@@ -427,8 +494,13 @@ impl Family {
 
 impl Order {
     /// Merges a payment intent event; true when it is the newest failure.
-    fn merge_payment_intent(&mut self, event: &Envelope<'_>) -> Result<bool, ProcessError> {
+    fn merge_payment_intent(
+        &mut self,
+        event: &Envelope<'_>,
+        rules: &Fulfill,
+    ) -> Result<bool, ProcessError> {
         let pi: PaymentIntent = object_as(event)?;
+        let tagged = rules.tags(&pi.metadata);
         let status = pi.status.as_str().to_owned();
         let terminal = PAYMENT_INTENT_TERMINAL.contains(&status.as_str());
         let key = OrderKey::of(
@@ -464,6 +536,7 @@ impl Order {
             key,
             PaymentSnapshot {
                 order_id: pi.metadata.get("order_id").cloned(),
+                tagged,
                 id: pi.id,
                 status,
                 amount: pi.amount,
@@ -476,8 +549,13 @@ impl Order {
     }
 
     /// Merges a checkout session event; true when it is the newest failure.
-    fn merge_session(&mut self, event: &Envelope<'_>) -> Result<bool, ProcessError> {
+    fn merge_session(
+        &mut self,
+        event: &Envelope<'_>,
+        rules: &Fulfill,
+    ) -> Result<bool, ProcessError> {
         let session: CheckoutSession = object_as(event)?;
+        let tagged = rules.tags(&session.metadata);
         let paid = match event.event_type.as_ref() {
             "checkout.session.async_payment_succeeded" => true,
             "checkout.session.completed" => SESSION_PAID.contains(&session.payment_status.as_str()),
@@ -535,6 +613,7 @@ impl Order {
                 customer: session.customer,
                 subscription: session.subscription,
                 payment_intent: session.payment_intent,
+                tagged,
             },
         );
         Ok(replaced_failure)

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::config::DomainSettings;
 use crate::error::StoreError;
 use crate::event::{self, Envelope, EventError};
 use crate::ledger::BodyStore;
@@ -56,6 +57,15 @@ pub trait Domain: Send + Sync {
 
     /// The kinds of object it keeps (whose outboxes its sweep delivers).
     const KINDS: &'static [StateKind];
+
+    /// The rules under `settings` (`ORDER_METADATA_KEY`, …); most have none.
+    fn configured(settings: &DomainSettings) -> Self
+    where
+        Self: Sized + Default,
+    {
+        let _ = settings;
+        Self::default()
+    }
 
     /// The object `event` concerns; `None` when it concerns nothing kept here.
     fn key(&self, event: &Envelope<'_>) -> Result<Option<StateKey>, ProcessError>;

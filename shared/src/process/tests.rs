@@ -410,7 +410,7 @@ async fn effects_before_a_failing_one_are_completed_and_not_repeated() {
 async fn poison_records_fail_alone_while_the_rest_apply() {
     // GIVEN a batch with good records around an unparseable body, a
     // message missing an attribute, and a by-reference body that is gone
-    let h = harness(Fulfill);
+    let h = harness(Fulfill::default());
     let mut unparseable = message(&ev(
         "evt_bad",
         "payment_intent.created",
@@ -463,7 +463,7 @@ async fn poison_records_fail_alone_while_the_rest_apply() {
 #[tokio::test]
 async fn body_kept_by_reference_is_read_from_the_body_store() {
     // GIVEN an event whose body travelled by reference
-    let h = harness(Fulfill);
+    let h = harness(Fulfill::default());
     let event = ev("evt_big", "payment_intent.succeeded", 1, pi("succeeded"));
     let mut stored = message(&event);
     stored.payload = Payload::Stored;
@@ -536,7 +536,7 @@ async fn store_failure_mid_batch_fails_those_records_and_retry_applies_them_once
         inner: RecordingEffects::new(),
     });
     let runner = Runner::new(
-        Fulfill,
+        Fulfill::default(),
         Arc::clone(&store),
         MemoryLedger::new(),
         Arc::clone(&effects),
@@ -561,7 +561,7 @@ async fn store_failure_mid_batch_fails_those_records_and_retry_applies_them_once
     store.fail(None);
     effects.store.fail(None);
     let retry = Runner::new(
-        Fulfill,
+        Fulfill::default(),
         Arc::clone(&store),
         MemoryLedger::new(),
         Arc::new(RecordingEffects::<OrderEffect>::new()),
@@ -592,7 +592,7 @@ async fn store_failure_mid_batch_fails_those_records_and_retry_applies_them_once
 #[tokio::test]
 async fn effect_failure_stays_pending_and_redelivery_performs_it_once() {
     // GIVEN effects that fail
-    let h = harness(Fulfill);
+    let h = harness(Fulfill::default());
     h.effects.fail(true);
     let paid = ev("evt_1", "payment_intent.succeeded", 1, pi("succeeded"));
     // WHEN the payment succeeds
@@ -627,7 +627,7 @@ async fn effect_failure_stays_pending_and_redelivery_performs_it_once() {
 #[tokio::test]
 async fn completion_failure_repeats_the_effect_with_the_same_idempotency_key() {
     // GIVEN a store that cannot record an effect as done
-    let h = harness(Fulfill);
+    let h = harness(Fulfill::default());
     h.store.fail(Some("complete"));
     let paid = ev("evt_1", "payment_intent.succeeded", 1, pi("succeeded"));
     // WHEN the payment succeeds, fails on completion, and is redelivered after recovery
@@ -666,7 +666,7 @@ fn interleaving_runner(
     store: &Arc<TestStore>,
 ) -> Runner<Fulfill, Arc<TestStore>, MemoryLedger, RecordingEffects<OrderEffect>, ManualClock> {
     Runner::new(
-        Fulfill,
+        Fulfill::default(),
         Arc::clone(store),
         MemoryLedger::new(),
         RecordingEffects::<OrderEffect>::new(),
@@ -697,7 +697,7 @@ fn order_life() -> Vec<Value> {
 async fn assert_applied_as_if_one_by_one(store: &TestStore, events: &[Value]) {
     let item = store.inner.load(&order_key()).await.unwrap().unwrap();
     let state: Order = item.data.decode().unwrap();
-    let (expected, _) = testkit::fold(&Fulfill, &events.iter().collect::<Vec<_>>());
+    let (expected, _) = testkit::fold(&Fulfill::default(), &events.iter().collect::<Vec<_>>());
     assert_eq!(Some(state), expected);
     assert!(item.pending.is_empty(), "{:?}", item.pending);
     for e in events {

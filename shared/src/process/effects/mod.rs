@@ -3,6 +3,8 @@
 //! over each processor's effect type, so a Rust user plugs in their own; the
 //! targets `EFFECTS_TARGET` chooses ([`Target`]) are implementations of it.
 
+#[cfg(feature = "aws")]
+pub mod eventbridge;
 #[cfg(feature = "http-target")]
 pub mod http_target;
 
@@ -40,7 +42,7 @@ pub struct EffectContext {
 
 /// A side effect failed; it stays pending, holds back its object's later
 /// effects, and is retried.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct EffectError(pub String);
 
@@ -113,6 +115,9 @@ pub enum Target {
     /// `http://…` or `https://…`: a signed POST per effect.
     #[cfg(feature = "http-target")]
     Http(Box<http_target::HttpEffects>),
+    /// `eventbridge:<bus>`: an event per effect on the merchant's bus.
+    #[cfg(feature = "aws")]
+    EventBridge(eventbridge::EventBridgeEffects),
 }
 
 impl<E: Serialize + Sync> Effects<E> for Target {
@@ -121,6 +126,8 @@ impl<E: Serialize + Sync> Effects<E> for Target {
             Self::Log(log) => log.perform(effect, ctx).await,
             #[cfg(feature = "http-target")]
             Self::Http(http) => http.perform(effect, ctx).await,
+            #[cfg(feature = "aws")]
+            Self::EventBridge(bus) => bus.perform(effect, ctx).await,
         }
     }
 }

@@ -92,7 +92,7 @@ fn revokes(effects: &[OrderEffect]) -> usize {
 #[tokio::test]
 async fn checkout_payment_is_fulfilled_once_with_the_order_id() {
     // GIVEN a runner
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     // WHEN a checkout completes paid, then its intent and charge succeed
     let failed = deliver(
         &runner,
@@ -169,10 +169,10 @@ async fn every_event_applied_twice_changes_state_once_and_fulfils_once() {
             refund("re_1", "succeeded", 5000),
         ),
     ];
-    let once = runner(Fulfill);
+    let once = runner(Fulfill::default());
     deliver(&once, &events).await;
     // WHEN every event is delivered twice (each redelivery right after the first)
-    let twice = runner(Fulfill);
+    let twice = runner(Fulfill::default());
     let doubled: Vec<Value> = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
     let failed = deliver(&twice, &doubled).await;
     // THEN the state is the same and each effect happened once
@@ -192,9 +192,9 @@ async fn every_event_applied_twice_changes_state_once_and_fulfils_once() {
     // AND the pure rules call a replay stale
     let body = events[2].to_string();
     let env = envelope(&body);
-    let (current, _) = fold(&Fulfill, &events.iter().collect::<Vec<_>>());
+    let (current, _) = fold(&Fulfill::default(), &events.iter().collect::<Vec<_>>());
     assert_eq!(
-        Fulfill.apply(current.as_ref(), &env).unwrap(),
+        Fulfill::default().apply(current.as_ref(), &env).unwrap(),
         Decision::Stale
     );
 }
@@ -202,7 +202,7 @@ async fn every_event_applied_twice_changes_state_once_and_fulfils_once() {
 #[tokio::test]
 async fn each_failed_attempt_notifies_once_and_a_late_one_never() {
     // GIVEN a runner
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     // WHEN two attempts fail, the payment succeeds, then the first failure is redelivered late
     let first = ev(
         "evt_f1",
@@ -270,7 +270,7 @@ async fn each_failed_attempt_notifies_once_and_a_late_one_never() {
 #[tokio::test]
 async fn full_refund_revokes_fulfilment_once() {
     // GIVEN a fulfilled order
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     deliver(
         &runner,
         &[
@@ -340,7 +340,7 @@ async fn full_refund_revokes_fulfilment_once() {
 #[tokio::test]
 async fn refund_terminal_status_is_final_whatever_arrives_later() {
     // GIVEN a refund that succeeded
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     deliver(
         &runner,
         &[ev(
@@ -393,7 +393,7 @@ async fn refund_terminal_status_is_final_whatever_arrives_later() {
 #[tokio::test]
 async fn refund_before_payment_is_never_fulfilled() {
     // GIVEN a full refund reported before the payment's success
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     deliver(
         &runner,
         &[ev(
@@ -424,7 +424,7 @@ async fn refund_before_payment_is_never_fulfilled() {
 #[tokio::test]
 async fn canceled_payment_is_closed_once() {
     // GIVEN a runner
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     // WHEN the intent is canceled and the checkout then expires
     let canceled = with(
         pi("canceled", 0),
@@ -459,7 +459,7 @@ async fn canceled_payment_is_closed_once() {
 #[tokio::test]
 async fn delayed_checkout_payment_fulfils_on_success_and_notifies_on_failure() {
     // GIVEN two checkouts completed unpaid (bank debits)
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let other = with(
         session("unpaid", "complete"),
         json!({"id": "cs_2", "payment_intent": "pi_2"}),
@@ -511,7 +511,7 @@ async fn delayed_checkout_payment_fulfils_on_success_and_notifies_on_failure() {
 #[tokio::test]
 async fn older_event_never_regresses_order() {
     // GIVEN a succeeded payment
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     deliver(
         &runner,
         &[ev(
@@ -564,8 +564,8 @@ fn equal_timestamps_follow_payment_intent_precedence() {
         declined("generic_decline"),
     );
     // WHEN applied in either order
-    let (one, _) = fold(&Fulfill, &[&processing, &failed]);
-    let (two, _) = fold(&Fulfill, &[&failed, &processing]);
+    let (one, _) = fold(&Fulfill::default(), &[&processing, &failed]);
+    let (two, _) = fold(&Fulfill::default(), &[&failed, &processing]);
     // THEN the failure (later in the table) wins both times
     assert_eq!(one, two);
     let payment = one.unwrap().payment.unwrap();
@@ -612,12 +612,13 @@ fn every_permutation_of_an_order_ends_in_the_same_state() {
     ];
     let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
     let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
-    let (expected, in_order) = fold_envelopes(&Fulfill, envelopes.iter());
+    let (expected, in_order) = fold_envelopes(&Fulfill::default(), envelopes.iter());
     assert_eq!(fulfils(&in_order), 1);
     assert_eq!(revokes(&in_order), 1);
     // WHEN every one of the 5040 orders is applied
     for order in permutations(envelopes.len()) {
-        let (state, effects) = fold_envelopes(&Fulfill, order.iter().map(|&i| &envelopes[i]));
+        let (state, effects) =
+            fold_envelopes(&Fulfill::default(), order.iter().map(|&i| &envelopes[i]));
         // THEN the state is the same (but for what the merchant was told,
         // which depends on the order), and nothing is fulfilled or revoked twice
         assert_eq!(merged(state), merged(expected.clone()), "order {order:?}");
@@ -629,7 +630,7 @@ fn every_permutation_of_an_order_ends_in_the_same_state() {
 #[tokio::test]
 async fn charge_without_payment_intent_or_id_fails_to_the_dead_letter_queue() {
     // GIVEN a refund naming neither its payment intent nor its charge
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let orphan = ev(
         "evt_1",
         "refund.created",
@@ -641,7 +642,7 @@ async fn charge_without_payment_intent_or_id_fails_to_the_dead_letter_queue() {
     );
     // WHEN keyed and processed
     let body = orphan.to_string();
-    let err = Fulfill.key(&envelope(&body)).unwrap_err();
+    let err = Fulfill::default().key(&envelope(&body)).unwrap_err();
     let failed = runner.run_batch(vec![delivery("m1", &orphan)]).await;
     // THEN it is an object error and the record fails
     assert!(matches!(err, ProcessError::Object { .. }), "{err}");
@@ -651,7 +652,7 @@ async fn charge_without_payment_intent_or_id_fails_to_the_dead_letter_queue() {
 #[tokio::test]
 async fn legacy_charge_is_keyed_by_charge_and_fulfilled() {
     // GIVEN a captured charge made without a payment intent
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let legacy = with(
         charge("ch_legacy", 5000, 0),
         json!({"payment_intent": null}),
@@ -669,7 +670,7 @@ async fn legacy_charge_is_keyed_by_charge_and_fulfilled() {
 #[tokio::test]
 async fn events_of_other_families_are_skipped() {
     // GIVEN a dispute event on the fulfill queue by mistake
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let dispute = ev("evt_1", "charge.dispute.created", 1, resource("dispute"));
     // WHEN processed
     let failed = deliver(&runner, &[dispute]).await;
@@ -703,7 +704,7 @@ fn refund_that_fails_after_the_revoke_is_reported_never_fulfilled_again() {
     let failed = ev("evt_3", "refund.failed", 3, refund("re_1", "failed", 5000));
     let charged = ev("evt_4", "charge.refunded", 2, charge("ch_1", 5000, 5000));
     // WHEN they arrive in that order
-    let (_, effects) = fold(&Fulfill, &[&paid, &refunded, &failed]);
+    let (_, effects) = fold(&Fulfill::default(), &[&paid, &refunded, &failed]);
     // THEN the merchant fulfils, revokes, and hears the refund failed: no second fulfil
     let names: Vec<_> = effects.iter().map(effect_name).collect();
     assert_eq!(names, ["fulfil", "revoke_fulfilment", "refund_failed"]);
@@ -711,7 +712,7 @@ fn refund_that_fails_after_the_revoke_is_reported_never_fulfilled_again() {
     let events = [&paid, &refunded, &failed, &charged];
     for order in permutations(events.len()) {
         let ordered: Vec<_> = order.iter().map(|&i| events[i]).collect();
-        let (_, effects) = fold(&Fulfill, &ordered);
+        let (_, effects) = fold(&Fulfill::default(), &ordered);
         assert!(fulfils(&effects) <= 1, "order {order:?}: {effects:?}");
         assert!(revokes(&effects) <= 1, "order {order:?}: {effects:?}");
     }
@@ -727,7 +728,7 @@ fn effect_name(effect: &OrderEffect) -> String {
 #[tokio::test]
 async fn subscription_and_setup_checkouts_are_not_orders() {
     // GIVEN completed checkouts that start a subscription or save a card
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let subscribe = ev(
         "evt_1",
         "checkout.session.completed",
@@ -760,7 +761,7 @@ async fn subscription_and_setup_checkouts_are_not_orders() {
 #[tokio::test]
 async fn payments_of_an_invoice_are_not_orders() {
     // GIVEN a subscription's payment intent and charge on an API version that links the invoice
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let paid = ev(
         "evt_1",
         "payment_intent.succeeded",
@@ -782,7 +783,7 @@ async fn payments_of_an_invoice_are_not_orders() {
 #[tokio::test]
 async fn a_revoke_never_overtakes_the_fulfil_before_it() {
     // GIVEN a paid order whose fulfilment call fails
-    let runner = runner(Fulfill);
+    let runner = runner(Fulfill::default());
     let paid = ev(
         "evt_paid",
         "payment_intent.succeeded",
@@ -825,4 +826,82 @@ async fn a_revoke_never_overtakes_the_fulfil_before_it() {
     let seqs: Vec<_> = performed.iter().map(|(ctx, _)| ctx.seq).collect();
     assert_eq!(seqs, [1, 2]);
     assert_eq!(testkit::pending::<Fulfill>(&runner, &key()).await, 0);
+}
+
+/// Fulfil with `ORDER_METADATA_KEY=shop_order`.
+fn keyed() -> Fulfill {
+    Fulfill::with_order_metadata_key(Some("shop_order".into()))
+}
+
+fn tagged(object: Value) -> Value {
+    let mut metadata = object["metadata"].clone();
+    metadata["shop_order"] = json!("yes");
+    with(object, json!({ "metadata": metadata }))
+}
+
+#[test]
+fn with_an_order_metadata_key_only_tagged_payments_are_orders() {
+    // GIVEN ORDER_METADATA_KEY: a payment intent without the key (a
+    // subscription's payment on an API version that links no invoice)
+    let untagged = ev(
+        "evt_u",
+        "payment_intent.succeeded",
+        0,
+        pi("succeeded", 5000),
+    );
+    let (state, effects) = fold(&keyed(), &[&untagged]);
+    // THEN it is kept but is no order: nothing is fulfilled
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(!state.unwrap().is_order);
+    // WHILE without the key the same payment is an order (the documented default)
+    let (_, effects) = fold(&Fulfill::default(), &[&untagged]);
+    assert_eq!(fulfils(&effects), 1);
+    // AND a tagged intent, or a tagged checkout session, is fulfilled once
+    let intent = ev(
+        "evt_t",
+        "payment_intent.succeeded",
+        0,
+        tagged(pi("succeeded", 5000)),
+    );
+    assert_eq!(fulfils(&fold(&keyed(), &[&intent]).1), 1);
+    let checkout = ev(
+        "evt_s",
+        "checkout.session.completed",
+        0,
+        tagged(session("paid", "complete")),
+    );
+    assert_eq!(fulfils(&fold(&keyed(), &[&checkout]).1), 1);
+}
+
+#[test]
+fn a_payment_becoming_an_order_late_shows_what_it_owes_in_any_order() {
+    // GIVEN ORDER_METADATA_KEY and a paid, then fully refunded, tagged payment
+    // whose charges may arrive before the intent says it is an order
+    let paid = ev("evt_1", "charge.succeeded", 0, charge("ch_1", 5000, 0));
+    let intent = ev(
+        "evt_2",
+        "payment_intent.succeeded",
+        1,
+        tagged(pi("succeeded", 5000)),
+    );
+    let refunded = ev("evt_3", "charge.refunded", 2, charge("ch_1", 5000, 5000));
+    let events = [&paid, &intent, &refunded];
+    for order in permutations(3) {
+        let ordered: Vec<&Value> = order.iter().map(|&i| events[i]).collect();
+        let (state, effects) = fold(&keyed(), &ordered);
+        // THEN in every order the result is the same order, and the intent
+        // arriving first or second gives fulfil then revoke, never more
+        assert!(state.as_ref().unwrap().is_order);
+        assert!(
+            fulfils(&effects) <= 1 && revokes(&effects) == fulfils(&effects),
+            "{order:?}: {effects:?}"
+        );
+        let intent_before_refund =
+            order.iter().position(|&i| i == 1) < order.iter().position(|&i| i == 2);
+        assert_eq!(
+            fulfils(&effects),
+            usize::from(intent_before_refund),
+            "{order:?}: {effects:?}"
+        );
+    }
 }
