@@ -37,6 +37,18 @@ RESOURCES = {
             "partition_key": {"name": "pk", "type": "S"},
             "ttl_attribute": "expires_at",
             "billing_mode": "PAY_PER_REQUEST",
+            # Sparse: objects with undelivered effects, the longest waiting first.
+            "indexes": [
+                {
+                    "IndexName": "outboxes",
+                    "KeySchema": [
+                        {"AttributeName": "outbox", "KeyType": "HASH"},
+                        {"AttributeName": "outbox_since", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["pending", "version"]},
+                }
+            ],
+            "index_attributes": {"outbox": "S", "outbox_since": "N"},
         },
     },
     "queues": {
@@ -75,12 +87,15 @@ def _ensure_boto3():
 
 def create_table(dynamodb, name, spec):
     key = spec["partition_key"]
+    attributes = {key["name"]: key["type"], **spec.get("index_attributes", {})}
+    indexes = {"GlobalSecondaryIndexes": spec["indexes"]} if spec.get("indexes") else {}
     try:
         dynamodb.create_table(
             TableName=name,
-            AttributeDefinitions=[{"AttributeName": key["name"], "AttributeType": key["type"]}],
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()],
             KeySchema=[{"AttributeName": key["name"], "KeyType": "HASH"}],
             BillingMode=spec["billing_mode"],
+            **indexes,
         )
     except dynamodb.exceptions.ResourceInUseException:
         pass

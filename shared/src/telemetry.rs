@@ -42,6 +42,9 @@ pub enum Metric {
     EffectParked,
     /// From the event's `created` to its application, milliseconds.
     LagMillis,
+    /// How long the processor's oldest undelivered effect has waited, seconds
+    /// (0: every effect delivered), from each sweep.
+    OldestUndeliveredEffectAge,
 }
 
 impl Metric {
@@ -63,6 +66,7 @@ impl Metric {
             Self::EffectPerformed => "Effect",
             Self::EffectParked => "EffectParked",
             Self::LagMillis => "Lag",
+            Self::OldestUndeliveredEffectAge => "OldestUndeliveredEffectAge",
         }
     }
 
@@ -70,6 +74,7 @@ impl Metric {
     pub fn unit(self) -> &'static str {
         match self {
             Self::LatencyMillis | Self::LagMillis => "Milliseconds",
+            Self::OldestUndeliveredEffectAge => "Seconds",
             _ => "Count",
         }
     }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -168,22 +168,42 @@ impl Aws {
         )
     }
 
-    /// Creates a table keyed by `pk` (S) with the `expires_at` TTL, as deployed.
+    /// Creates a table keyed by `pk` (S) with the `expires_at` TTL and the
+    /// state table's sparse outbox index, as deployed.
     pub async fn create_table(&self, name: &str) {
+        let attribute = |name: &str, kind| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+                .unwrap()
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .unwrap()
+        };
         self.dynamodb
             .create_table()
             .table_name(name)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
+            .attribute_definitions(attribute("pk", ScalarAttributeType::S))
+            .attribute_definitions(attribute("outbox", ScalarAttributeType::S))
+            .attribute_definitions(attribute("outbox_since", ScalarAttributeType::N))
+            .key_schema(key("pk", KeyType::Hash))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(payhook_shared::state::dynamodb::OUTBOX_INDEX)
+                    .key_schema(key("outbox", KeyType::Hash))
+                    .key_schema(key("outbox_since", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .non_key_attributes("pending")
+                            .non_key_attributes("version")
+                            .build(),
+                    )
                     .build()
                     .unwrap(),
             )

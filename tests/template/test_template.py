@@ -48,7 +48,7 @@ PUT_EVENTS = {"events:PutEvents"}
 CONSUME_QUEUE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
 CONSUME_QUEUE_MAY = CONSUME_QUEUE | {"sqs:ChangeMessageVisibility"}
 WRITE_STATE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
-WRITE_STATE_MAY = WRITE_STATE | {"dynamodb:DeleteItem"}
+WRITE_STATE_MAY = WRITE_STATE | {"dynamodb:DeleteItem", "dynamodb:Query"}
 READ_BODIES = {"dynamodb:GetItem"}
 READ_BODIES_MAY = READ_BODIES | {"dynamodb:Query"}
 # Actions AWS only authorises on `*`.
@@ -699,7 +699,8 @@ class CheckerCatchesMistakes(unittest.TestCase):
     def test_processor_writing_the_ledger(self):
         t = self.template()
         statements = t["Resources"]["SubscriptionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-        statements[3]["Action"] = ["dynamodb:GetItem", "dynamodb:PutItem"]
+        bodies = next(s for s in statements if s.get("Sid") == "ReadStoredBodies")
+        bodies["Action"] = ["dynamodb:GetItem", "dynamodb:PutItem"]
         self.assertIn("['dynamodb:PutItem'] on LedgerTable, more than subscription needs", self.found(t))
 
     def test_processor_that_cannot_poll_its_queue(self):
@@ -750,6 +751,11 @@ class LocalResourcesMatchTemplate(unittest.TestCase):
             self.assertIn({"AttributeName": key["name"], "AttributeType": key["type"]}, props["AttributeDefinitions"])
             self.assertEqual(props["TimeToLiveSpecification"], {"AttributeName": spec["ttl_attribute"], "Enabled": True})
             self.assertEqual(props["BillingMode"], spec["billing_mode"])
+            self.assertEqual(props.get("GlobalSecondaryIndexes", []), spec.get("indexes", []))
+            attributes = {key["name"]: key["type"], **spec.get("index_attributes", {})}
+            self.assertEqual(
+                {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}, attributes
+            )
 
     def test_same_queues_and_dead_letter_queues(self):
         queues = cfn.resources(self.template, "AWS::SQS::Queue")

@@ -115,7 +115,7 @@ async fn enqueued_events_are_applied_once_by_the_processor_from_sqs() {
         ReceiveSettings::default(),
     );
     let runner: AwsRunner = Runner::new(
-        Fulfill,
+        Fulfill::default(),
         DynamoStateStore::new(aws.dynamodb.clone(), &state_table),
         DynamoLedger::new(aws.dynamodb.clone(), &ledger_table),
         RecordingEffects::new(),
@@ -217,7 +217,7 @@ async fn unusable_record_fails_alone_until_the_dead_letter_queue_takes_it() {
     queue.send(Processor::Fulfill, &good).await.unwrap();
     queue.send(Processor::Fulfill, &poison).await.unwrap();
     let runner: AwsRunner = Runner::new(
-        Fulfill,
+        Fulfill::default(),
         DynamoStateStore::new(aws.dynamodb.clone(), &state_table),
         DynamoLedger::new(aws.dynamodb.clone(), &state_table),
         RecordingEffects::new(),

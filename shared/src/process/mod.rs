@@ -182,6 +182,9 @@ pub struct Swept {
     pub objects: usize,
     /// Of those, the ones whose delivery failed (their effects wait for the next sweep).
     pub failed: usize,
+    /// How long the oldest undelivered effect had waited when the sweep began
+    /// (milliseconds; 0 when there was none).
+    pub oldest_age_millis: i64,
 }
 
 /// How many stripes [`OutboxLocks`] has: enough that the records of a few
@@ -529,6 +532,7 @@ where
                 })?,
                 attempts: 0,
                 last_error: None,
+                at_millis: now,
             });
         }
         Ok(StateItem {
@@ -550,15 +554,27 @@ where
     /// Delivers the outboxes no record is left to deliver: effects of a
     /// record that reached the dead-letter queue, an outbox released by a
     /// retry. Up to `limit` objects of this processor's kinds; parked ones
-    /// stay parked. Returns the objects looked at and those still holding
-    /// effects after the attempt.
+    /// stay parked. Emits `OldestUndeliveredEffectAge` (seconds, 0 when all
+    /// is delivered), so that nothing waits unseen. Returns the objects looked
+    /// at and those still holding effects after the attempt.
     pub async fn sweep(&self, limit: usize) -> Result<Swept, StoreError> {
-        let keys = self.store.outboxes(D::KINDS, limit).await?;
+        let found = self.store.outboxes(D::KINDS, limit).await?;
+        let oldest_age_millis = found
+            .first()
+            .map_or(0, |o| (self.clock.now_millis() - o.since_millis).max(0));
+        telemetry::emit(
+            D::PROCESSOR.as_str(),
+            &[(
+                Metric::OldestUndeliveredEffectAge,
+                oldest_age_millis as f64 / 1000.0,
+            )],
+        );
         let mut swept = Swept {
-            objects: keys.len(),
-            ..Swept::default()
+            objects: found.len(),
+            failed: 0,
+            oldest_age_millis,
         };
-        for key in &keys {
+        for key in found.iter().map(|o| &o.key) {
             let _object = self.outboxes.lock(key).await;
             let delivered = match self.store.load(key).await {
                 Ok(Some(item)) => self.deliver(&item, None).await,

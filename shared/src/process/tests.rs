@@ -14,7 +14,7 @@ use super::testkit::{self, NOW, delivery, event as ev, message, resource, with};
 use super::*;
 use crate::clock::ManualClock;
 use crate::ledger::{BodyStore, MemoryLedger};
-use crate::state::{MemoryStateStore, StateKind};
+use crate::state::{MemoryStateStore, StateKind, Undelivered};
 
 const PI: &str = "pi_batch";
 
@@ -221,7 +221,7 @@ impl StateStore for TestStore {
         &self,
         kinds: &[StateKind],
         limit: usize,
-    ) -> Result<Vec<StateKey>, StoreError> {
+    ) -> Result<Vec<Undelivered>, StoreError> {
         self.inner.outboxes(kinds, limit).await
     }
 
@@ -239,17 +239,28 @@ type TwoEffectsRunner =
 
 /// A [`TwoEffects`] runner over a counting store and effects that can refuse.
 fn two_effects_runner() -> (Arc<TestStore>, Arc<RefuseSecond>, TwoEffectsRunner) {
+    let (store, effects, runner, _) = two_effects_runner_and_clock();
+    (store, effects, runner)
+}
+
+fn two_effects_runner_and_clock() -> (
+    Arc<TestStore>,
+    Arc<RefuseSecond>,
+    TwoEffectsRunner,
+    ManualClock,
+) {
     let store = Arc::new(TestStore::default());
     let effects = Arc::new(RefuseSecond::default());
+    let clock = ManualClock::at_secs(NOW);
     let runner = Runner::new(
         TwoEffects,
         Arc::clone(&store),
         MemoryLedger::new(),
         Arc::clone(&effects),
-        ManualClock::at_secs(NOW),
+        clock.clone(),
         3600,
     );
-    (store, effects, runner)
+    (store, effects, runner, clock)
 }
 
 #[tokio::test]
@@ -800,21 +811,19 @@ fn effects_carry_the_name_log_effects_reports() {
 async fn an_outbox_left_by_a_dead_lettered_record_is_delivered_by_the_sweep() {
     // GIVEN a record whose effect failed, and that will not come back (its
     // message reached the dead-letter queue)
-    let (store, effects, runner) = two_effects_runner();
+    let (store, effects, runner, clock) = two_effects_runner_and_clock();
     effects.refuse_second.store(true, Ordering::SeqCst);
     let first = vec![delivery("m1", &tally_event("evt_1", "test.two"))];
     assert_eq!(runner.run_batch(first).await, ["m1"]);
-    // WHEN the merchant's system is back and the processor sweeps
+    // WHEN the merchant's system is back 90 s later and the processor sweeps
+    clock.advance_millis(90_000);
     effects.refuse_second.store(false, Ordering::SeqCst);
     let swept = runner.sweep(100).await.unwrap();
-    // THEN the effect left behind is delivered, after the one before it, and nothing is pending
-    assert_eq!(
-        swept,
-        Swept {
-            objects: 1,
-            failed: 0
-        }
-    );
+    // THEN the sweep saw the effect waiting 90 s; it is delivered, after the
+    // one before it, and nothing is pending
+    assert_eq!((swept.objects, swept.failed), (1, 0));
+    assert_eq!(swept.oldest_age_millis, 90_000);
+    assert_eq!(runner.sweep(100).await.unwrap().oldest_age_millis, 0);
     assert_eq!(*effects.performed.lock().unwrap(), ["evt_1:1", "evt_1:2"]);
     let key = StateKey::new(StateKind::Order, "obj_1");
     assert!(

@@ -23,11 +23,11 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 
 use super::{
     Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
-    StateStore,
+    StateStore, Undelivered,
 };
 use crate::aws::item::{self, Item, ItemExt, PK, n, s};
 use crate::error::StoreError;
@@ -57,7 +57,15 @@ mod a {
     pub const OUTCOME: &str = "outcome";
     pub const AT: &str = "at";
     pub const EXPIRES_AT: &str = "expires_at";
+    pub const OUTBOX: &str = "outbox";
+    pub const OUTBOX_SINCE: &str = "outbox_since";
 }
+
+/// The sparse global secondary index over objects with undelivered effects:
+/// partition `outbox` (the object kind), sort `outbox_since` (unix ms since
+/// the oldest effect waits). Items carry both only while their outbox holds
+/// effects, so the sweep and the age metric read a few keys, not the table.
+pub const OUTBOX_INDEX: &str = "outboxes";
 
 /// The cancellation reason DynamoDB gives a failed condition.
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
@@ -121,6 +129,32 @@ impl DynamoStateStore {
                 }
                 _ => Err(item::unavailable("commit", err)),
             },
+        }
+    }
+}
+
+impl DynamoStateStore {
+    /// Takes an object whose outbox was just emptied out of [`OUTBOX_INDEX`],
+    /// unless it changed since (a commit writes the index attributes itself).
+    async fn leave_outbox_index(&self, key: &StateKey, version: i64) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key.partition_key()))
+            .condition_expression("#version = :version")
+            .update_expression("REMOVE #outbox, #since")
+            .expression_attribute_names("#version", a::VERSION)
+            .expression_attribute_names("#outbox", a::OUTBOX)
+            .expression_attribute_names("#since", a::OUTBOX_SINCE)
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        match result {
+            Err(err) if !matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
+                Err(item::unavailable("complete", err))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -201,8 +235,22 @@ impl StateStore for DynamoStateStore {
         } else {
             format!("REMOVE {} ADD #version :one", remove.join(", "))
         };
-        match update.update_expression(expression).send().await {
-            Ok(_) => Ok(()),
+        let updated = update
+            .update_expression(expression)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match updated {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                let emptied =
+                    !matches!(item.get(a::PENDING), Some(AttributeValue::M(m)) if !m.is_empty());
+                if emptied && item.contains_key(a::OUTBOX) {
+                    let version = item.req_i64(&key.partition_key(), a::VERSION)?;
+                    self.leave_outbox_index(key, version).await?;
+                }
+                Ok(())
+            }
             // No item: nothing pending (as in every backend).
             Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
                 Ok(())
@@ -297,45 +345,70 @@ impl StateStore for DynamoStateStore {
         &self,
         kinds: &[StateKind],
         limit: usize,
-    ) -> Result<Vec<StateKey>, StoreError> {
-        // A scan: outboxes are rare and short-lived, and the sweep is
-        // occasional. Items are matched here rather than by a filter
-        // expression, which moto does not evaluate on map sizes.
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .projection_expression("#kind, #id, #pending")
-                .expression_attribute_names("#pending", a::PENDING)
-                .expression_attribute_names("#kind", a::KIND)
-                .expression_attribute_names("#id", a::ID)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| item::unavailable("outboxes", e))?;
-            for found in out.items.unwrap_or_default() {
-                let undelivered =
-                    matches!(found.get(a::PENDING), Some(AttributeValue::M(m)) if !m.is_empty());
-                if !undelivered {
-                    continue;
+    ) -> Result<Vec<Undelivered>, StoreError> {
+        let mut found = Vec::new();
+        for kind in kinds {
+            let mut start = None;
+            let mut taken = 0;
+            // Oldest first: `limit` per kind is enough for the `limit` oldest overall.
+            while taken < limit {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(OUTBOX_INDEX)
+                    .key_condition_expression("#outbox = :kind")
+                    .expression_attribute_names("#outbox", a::OUTBOX)
+                    .expression_attribute_values(":kind", s(kind.as_str()))
+                    .limit(i32::try_from(limit - taken).unwrap_or(i32::MAX))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| item::unavailable("outboxes", e))?;
+                for entry in out.items.unwrap_or_default() {
+                    let pk = entry.req_s("outboxes", PK)?;
+                    let Some(id) = pk.strip_prefix(&format!("{}#", kind.as_str())) else {
+                        return Err(StoreError::corrupt(pk, "not an object of its outbox kind"));
+                    };
+                    let key = StateKey::new(*kind, id);
+                    // The index keeps the oldest wait of the last full write;
+                    // the projected outbox says what still waits.
+                    let waiting = match entry.get(a::PENDING) {
+                        Some(AttributeValue::M(m)) => m
+                            .values()
+                            .filter_map(|e| match e {
+                                AttributeValue::M(e) => e.opt_i64(pk, a::AT).ok().flatten(),
+                                _ => None,
+                            })
+                            .filter(|at| *at > 0)
+                            .min()
+                            .or(Some(0))
+                            .filter(|_| !m.is_empty()),
+                        _ => None,
+                    };
+                    let Some(oldest) = waiting else {
+                        // Emptied, but not taken out of the index (the call
+                        // after the last delivery failed): taken out now.
+                        let version = entry.req_i64(pk, a::VERSION)?;
+                        self.leave_outbox_index(&key, version).await?;
+                        continue;
+                    };
+                    let since_millis = match oldest {
+                        0 => entry.req_i64(pk, a::OUTBOX_SINCE)?,
+                        at => at,
+                    };
+                    taken += 1;
+                    found.push(Undelivered { since_millis, key });
                 }
-                let kind = found.opt_s("outbox", a::KIND)?.and_then(StateKind::parse);
-                let id = found.opt_s("outbox", a::ID)?;
-                if let (Some(kind), Some(id)) = (kind, id) {
-                    if kinds.contains(&kind) && keys.len() < limit {
-                        keys.push(StateKey::new(kind, id));
-                    }
+                start = out.last_evaluated_key;
+                if start.is_none() {
+                    break;
                 }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() || keys.len() >= limit {
-                keys.sort();
-                return Ok(keys);
             }
         }
+        found.sort();
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn marker(
@@ -400,13 +473,16 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
                 (a::ATTEMPTS.to_owned(), n(p.attempts)),
             ]
             .into();
+            if p.at_millis > 0 {
+                entry.insert(a::AT.to_owned(), n(p.at_millis));
+            }
             if let Some(error) = &p.last_error {
                 entry.insert(a::LAST_ERROR.to_owned(), s(error));
             }
             (p.id.clone(), AttributeValue::M(entry))
         })
         .collect::<HashMap<_, _>>();
-    Ok([
+    let mut item: Item = [
         (PK.to_owned(), s(&pk)),
         (a::KIND.to_owned(), s(state.key.kind.as_str())),
         (a::ID.to_owned(), s(&state.key.id)),
@@ -419,7 +495,12 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         (a::PENDING.to_owned(), AttributeValue::M(pending)),
         (a::NEXT_SEQ.to_owned(), n(state.next_seq)),
     ]
-    .into())
+    .into();
+    if let Some(since) = state.undelivered_since() {
+        item.insert(a::OUTBOX.to_owned(), s(state.key.kind.as_str()));
+        item.insert(a::OUTBOX_SINCE.to_owned(), n(since));
+    }
+    Ok(item)
 }
 
 fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, StoreError> {
@@ -454,6 +535,7 @@ fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, S
                         effect: parse_json("pending effect", entry.req_s(pk, a::EFFECT)?)?,
                         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                         last_error: entry.opt_s(pk, a::LAST_ERROR)?.map(str::to_owned),
+                        at_millis: entry.opt_i64(pk, a::AT)?.unwrap_or_default(),
                     },
                 ));
             }
@@ -561,6 +643,7 @@ mod tests {
                 effect: Json::encode(&serde_json::json!({ "effect": "fulfil", "id": id })).unwrap(),
                 attempts: seq as u32 - 4,
                 last_error: (seq > 4).then(|| format!("attempt {seq} failed")),
+                at_millis: 1_750_000_000_000 + i64::from(seq as u32),
             })
             .collect();
         let original = item(pending);

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Commit, CommitResult, Marker, StateItem, StateKey, StateKind, StateStore};
+use super::{
+    Commit, CommitResult, Marker, StateItem, StateKey, StateKind, StateStore, Undelivered,
+};
 use crate::error::StoreError;
 use crate::route::Processor;
 
@@ -116,16 +118,21 @@ impl StateStore for MemoryStateStore {
         &self,
         kinds: &[StateKind],
         limit: usize,
-    ) -> Result<Vec<StateKey>, StoreError> {
+    ) -> Result<Vec<Undelivered>, StoreError> {
         self.check("load")?;
-        let mut keys: Vec<StateKey> = lock(&self.items)
+        let mut found: Vec<Undelivered> = lock(&self.items)
             .values()
-            .filter(|i| !i.pending.is_empty() && kinds.contains(&i.key.kind))
-            .map(|i| i.key.clone())
+            .filter(|i| kinds.contains(&i.key.kind))
+            .filter_map(|i| {
+                Some(Undelivered {
+                    since_millis: i.undelivered_since()?,
+                    key: i.key.clone(),
+                })
+            })
             .collect();
-        keys.sort();
-        keys.truncate(limit);
-        Ok(keys)
+        found.sort();
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn marker(

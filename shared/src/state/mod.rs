@@ -155,6 +155,24 @@ pub struct PendingEffect {
     /// Why the last delivery failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When it was committed (unix milliseconds; 0 for effects stored before
+    /// this was recorded): how long an undelivered effect has waited.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub at_millis: i64,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+/// An object whose outbox holds undelivered effects, for the sweep and the
+/// age-of-oldest-effect metric.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Undelivered {
+    /// Since when (unix milliseconds) its oldest undelivered effect waits.
+    pub since_millis: i64,
+    /// Which object.
+    pub key: StateKey,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -182,6 +200,23 @@ pub struct StateItem {
     pub pending: Vec<PendingEffect>,
     /// The `seq` the object's next effect gets.
     pub next_seq: u64,
+}
+
+impl StateItem {
+    /// Since when its oldest undelivered effect waits (unix milliseconds);
+    /// `None` when its outbox is empty.
+    pub fn undelivered_since(&self) -> Option<i64> {
+        self.pending
+            .iter()
+            .map(|p| {
+                if p.at_millis > 0 {
+                    p.at_millis
+                } else {
+                    self.updated_at_millis
+                }
+            })
+            .min()
+    }
 }
 
 /// What a processor did with one event, as recorded in its marker.
@@ -298,13 +333,14 @@ pub trait StateStore: Send + Sync {
         key: &StateKey,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// Up to `limit` objects of `kinds` whose outbox holds undelivered effects,
-    /// for the sweep that delivers what no record is left to deliver.
+    /// Up to `limit` objects of `kinds` whose outbox holds undelivered
+    /// effects, the longest waiting first: for the sweep that delivers what no
+    /// record is left to deliver, and the age of the oldest effect.
     fn outboxes(
         &self,
         kinds: &[StateKind],
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<StateKey>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Undelivered>, StoreError>> + Send;
 
     /// The marker `processor` wrote for `event_id`, if any.
     fn marker(
@@ -357,7 +393,7 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         &self,
         kinds: &[StateKind],
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<StateKey>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Undelivered>, StoreError>> + Send {
         (**self).outboxes(kinds, limit)
     }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
-    StateStore,
+    StateStore, Undelivered,
 };
 use crate::error::StoreError;
 use crate::route::Processor;
@@ -391,29 +391,31 @@ impl StateStore for SqliteStateStore {
         &self,
         kinds: &[StateKind],
         limit: usize,
-    ) -> Result<Vec<StateKey>, StoreError> {
+    ) -> Result<Vec<Undelivered>, StoreError> {
         let kinds: Vec<&'static str> = kinds.iter().map(|k| k.as_str()).collect();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
             .read("outboxes", move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT kind, id FROM state_items WHERE pending != '[]'
-                     ORDER BY kind, id",
-                )?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {ITEM_COLUMNS} FROM state_items WHERE pending != '[]'"
+                ))?;
                 let mut rows = stmt.query([])?;
-                let mut keys = Vec::new();
+                let mut found = Vec::new();
                 while let Some(row) = rows.next()? {
                     let kind: String = row.get(0)?;
-                    if kinds.contains(&kind.as_str()) {
-                        if let Some(kind) = StateKind::parse(&kind) {
-                            keys.push(StateKey::new(kind, row.get::<_, String>(1)?));
-                        }
+                    if !kinds.contains(&kind.as_str()) {
+                        continue;
                     }
-                    if i64::try_from(keys.len()).unwrap_or(i64::MAX) >= limit {
-                        break;
+                    let item = item_from_row(row)??;
+                    if let Some(since_millis) = item.undelivered_since() {
+                        found.push(Undelivered {
+                            since_millis,
+                            key: item.key,
+                        });
                     }
                 }
-                Ok(keys)
+                found.sort();
+                found.truncate(limit);
+                Ok(found)
             })
             .await
     }
@@ -473,6 +475,7 @@ mod tests {
                     .unwrap(),
                     attempts: 0,
                     last_error: None,
+                    at_millis: 0,
                 })
                 .collect(),
             next_seq: pending.len() as u64 + 1,

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::route::Processor;
 use crate::state::{
     Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
-    StateStore,
+    StateStore, Undelivered,
 };
 
 /// The order `id` (namespaced by `ns`).
@@ -57,6 +57,7 @@ fn effect(event_id: &str, n: usize) -> PendingEffect {
         effect: Json::encode(&json!({ "effect": "fulfil_order", "n": n })).unwrap(),
         attempts: 0,
         last_error: None,
+        at_millis: 1_750_000_000_000 + n as i64 * 1000,
     }
 }
 
@@ -544,12 +545,20 @@ pub async fn objects_with_undelivered_effects_are_found<S: StateStore>(store: &S
             .await
             .unwrap();
     }
-    let mine = |keys: Vec<StateKey>| -> Vec<StateKey> {
-        keys.into_iter().filter(|k| k.id.contains(ns)).collect()
+    let mine = |found: Vec<Undelivered>| -> Vec<StateKey> {
+        found
+            .into_iter()
+            .filter(|o| o.key.id.contains(ns))
+            .map(|o| o.key)
+            .collect()
     };
-    // WHEN orders with undelivered effects are asked for THEN only the first is found
-    let found = mine(store.outboxes(&[StateKind::Order], 1000).await.unwrap());
-    assert_eq!(found, std::slice::from_ref(&with));
+    // WHEN orders with undelivered effects are asked for THEN only the first
+    // is found, waiting since its effect was committed
+    let orders = store.outboxes(&[StateKind::Order], 1000).await.unwrap();
+    let found: Vec<&Undelivered> = orders.iter().filter(|o| o.key.id.contains(ns)).collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key, with);
+    assert_eq!(found[0].since_millis, 1_750_000_000_000);
     // AND both kinds give both, oldest kind first; a limit is kept
     let both = mine(
         store
