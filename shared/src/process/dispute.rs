@@ -1,5 +1,6 @@
-//! Disputes (chargebacks): one alert when a dispute opens, the balance
-//! movements it causes, and its outcome once it closes, in any order.
+//! Disputes (chargebacks): exactly one alert per dispute, first; the balance
+//! movements it causes, each once; and its outcome once it closes, never
+//! followed by an alert, in any order.
 //!
 //! Every `charge.dispute.*` event carries the whole dispute; the highest-ranked
 //! snapshot (terminal first, then `created`, then [`DISPUTE_STATUS_PRECEDENCE`])
@@ -58,6 +59,13 @@ pub struct DisputeState {
     pub withdrawn: i64,
     /// Total reinstated to the balance (minor units, positive).
     pub reinstated: i64,
+    /// Whether the alert went out: once per dispute, before anything else.
+    #[serde(default)]
+    pub alert_sent: bool,
+    /// The last outcome announced; after a decision (`won`, `lost`,
+    /// `prevented`) no other outcome is.
+    #[serde(default)]
+    pub outcome_sent: Option<String>,
 }
 
 /// What a dispute event says about the dispute.
@@ -182,7 +190,13 @@ impl Domain for Disputes {
         event: &Envelope<'_>,
     ) -> Result<Decision<DisputeState, DisputeEffect>, ProcessError> {
         let dispute: Dispute = object_as(event)?;
-        let before = current.cloned().unwrap_or_default();
+        let mut before = current.cloned().unwrap_or_default();
+        // A dispute stored before the latches existed was announced on first
+        // sight, and its outcome with it.
+        before.alert_sent |= before.dispute.is_some();
+        if before.outcome_sent.is_none() {
+            before.outcome_sent.clone_from(&before.outcome);
+        }
         let mut next = before.clone();
         let mut moved = Vec::new();
         for txn in &dispute.balance_transactions {
@@ -216,7 +230,7 @@ impl Domain for Disputes {
         if next == before {
             return Ok(Decision::Stale);
         }
-        let effects = next.effects_since(&before, moved);
+        let effects = next.effects_since(moved);
         Ok(Decision::Apply {
             state: next,
             effects,
@@ -244,14 +258,17 @@ impl DisputeState {
         self.reinstated = total(Direction::Reinstated);
     }
 
-    /// The effects of going from `before` to `self`, given the newly recorded movements.
-    fn effects_since(&self, before: &Self, moved: Vec<(String, Movement)>) -> Vec<DisputeEffect> {
+    /// The effects of going from `before` to `self`, given the newly
+    /// recorded movements: the alert first, once (a dispute first seen
+    /// closed is still announced, just before its outcome), then the
+    /// movements, then the outcome once per closing.
+    fn effects_since(&mut self, moved: Vec<(String, Movement)>) -> Vec<DisputeEffect> {
         let mut effects = Vec::new();
         let Some(dispute) = self.dispute.as_ref().map(|d| &d.value) else {
             return effects;
         };
-        // The first sighting of an open dispute alerts, whichever event it is.
-        if before.dispute.is_none() && self.outcome.is_none() {
+        if !self.alert_sent {
+            self.alert_sent = true;
             effects.push(DisputeEffect::Alert {
                 charge: dispute.charge.clone(),
                 payment_intent: dispute.payment_intent.clone(),
@@ -278,8 +295,13 @@ impl DisputeState {
                 },
             });
         }
+        let decided = self
+            .outcome_sent
+            .as_deref()
+            .is_some_and(|s| TERMINAL.contains(&s));
         if let Some(status) = &self.outcome {
-            if before.outcome.as_ref() != Some(status) {
+            if !decided && self.outcome_sent.as_ref() != Some(status) {
+                self.outcome_sent = Some(status.clone());
                 effects.push(DisputeEffect::Outcome {
                     status: status.clone(),
                     amount: dispute.amount,

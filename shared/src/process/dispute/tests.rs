@@ -187,7 +187,7 @@ fn every_permutation_books_each_movement_and_the_outcome_once() {
 
 #[tokio::test]
 async fn lost_dispute_is_final_whatever_arrives_later() {
-    // GIVEN a lost dispute
+    // GIVEN a dispute first seen lost
     let runner = runner(Disputes);
     deliver(
         &runner,
@@ -218,14 +218,15 @@ async fn lost_dispute_is_final_whatever_arrives_later() {
         ],
     )
     .await;
-    // THEN it stays lost, no alert goes out for a decided dispute, and both are stale
+    // THEN it stays lost, announced once before its outcome, and both late ones are stale
     let s = state(&runner, &key()).await.unwrap();
     assert_eq!(s.outcome.as_deref(), Some("lost"));
     assert_eq!(s.dispute.unwrap().value.status, "lost");
     let effects = runner.effects().effects();
-    assert_eq!(effects.len(), 2);
-    assert!(matches!(effects[0], DisputeEffect::FundsWithdrawn { .. }));
-    assert!(matches!(&effects[1], DisputeEffect::Outcome { status, .. } if status == "lost"));
+    assert_eq!(effects.len(), 3, "{effects:?}");
+    assert!(matches!(&effects[0], DisputeEffect::Alert { status, .. } if status == "lost"));
+    assert!(matches!(effects[1], DisputeEffect::FundsWithdrawn { .. }));
+    assert!(matches!(&effects[2], DisputeEffect::Outcome { status, .. } if status == "lost"));
     for id in ["evt_1", "evt_2"] {
         let marker = runner
             .store()
@@ -235,6 +236,55 @@ async fn lost_dispute_is_final_whatever_arrives_later() {
             .unwrap();
         assert_eq!(marker.outcome, Outcome::Stale);
     }
+}
+
+#[test]
+fn every_order_alerts_exactly_once_first_and_never_after_the_outcome() {
+    // GIVEN the won dispute's events, parsed once
+    let events = won();
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+    let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+    // WHEN applied in each of the 120 orders, every event twice
+    for order in permutations(envelopes.len()) {
+        let shuffled = order.iter().flat_map(|&i| [&envelopes[i], &envelopes[i]]);
+        let (_, effects) = fold_envelopes(&Disputes, shuffled);
+        // THEN one alert, before everything else, and one outcome after it
+        let alerts = effects
+            .iter()
+            .filter(|e| matches!(e, DisputeEffect::Alert { .. }))
+            .count();
+        assert_eq!(alerts, 1, "order {order:?}: {effects:?}");
+        assert!(
+            matches!(effects[0], DisputeEffect::Alert { .. }),
+            "order {order:?}: {effects:?}"
+        );
+        let outcomes = effects
+            .iter()
+            .filter(|e| matches!(e, DisputeEffect::Outcome { .. }))
+            .count();
+        assert_eq!(outcomes, 1, "order {order:?}: {effects:?}");
+    }
+}
+
+#[test]
+fn a_decided_dispute_announces_no_second_outcome() {
+    // GIVEN a won dispute
+    let won = ev("evt_1", "charge.dispute.closed", 4, dispute("won", &[]));
+    // WHEN a newer snapshot says otherwise, twice
+    let lost = ev("evt_2", "charge.dispute.updated", 9, dispute("lost", &[]));
+    let (state, effects) = fold_envelopes(
+        &Disputes,
+        [&won, &lost, &lost]
+            .map(Value::to_string)
+            .iter()
+            .map(|b| envelope(b))
+            .collect::<Vec<_>>()
+            .iter(),
+    );
+    // THEN the alert and the first decision only
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    assert!(matches!(&effects[1], DisputeEffect::Outcome { status, .. } if status == "won"));
+    assert_eq!(state.unwrap().outcome_sent.as_deref(), Some("won"));
 }
 
 #[tokio::test]
