@@ -6,6 +6,12 @@
 //! `account.updated` and `account.external_account.*` per account
 //! ([`StateKind::Account`]). For an external account event the account is the
 //! event's `account` (Connect) or else the external account's own `account`.
+//!
+//! A payout's failure alerts once, ever. An account's `account_disabled` and
+//! `account_enabled` alternate, starting with a disable of an account that
+//! was enabled (seen so, or so said by the event's `previous_attributes`):
+//! losing a second capability alerts nothing new, and so does regaining one
+//! while another is still missing.
 
 use std::collections::BTreeMap;
 
@@ -70,6 +76,9 @@ pub struct PayoutState {
     pub payout: Option<Versioned<PayoutSnapshot>>,
     /// Whether the payout's transactions are reconciled (it only becomes true).
     pub reconciliation_completed: bool,
+    /// Whether the failure alert went out: once per payout, ever.
+    #[serde(default)]
+    pub failure_alerted: bool,
 }
 
 /// What a payout event says about the payout.
@@ -100,6 +109,15 @@ pub struct AccountState {
     pub external_accounts: BTreeMap<String, Versioned<ExternalAccount>>,
     /// The newest external account change.
     pub last_external_account_change: Option<ExternalAccountChange>,
+    /// Whether the account was ever seen (or, by `previous_attributes`,
+    /// said to have been) able to take charges and receive payouts: an
+    /// account still onboarding has lost nothing.
+    #[serde(default)]
+    pub was_enabled: bool,
+    /// Whether `account_disabled` went out with no `account_enabled` since:
+    /// the two alternate, starting with a disable.
+    #[serde(default)]
+    pub disabled_alerted: bool,
 }
 
 /// What `account.updated` says about the account.
@@ -320,13 +338,17 @@ fn apply_payout(before: &PayoutState, event: &Envelope<'_>) -> Result<Applied, P
     if &next == before {
         return Ok((None, Vec::new()));
     }
-    let was_failed = before
-        .payout
-        .as_ref()
-        .is_some_and(|p| p.value.status == "failed");
+    // A payout stored before the latch existed alerted when it failed.
+    let alerted = before.failure_alerted
+        || before
+            .payout
+            .as_ref()
+            .is_some_and(|p| p.value.status == "failed");
+    next.failure_alerted |= alerted;
     let mut effects = Vec::new();
     if let Some(p) = next.payout.as_ref().map(|p| &p.value) {
-        if p.status == "failed" && !was_failed {
+        if p.status == "failed" && !alerted {
+            next.failure_alerted = true;
             effects.push(PayoutEffect::PayoutFailed {
                 amount: p.amount,
                 currency: p.currency.clone(),
@@ -357,18 +379,22 @@ fn apply_account(before: &AccountState, event: &Envelope<'_>) -> Result<Applied,
             .iter()
             .find(|(c, _)| *c == capabilities)
             .map_or(0, |(_, rank)| *rank);
+        let previous: PreviousCapabilities = match event.previous_attributes {
+            Some(text) => serde_json::from_str(text).unwrap_or_default(),
+            None => PreviousCapabilities::default(),
+        };
+        next.was_enabled |= capabilities == (true, true)
+            || previous.charges_enabled == Some(true)
+            || previous.payouts_enabled == Some(true);
         offer(
             &mut next.account,
             OrderKey::of(event, false, rank),
             snapshot,
         );
-        if let (Some(old), Some(new)) = (&before.account, &next.account) {
-            let (old, new) = (&old.value, &new.value);
-            let lost = (old.charges_enabled && !new.charges_enabled)
-                || (old.payouts_enabled && !new.payouts_enabled);
-            let regained = (!old.charges_enabled && new.charges_enabled)
-                || (!old.payouts_enabled && new.payouts_enabled);
-            if lost {
+        if let Some(new) = next.account.as_ref().map(|a| &a.value) {
+            let enabled = new.charges_enabled && new.payouts_enabled;
+            if !enabled && next.was_enabled && !next.disabled_alerted {
+                next.disabled_alerted = true;
                 effects.push(PayoutEffect::AccountDisabled {
                     charges_enabled: new.charges_enabled,
                     payouts_enabled: new.payouts_enabled,
@@ -376,7 +402,8 @@ fn apply_account(before: &AccountState, event: &Envelope<'_>) -> Result<Applied,
                     currently_due: new.currently_due.clone(),
                 });
             }
-            if regained {
+            if enabled && next.disabled_alerted {
+                next.disabled_alerted = false;
                 effects.push(PayoutEffect::AccountEnabled {
                     charges_enabled: new.charges_enabled,
                     payouts_enabled: new.payouts_enabled,
@@ -443,6 +470,15 @@ fn apply_account(before: &AccountState, event: &Envelope<'_>) -> Result<Applied,
         return Ok((None, Vec::new()));
     }
     Ok((Some(PayoutsState::Account(next)), effects))
+}
+
+/// What an `account.updated` says the capabilities were before it; a value
+/// it does not list did not change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PreviousCapabilities {
+    charges_enabled: Option<bool>,
+    payouts_enabled: Option<bool>,
 }
 
 /// A bank account or card, which has no shared view: only this processor

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::process::testkit::{
-    NOW, deliver, delivery, envelope, event as ev, fold_envelopes, permutations, resource, runner,
-    state, with,
+    NOW, deliver, delivery, envelope, event as ev, fold, fold_envelopes, permutations, resource,
+    runner, state, with,
 };
 use crate::state::{Outcome, StateStore};
 
@@ -399,4 +399,84 @@ async fn external_account_without_an_account_fails_to_the_dead_letter_queue() {
         Payouts.key(&envelope(&body)),
         Err(ProcessError::Object { .. })
     ));
+}
+
+/// The names of `effects`' account alerts, in order.
+fn account_alerts(effects: &[PayoutEffect]) -> Vec<&'static str> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            PayoutEffect::AccountDisabled { .. } => Some("disabled"),
+            PayoutEffect::AccountEnabled { .. } => Some("enabled"),
+            _ => None,
+        })
+        .collect()
+}
+
+fn updated(id: &str, offset: i64, charges: bool, payouts: bool, previous: Value) -> Value {
+    let mut event = connect(ev(id, "account.updated", offset, account(charges, payouts)));
+    event["data"]["previous_attributes"] = previous;
+    event
+}
+
+#[test]
+fn account_alerts_alternate_in_every_order() {
+    // GIVEN an account that loses payouts, then charges too, is fixed, then restricted again
+    let events = [
+        updated("evt_1", 1, true, true, json!({"details_submitted": false})),
+        updated("evt_2", 2, true, false, json!({"payouts_enabled": true})),
+        updated("evt_3", 3, false, false, json!({"charges_enabled": true})),
+        updated(
+            "evt_4",
+            4,
+            true,
+            true,
+            json!({"charges_enabled": false, "payouts_enabled": false}),
+        ),
+        updated("evt_5", 5, false, true, json!({"charges_enabled": true})),
+    ];
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+    let envelopes: Vec<_> = bodies.iter().map(|b| envelope(b)).collect();
+    let (_, in_order) = fold_envelopes(&Payouts, envelopes.iter());
+    assert_eq!(
+        account_alerts(&in_order),
+        ["disabled", "enabled", "disabled"]
+    );
+    // WHEN applied in each of the 120 orders, every event twice
+    for order in permutations(envelopes.len()) {
+        let shuffled = order.iter().flat_map(|&i| [&envelopes[i], &envelopes[i]]);
+        let (_, effects) = fold_envelopes(&Payouts, shuffled);
+        // THEN disabled and enabled alternate, starting with disabled
+        let alerts = account_alerts(&effects);
+        let alternating = alerts
+            .iter()
+            .enumerate()
+            .all(|(n, a)| *a == if n % 2 == 0 { "disabled" } else { "enabled" });
+        assert!(alternating, "order {order:?}: {alerts:?}");
+    }
+}
+
+#[test]
+fn a_disable_seen_first_alerts_when_stripe_says_the_account_was_enabled() {
+    // GIVEN no earlier view of the account
+    // WHEN its first event disables charges, saying they were enabled before
+    let disabled = updated("evt_2", 2, false, true, json!({"charges_enabled": true}));
+    let enabled = updated("evt_3", 3, true, true, json!({"charges_enabled": false}));
+    let (state, effects) = fold(&Payouts, &[&disabled, &enabled]);
+    // THEN the disable is announced, then the re-enable
+    assert_eq!(account_alerts(&effects), ["disabled", "enabled"]);
+    assert!(!account_of(state).disabled_alerted);
+}
+
+#[test]
+fn a_payout_failure_alerts_once_ever() {
+    // GIVEN a failed payout
+    let failed = ev("evt_5", "payout.failed", 5, returned());
+    // WHEN a later snapshot says paid, then it fails again
+    let paid = ev("evt_6", "payout.paid", 6, payout("paid"));
+    let again = ev("evt_7", "payout.failed", 7, returned());
+    let (state, effects) = fold(&Payouts, &[&failed, &paid, &again]);
+    // THEN one alert
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert!(payout_of(state).failure_alerted);
 }
