@@ -97,6 +97,7 @@ async fn all_flows(backend: Backend) {
             .bytes()
             .fold(0xf10e_u64, |h, b| rng::mix(h ^ u64::from(b)));
         let orders = orders(events.len(), flow_seed);
+        let failed_before = failures.len();
         for (n, order) in orders.iter().enumerate() {
             let seed = rng::mix(flow_seed ^ n as u64);
             if replay.is_some_and(|r| r != seed) {
@@ -125,7 +126,7 @@ async fn all_flows(backend: Backend) {
                     "{file} on {backend:?}, order {order:?} (FLOWS_SEED={seed}): {why}"
                 )),
             }
-            if failures.len() >= 5 {
+            if failures.len() >= failed_before + 5 {
                 break;
             }
         }
