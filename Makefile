@@ -40,12 +40,13 @@ lint: ## rustfmt and clippy (warnings are errors)
 	cargo clippy --workspace --all-features --all-targets -- -D warnings
 
 .PHONY: test-unit
-test-unit: ## Unit tests and the local pipeline end to end (starts its own payhook dev)
+test-unit: ## Unit tests, the local pipeline end to end (starts its own payhook dev), and the effects of Stripe's real flows
 	cargo test --workspace --all-features --exclude payhook-tests
+	cargo test -p payhook-tests --all-features --test flows
 
 .PHONY: test-aws
 test-aws: tools ## Integration tests against moto server through the real AWS SDK
-	scripts/moto.sh -- cargo test -p payhook-tests --all-features
+	scripts/moto.sh -- cargo test -p payhook-tests --all-features --lib --test '*_aws'
 
 .PHONY: test-template
 test-template: tools ## cfn-lint, sam validate --lint and our own wiring test of template.yaml

@@ -176,6 +176,10 @@ pub struct Order {
     /// Whether `revoke_fulfilment` was emitted: at most once per order, ever.
     #[serde(default)]
     pub revoke_sent: bool,
+    /// The last `payment_failed` announced: which event family told it
+    /// (`payment_intent` or `checkout.session`) and when it was created.
+    #[serde(default)]
+    pub failure_announced: Option<(String, i64)>,
     /// Whether this payment is an order (see [`Fulfill::with_order_metadata_key`]):
     /// effects wait until it is known to be one.
     #[serde(default = "yes")]
@@ -185,6 +189,11 @@ pub struct Order {
 fn yes() -> bool {
     true
 }
+
+/// How far apart (seconds) a payment intent's failure and its checkout
+/// session's `async_payment_failed` may be created and still be the one
+/// failed attempt that Stripe tells twice.
+const SAME_FAILURE_SECS: i64 = 60;
 
 /// What a payment intent event says about the payment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,7 +580,7 @@ impl Order {
                     &mut self.failure,
                     OrderKey::of(event, false, 0),
                     Failure {
-                        code: Some("async_payment_failed".to_owned()),
+                        code: Some(ASYNC_FAILED.to_owned()),
                         decline_code: None,
                         message: Some("the delayed payment for the checkout failed".to_owned()),
                     },
@@ -710,13 +719,20 @@ impl Order {
         let captured: i64 = self.charges.values().map(|c| c.amount_captured).sum();
         self.amount_received = payment.map_or(0, |p| p.amount_received).max(captured);
         let charge_refunded: i64 = self.charges.values().map(|c| c.amount_refunded).sum();
-        let refunds_succeeded: i64 = self
-            .refunds
-            .values()
-            .filter(|r| r.value.status == "succeeded")
-            .map(|r| r.value.amount)
-            .sum();
-        self.amount_refunded = charge_refunded.max(refunds_succeeded);
+        let refunds_total = |status: &[&str]| -> i64 {
+            self.refunds
+                .values()
+                .filter(|r| status.contains(&r.value.status.as_str()))
+                .map(|r| r.value.amount)
+                .sum()
+        };
+        // A charge's `amount_refunded` is the largest seen: it may still
+        // count refunds that failed (or were canceled) since, which give
+        // the money back to the merchant.
+        let returned = refunds_total(&["failed", "canceled"]);
+        self.amount_refunded = (charge_refunded - returned)
+            .max(refunds_total(&["succeeded"]))
+            .max(0);
         let fully_refunded =
             self.amount_received > 0 && self.amount_refunded >= self.amount_received;
         let paid = self.paid_at.is_some();
@@ -741,8 +757,10 @@ impl Order {
     fn effects_since(&mut self, before: &Order, replaced_failure: bool) -> Vec<OrderEffect> {
         let mut effects = Vec::new();
         let paid = self.paid_at.is_some();
-        if replaced_failure && !paid && self.closed.is_none() {
+        if replaced_failure && !paid && self.closed.is_none() && !self.told_by_the_other() {
             if let Some(failure) = &self.failure {
+                self.failure_announced =
+                    Some((failure_family(failure).to_owned(), failure.key.created));
                 effects.push(OrderEffect::PaymentFailed {
                     order_id: self.order_id.clone(),
                     code: failure.value.code.clone(),
@@ -802,6 +820,16 @@ impl Order {
         effects
     }
 
+    /// Whether the newest failure was already announced by the other event
+    /// family: a delayed payment's failure arrives as the intent's
+    /// `payment_failed` and the session's `async_payment_failed`, moments apart.
+    fn told_by_the_other(&self) -> bool {
+        let (Some(failure), Some((family, at))) = (&self.failure, &self.failure_announced) else {
+            return false;
+        };
+        family != failure_family(failure) && (failure.key.created - at).abs() <= SAME_FAILURE_SECS
+    }
+
     /// The order's currency, from whichever object carries it.
     fn currency(&self) -> Option<String> {
         self.payment
@@ -815,6 +843,19 @@ impl Order {
             })
     }
 }
+
+/// Which family of events told a failure: a session's is recorded with the
+/// code [`ASYNC_FAILED`], a payment intent's (or legacy charge's) with its own.
+fn failure_family(failure: &Versioned<Failure>) -> &'static str {
+    if failure.value.code.as_deref() == Some(ASYNC_FAILED) {
+        "checkout.session"
+    } else {
+        "payment_intent"
+    }
+}
+
+/// The code a checkout session's asynchronous payment failure is recorded with.
+const ASYNC_FAILED: &str = "async_payment_failed";
 
 /// Whether a payment intent's text has an `invoice` field at all (cheaper
 /// than decoding it; a nested one makes the decode, which decides).

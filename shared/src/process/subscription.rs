@@ -6,7 +6,11 @@
 //! is the subscription. Invoices are keyed by the subscription they bill:
 //! a paid invoice resets dunning and extends the paid-through date, a failed
 //! one counts towards dunning only if it is newer than the latest payment.
-//! Effects fire when the entitlement changes or a notice is new.
+//! Effects fire when access changes or a notice is new: `grant` and `revoke`
+//! alternate per subscription, starting with a grant; `grace` warns once per
+//! slide into `past_due`; each notice goes out once per cause (invoice
+//! attempt, trial end, invoice to authenticate), never for an ended
+//! subscription.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -84,7 +88,8 @@ pub struct SubscriptionState {
     pub latest_payment: Option<Versioned<InvoicePayment>>,
     /// The latest period end any paid invoice covers (unix seconds).
     pub paid_through: Option<i64>,
-    /// Failed invoice payments newer than the latest payment, by event id.
+    /// Failed invoice payments newer than the latest payment, by invoice
+    /// attempt (`in_…#n`): one notice per attempt, however often it is told.
     pub failures: BTreeMap<String, InvoiceFailure>,
     /// The newest invoice that needs the customer to authenticate.
     pub action_required: Option<Versioned<InvoiceNotice>>,
@@ -94,6 +99,10 @@ pub struct SubscriptionState {
     pub entitlement: Entitlement,
     /// Failed payment attempts since the latest payment.
     pub dunning_attempts: u32,
+    /// Whether the merchant holds a `grant` not yet followed by a `revoke`:
+    /// the two alternate, starting with a grant.
+    #[serde(default)]
+    pub access_granted: bool,
 }
 
 /// What a subscription event says about the subscription.
@@ -250,7 +259,10 @@ impl Domain for Subscriptions {
         current: Option<&SubscriptionState>,
         event: &Envelope<'_>,
     ) -> Result<Decision<SubscriptionState, SubscriptionEffect>, ProcessError> {
-        let before = current.cloned().unwrap_or_default();
+        let mut before = current.cloned().unwrap_or_default();
+        // A subscription stored before the latch existed holds the grant its
+        // access was announced with.
+        before.access_granted |= before.has_access();
         let mut next = before.clone();
         let mut notices = Vec::new();
         match Kind::of(&event.event_type) {
@@ -397,10 +409,11 @@ impl SubscriptionState {
             amount_due: invoice.amount_due,
             currency: Some(invoice.currency),
         };
-        if !self.counts(&failure) || self.failures.contains_key(event.id.as_ref()) {
+        let attempt = format!("{}#{}", failure.invoice, failure.attempt_count);
+        if !self.counts(&failure) || self.failures.contains_key(&attempt) {
             return Ok(None);
         }
-        self.failures.insert(event.id.to_string(), failure.clone());
+        self.failures.insert(attempt, failure.clone());
         Ok(Some(failure))
     }
 
@@ -431,37 +444,40 @@ impl SubscriptionState {
             .is_some_and(|s| TERMINAL.contains(&s.value.status.as_str()))
     }
 
-    /// The effects of going from `before` to `self`, plus the notices still due.
-    fn effects_since(&self, before: &Self, notices: Vec<Notice>) -> Vec<SubscriptionEffect> {
+    /// Whether the entitlement gives access (full, or in grace).
+    fn has_access(&self) -> bool {
+        matches!(self.entitlement, Entitlement::Granted | Entitlement::Grace)
+    }
+
+    /// The effects of going from `before` to `self`, plus the notices still
+    /// due. `grant` and `revoke` alternate (latched in `access_granted`): a
+    /// recovery from grace grants nothing new, and access never announced
+    /// (a subscription first seen canceled) is never revoked.
+    fn effects_since(&mut self, before: &Self, notices: Vec<Notice>) -> Vec<SubscriptionEffect> {
         let snapshot = self.subscription.as_ref().map(|s| &s.value);
         let customer = snapshot.and_then(|s| s.customer.clone());
         let mut effects = Vec::new();
-        if self.entitlement != before.entitlement {
-            match self.entitlement {
-                Entitlement::Granted => effects.push(SubscriptionEffect::Grant {
-                    customer: customer.clone(),
-                    price: snapshot.and_then(|s| s.price.clone()),
-                    quantity: snapshot.and_then(|s| s.quantity),
-                    current_period_end: snapshot.and_then(|s| s.current_period_end),
-                }),
-                Entitlement::Grace => effects.push(SubscriptionEffect::Grace {
-                    customer: customer.clone(),
-                    dunning_attempts: self.dunning_attempts,
-                }),
-                Entitlement::Revoked => effects.push(SubscriptionEffect::Revoke {
-                    customer: customer.clone(),
-                    status: snapshot.map(|s| s.status.clone()).unwrap_or_default(),
-                }),
-                // Access never granted is never revoked; access granted and
-                // then withdrawn to "nothing" is.
-                Entitlement::None if before.entitlement != Entitlement::Revoked => {
-                    effects.push(SubscriptionEffect::Revoke {
-                        customer: customer.clone(),
-                        status: snapshot.map(|s| s.status.clone()).unwrap_or_default(),
-                    });
-                }
-                Entitlement::None => {}
-            }
+        if self.has_access() && !self.access_granted {
+            self.access_granted = true;
+            effects.push(SubscriptionEffect::Grant {
+                customer: customer.clone(),
+                price: snapshot.and_then(|s| s.price.clone()),
+                quantity: snapshot.and_then(|s| s.quantity),
+                current_period_end: snapshot.and_then(|s| s.current_period_end),
+            });
+        }
+        if self.entitlement == Entitlement::Grace && before.entitlement != Entitlement::Grace {
+            effects.push(SubscriptionEffect::Grace {
+                customer: customer.clone(),
+                dunning_attempts: self.dunning_attempts,
+            });
+        }
+        if !self.has_access() && self.access_granted {
+            self.access_granted = false;
+            effects.push(SubscriptionEffect::Revoke {
+                customer: customer.clone(),
+                status: snapshot.map(|s| s.status.clone()).unwrap_or_default(),
+            });
         }
         if self.ended() {
             return effects;

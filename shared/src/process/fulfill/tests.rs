@@ -71,6 +71,7 @@ fn merged(order: Option<Order>) -> Option<Order> {
     order.map(|o| Order {
         fulfil_sent: false,
         revoke_sent: false,
+        failure_announced: None,
         ..o
     })
 }
@@ -903,5 +904,54 @@ fn a_payment_becoming_an_order_late_shows_what_it_owes_in_any_order() {
             usize::from(intent_before_refund),
             "{order:?}: {effects:?}"
         );
+    }
+}
+
+#[test]
+fn refund_that_fails_after_the_charge_reported_it_is_still_reported() {
+    // GIVEN a paid order whose charge reports the full refund, as Stripe sends it
+    let paid = ev(
+        "evt_1",
+        "payment_intent.succeeded",
+        1,
+        pi("succeeded", 5000),
+    );
+    let charged = ev("evt_2", "charge.refunded", 2, charge("ch_1", 5000, 5000));
+    let refunded = ev(
+        "evt_3",
+        "refund.created",
+        2,
+        refund("re_1", "succeeded", 5000),
+    );
+    // WHEN the refund then fails
+    let failed = ev("evt_4", "refund.failed", 3, refund("re_1", "failed", 5000));
+    let (state, effects) = fold(&Fulfill::default(), &[&paid, &charged, &refunded, &failed]);
+    // THEN the failure is reported: the charge's old figure counts no failed refund
+    let names: Vec<_> = effects.iter().map(effect_name).collect();
+    assert_eq!(names, ["fulfil", "revoke_fulfilment", "refund_failed"]);
+    assert_eq!(state.unwrap().amount_refunded, 0);
+}
+
+#[test]
+fn a_delayed_payment_that_fails_is_announced_once_in_either_order() {
+    // GIVEN a checkout with a payment intent whose delayed payment fails
+    let declined = with(
+        pi("requires_payment_method", 0),
+        json!({"last_payment_error": {"type": "card_error", "code": "payment_intent_payment_attempt_failed",
+               "decline_code": "insufficient_funds", "message": "insufficient funds"}}),
+    );
+    let intent = ev("evt_1", "payment_intent.payment_failed", 5, declined);
+    let session = ev(
+        "evt_2",
+        "checkout.session.async_payment_failed",
+        6,
+        session("unpaid", "complete"),
+    );
+    // WHEN the intent's and the session's failure arrive, in either order
+    for events in [[&intent, &session], [&session, &intent]] {
+        let (_, effects) = fold(&Fulfill::default(), &events);
+        // THEN one payment failure, told by whichever came first
+        let names: Vec<_> = effects.iter().map(effect_name).collect();
+        assert_eq!(names, ["payment_failed"], "{effects:?}");
     }
 }
