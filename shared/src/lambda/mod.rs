@@ -20,6 +20,7 @@ use http::HeaderValue;
 use http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::{LambdaEvent, service_fn};
+use serde::{Deserialize, Serialize};
 
 use crate::aws::secrets::{self, SecretError};
 use crate::aws::{AwsClients, Timeouts};
@@ -27,12 +28,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{
     ConfigError, EffectsTarget, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource,
 };
+use crate::error::StoreError;
 use crate::intake::{Intake, SplitIntake};
 use crate::ledger::BodyStore;
 use crate::ledger::dynamodb::DynamoLedger;
 use crate::process::effects::eventbridge::EventBridgeEffects;
 use crate::process::effects::http_target::{self, HttpEffects, HttpTargetError};
-use crate::process::{Domain, Effects, LogEffects, Runner, Target};
+use crate::process::{Domain, Effects, LogEffects, Runner, Swept, Target};
 use crate::queue::sqs::{self, SqsQueue};
 use crate::receive::Receiver;
 use crate::state::StateStore;
@@ -298,6 +300,71 @@ where
     response
 }
 
+/// What a processor function is invoked with: a batch from its queue, or
+/// the schedule's sweep (`{"sweep": {"limit": 100}}`), which delivers the
+/// outboxes no record is left to deliver and reports the oldest wait.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ProcessorEvent {
+    /// `{"sweep": {…}}` (tried first: an SQS event has no `sweep`).
+    Sweep {
+        /// What to sweep.
+        sweep: SweepRequest,
+    },
+    /// An SQS batch.
+    Sqs(SqsEvent),
+}
+
+/// A scheduled sweep.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct SweepRequest {
+    /// Objects looked at per invocation (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A processor function's answer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ProcessorResponse {
+    /// The records to retry.
+    Sqs(SqsBatchResponse),
+    /// What the sweep did.
+    Swept(Swept),
+}
+
+/// Handles one processor invocation. A sweep that cannot read the store
+/// fails the invocation, so that the schedule's failure shows.
+pub async fn handle_processor_event<D, S, B, F, C>(
+    runner: &Runner<D, S, B, F, C>,
+    event: ProcessorEvent,
+    deadline_millis: Option<i64>,
+) -> Result<ProcessorResponse, StoreError>
+where
+    D: Domain,
+    S: StateStore,
+    B: BodyStore,
+    F: Effects<D::Effect>,
+    C: Clock,
+{
+    match event {
+        ProcessorEvent::Sqs(batch) => Ok(ProcessorResponse::Sqs(
+            handle_sqs_event(runner, batch, deadline_millis).await,
+        )),
+        ProcessorEvent::Sweep { sweep } => {
+            let swept = runner
+                .sweep_within(sweep.limit.unwrap_or(100).max(1), deadline_millis)
+                .await?;
+            tracing::info!(
+                objects = swept.objects,
+                failed = swept.failed,
+                oldest_age_millis = swept.oldest_age_millis,
+                "outboxes swept"
+            );
+            Ok(ProcessorResponse::Swept(swept))
+        }
+    }
+}
+
 /// Logs a start-up failure (so it is in the function's log group) and hands it to the runtime.
 fn fail_start(err: StartupError) -> lambda_runtime::Error {
     tracing::error!(error = %err, "cold start failed");
@@ -318,7 +385,7 @@ pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// A processor function: SQS batches of `D`'s events.
+/// A processor function: SQS batches of `D`'s events, and scheduled sweeps.
 pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json_logs();
     let clients = AwsClients::load(Timeouts::PROCESSOR).await;
@@ -326,10 +393,14 @@ pub async fn run_processor<D: Domain + Default>() -> Result<(), lambda_runtime::
         .await
         .map_err(fail_start)?;
     let runner = &runner;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = i64::try_from(event.context.deadline).ok();
-        Ok::<_, Infallible>(handle_sqs_event(runner, event.payload, deadline).await)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ProcessorEvent>| async move {
+            let deadline = i64::try_from(event.context.deadline).ok();
+            handle_processor_event(runner, event.payload, deadline)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
     .await
 }
 

@@ -254,6 +254,45 @@ async fn sqs_batch_reports_only_the_unusable_record() {
     );
 }
 
+#[tokio::test]
+async fn the_schedule_sweeps_what_a_failed_batch_left_and_sqs_batches_still_apply() {
+    // GIVEN a processor whose effects fail while a batch is applied
+    let runner = Runner::new(
+        crate::process::fulfill::Fulfill::default(),
+        crate::state::MemoryStateStore::new(),
+        MemoryLedger::new(),
+        crate::process::effects::RecordingEffects::new(),
+        ManualClock::at_secs(NOW),
+        86_400,
+    );
+    runner.effects().fail(true);
+    // WHEN it is invoked with an SQS event (as the event source mapping sends it)
+    let batch: ProcessorEvent = serde_json::from_value(
+        serde_json::to_value(sqs_event(&[("evt_a", &event("evt_a"))])).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(batch, ProcessorEvent::Sqs(_)));
+    let answer = handle_processor_event(&runner, batch, None).await.unwrap();
+    // THEN the record whose effect failed is reported for retry
+    let wire = serde_json::to_value(&answer).unwrap();
+    assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], "evt_a");
+    // WHEN the target is back and the schedule's sweep arrives (its record is
+    // in the dead-letter queue, say)
+    runner.effects().fail(false);
+    let sweep: ProcessorEvent = serde_json::from_str(r#"{"sweep": {"limit": 10}}"#).unwrap();
+    let answer = handle_processor_event(&runner, sweep, None).await.unwrap();
+    // THEN the waiting effect is delivered and the sweep says so
+    let wire = serde_json::to_value(&answer).unwrap();
+    assert_eq!(wire["objects"], 1, "{wire}");
+    assert_eq!(wire["failed"], 0, "{wire}");
+    assert_eq!(runner.effects().effects().len(), 1);
+    // AND a sweep with nothing waiting finds nothing
+    let sweep: ProcessorEvent = serde_json::from_str(r#"{"sweep": {}}"#).unwrap();
+    let wire =
+        serde_json::to_value(handle_processor_event(&runner, sweep, None).await.unwrap()).unwrap();
+    assert_eq!(wire["objects"], 0, "{wire}");
+}
+
 #[test]
 fn missing_secret_names_its_variable() {
     // GIVEN an environment with queues and a table but no secret

@@ -176,7 +176,7 @@ enum Outbox {
 }
 
 /// What one [`Runner::sweep`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Swept {
     /// Objects with undelivered effects found.
     pub objects: usize,
@@ -324,14 +324,7 @@ where
         deliveries: Vec<Delivery>,
         deadline_millis: Option<i64>,
     ) -> Vec<(String, ProcessError)> {
-        let stop_starting_at = deadline_millis.and_then(|deadline| {
-            // At most half the time left is held back, so that a short
-            // timeout still delivers; a deadline already past (a local
-            // emulator counting a build) is no deadline.
-            let left = deadline - self.clock.now_millis();
-            let margin = i64::try_from(self.deadline_margin.as_millis()).unwrap_or(i64::MAX);
-            (left > 0).then(|| deadline - margin.min(left / 2))
-        });
+        let stop_starting_at = self.stop_starting_at(deadline_millis);
         let records = join_all(deliveries.into_iter().map(|delivery| {
             let span = tracing::info_span!(
                 "record",
@@ -361,6 +354,18 @@ where
                 }
             })
             .collect()
+    }
+
+    /// When no delivery may start any more in an invocation ending at
+    /// `deadline_millis`: at most half the time left is held back, so that a
+    /// short timeout still delivers; a deadline already past (a local
+    /// emulator counting a build) is no deadline.
+    fn stop_starting_at(&self, deadline_millis: Option<i64>) -> Option<i64> {
+        deadline_millis.and_then(|deadline| {
+            let left = deadline - self.clock.now_millis();
+            let margin = i64::try_from(self.deadline_margin.as_millis()).unwrap_or(i64::MAX);
+            (left > 0).then(|| deadline - margin.min(left / 2))
+        })
     }
 
     /// Applies one record, then delivers its object's outbox.
@@ -558,6 +563,18 @@ where
     /// is delivered), so that nothing waits unseen. Returns the objects looked
     /// at and those still holding effects after the attempt.
     pub async fn sweep(&self, limit: usize) -> Result<Swept, StoreError> {
+        self.sweep_within(limit, None).await
+    }
+
+    /// [`sweep`](Self::sweep) in an invocation that ends at
+    /// `deadline_millis` (unix ms): no delivery starts past the deadline
+    /// margin; the objects left wait for the next sweep.
+    pub async fn sweep_within(
+        &self,
+        limit: usize,
+        deadline_millis: Option<i64>,
+    ) -> Result<Swept, StoreError> {
+        let stop_starting_at = self.stop_starting_at(deadline_millis);
         let found = self.store.outboxes(D::KINDS, limit).await?;
         let oldest_age_millis = found
             .first()
@@ -577,7 +594,7 @@ where
         for key in found.iter().map(|o| &o.key) {
             let _object = self.outboxes.lock(key).await;
             let delivered = match self.store.load(key).await {
-                Ok(Some(item)) => self.deliver(&item, None).await,
+                Ok(Some(item)) => self.deliver(&item, stop_starting_at).await,
                 Ok(None) => Ok(()),
                 Err(err) => Err(err.into()),
             };
