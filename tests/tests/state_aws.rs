@@ -54,6 +54,7 @@ async fn markers_carry_their_ttl_and_commits_are_one_call() {
         data: Json::encode(&serde_json::json!({ "status": "paid" })).unwrap(),
         pending: vec![],
         next_seq: 1,
+        delivered: vec![],
     };
     // WHEN a commit with an item is made
     aws.counter.reset();

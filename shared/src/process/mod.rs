@@ -34,8 +34,8 @@ use crate::ledger::BodyStore;
 use crate::queue::{Delivery, EventMessage, MessageError, Payload};
 use crate::route::Processor;
 use crate::state::{
-    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
-    StateStore,
+    Commit, CommitResult, DELIVERED_KEPT, Json, Marker, Outcome, PendingEffect, StateItem,
+    StateKey, StateKind, StateStore,
 };
 use crate::telemetry::{self, Metric};
 use crate::verify::Verified;
@@ -553,6 +553,10 @@ where
             })?,
             pending,
             next_seq: first_seq + effects.len() as u64,
+            delivered: current.map_or_else(Vec::new, |i| {
+                let skip = i.delivered.len().saturating_sub(DELIVERED_KEPT);
+                i.delivered[skip..].to_vec()
+            }),
         })
     }
 
@@ -643,7 +647,7 @@ where
                 return Err(err);
             }
             self.store
-                .complete_effects(key, std::slice::from_ref(&p.id))
+                .complete_effect(key, &p.delivered(self.clock.now_millis()))
                 .await?;
             telemetry::emit(D::PROCESSOR.as_str(), &[(Metric::EffectPerformed, 1.0)]);
         }

@@ -14,7 +14,7 @@ use super::testkit::{self, NOW, delivery, event as ev, message, resource, with};
 use super::*;
 use crate::clock::ManualClock;
 use crate::ledger::{BodyStore, MemoryLedger};
-use crate::state::{MemoryStateStore, StateKind, Undelivered};
+use crate::state::{DeliveredEffect, MemoryStateStore, StateKind, Undelivered};
 
 const PI: &str = "pi_batch";
 
@@ -159,7 +159,7 @@ impl Effects<String> for RefuseSecond {
     }
 }
 
-/// A memory store the runner tests look into: it counts `complete_effects`
+/// A memory store the runner tests look into: it counts `complete_effect`
 /// calls and conflicts, can report its first commit as a duplicate after
 /// making it (an answer lost and the call retried, as an SDK does), and can
 /// yield between reading and writing, so that the records of one batch
@@ -204,9 +204,13 @@ impl StateStore for TestStore {
         Ok(result)
     }
 
-    async fn complete_effects(&self, key: &StateKey, ids: &[String]) -> Result<(), StoreError> {
+    async fn complete_effect(
+        &self,
+        key: &StateKey,
+        delivered: &DeliveredEffect,
+    ) -> Result<(), StoreError> {
         self.completes.fetch_add(1, Ordering::SeqCst);
-        self.inner.complete_effects(key, ids).await
+        self.inner.complete_effect(key, delivered).await
     }
 
     async fn fail_effect(&self, key: &StateKey, id: &str, error: &str) -> Result<(), StoreError> {

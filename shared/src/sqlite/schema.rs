@@ -110,6 +110,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE state_items ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
     ",
+    // 4: each object's last delivered effects (a JSON array, newest last).
+    "
+    ALTER TABLE state_items ADD COLUMN delivered TEXT NOT NULL DEFAULT '[]';
+    ",
 ];
 
 /// Brings the schema of the database at `path` up to date in one transaction.

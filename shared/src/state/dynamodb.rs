@@ -12,10 +12,13 @@
 //! `last_event_type`, `updated_at` (ms) as top-level attributes; `data` as a
 //! JSON string (the processor's own state, never queried, read back exactly as
 //! written); `pending` as a native map `effect id → {event_id, effect (JSON
-//! string), seq, attempts, last_error}`, so that [`StateStore::complete_effects`]
-//! removes delivered effects with one `UpdateItem` (`REMOVE pending.#id …
-//! ADD version :one`), and [`StateStore::fail_effect`] counts an attempt, without
-//! reading the item first; `next_seq` numbers the object's next effect.
+//! string), seq, attempts, last_error, at}`, and `delivered` as a map of the
+//! last delivered effects, so that [`StateStore::complete_effect`] moves a
+//! delivered effect with one `UpdateItem` (`REMOVE pending.#id SET
+//! delivered.#id = … ADD version :one`), and [`StateStore::fail_effect`]
+//! counts an attempt, without reading the item first; `next_seq` numbers the
+//! object's next effect. While the outbox holds effects, `outbox` (the kind)
+//! and `outbox_since` put the item in the sparse [`OUTBOX_INDEX`].
 
 use std::collections::HashMap;
 
@@ -23,6 +26,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 
 use super::{
@@ -32,6 +36,7 @@ use super::{
 use crate::aws::item::{self, Item, ItemExt, PK, n, s};
 use crate::error::StoreError;
 use crate::route::Processor;
+use crate::state::DeliveredEffect;
 
 /// Attribute names of state items and markers.
 mod a {
@@ -57,6 +62,8 @@ mod a {
     pub const OUTCOME: &str = "outcome";
     pub const AT: &str = "at";
     pub const EXPIRES_AT: &str = "expires_at";
+    pub const DELIVERED: &str = "delivered";
+    pub const DELIVERED_AT: &str = "delivered_at";
     pub const OUTBOX: &str = "outbox";
     pub const OUTBOX_SINCE: &str = "outbox_since";
 }
@@ -134,6 +141,53 @@ impl DynamoStateStore {
 }
 
 impl DynamoStateStore {
+    /// One `UpdateItem` moving `delivered` from the outbox to the history
+    /// while it is still pending (`REMOVE pending.#e SET delivered.#e ADD
+    /// version`), answering the item as it is after; `whole` writes the
+    /// history map itself, for an item that has none yet.
+    async fn move_to_history(
+        &self,
+        key: &StateKey,
+        delivered: &DeliveredEffect,
+        whole: bool,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<UpdateItemError>,
+    > {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key.partition_key()))
+            .expression_attribute_names("#pending", a::PENDING)
+            .expression_attribute_names("#delivered", a::DELIVERED)
+            .expression_attribute_names("#e", &delivered.id)
+            .expression_attribute_names("#version", a::VERSION)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew);
+        let update = if whole {
+            update
+                .condition_expression(
+                    "attribute_exists(#pending.#e) AND attribute_not_exists(#delivered)",
+                )
+                .update_expression("REMOVE #pending.#e SET #delivered = :history ADD #version :one")
+                .expression_attribute_values(
+                    ":history",
+                    AttributeValue::M(
+                        [(delivered.id.clone(), delivered_to_value(delivered))].into(),
+                    ),
+                )
+        } else {
+            update
+                .condition_expression("attribute_exists(#pending.#e)")
+                .update_expression(
+                    "REMOVE #pending.#e SET #delivered.#e = :record ADD #version :one",
+                )
+                .expression_attribute_values(":record", delivered_to_value(delivered))
+        };
+        update.send().await
+    }
+
     /// Takes an object whose outbox was just emptied out of [`OUTBOX_INDEX`],
     /// unless it changed since (a commit writes the index attributes itself).
     async fn leave_outbox_index(&self, key: &StateKey, version: i64) -> Result<(), StoreError> {
@@ -208,38 +262,18 @@ impl StateStore for DynamoStateStore {
         }
     }
 
-    async fn complete_effects(
+    async fn complete_effect(
         &self,
         key: &StateKey,
-        effect_ids: &[String],
+        delivered: &DeliveredEffect,
     ) -> Result<(), StoreError> {
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(key.partition_key()))
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#version", a::VERSION)
-            .expression_attribute_values(":one", n(1));
-        let mut remove = Vec::new();
-        if !effect_ids.is_empty() {
-            update = update.expression_attribute_names("#pending", a::PENDING);
-            for (i, id) in effect_ids.iter().enumerate() {
-                remove.push(format!("#pending.#e{i}"));
-                update = update.expression_attribute_names(format!("#e{i}"), id);
+        let updated = match self.move_to_history(key, delivered, false).await {
+            // An item written before histories were kept has no map to add to.
+            Err(err) if err.code() == Some("ValidationException") => {
+                self.move_to_history(key, delivered, true).await
             }
-        }
-        let expression = if remove.is_empty() {
-            "ADD #version :one".to_owned()
-        } else {
-            format!("REMOVE {} ADD #version :one", remove.join(", "))
+            other => other,
         };
-        let updated = update
-            .update_expression(expression)
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
         match updated {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
@@ -251,7 +285,8 @@ impl StateStore for DynamoStateStore {
                 }
                 Ok(())
             }
-            // No item: nothing pending (as in every backend).
+            // No item, or the effect no longer pending: nothing to move (as
+            // in every backend).
             Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
                 Ok(())
             }
@@ -482,6 +517,11 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
             (p.id.clone(), AttributeValue::M(entry))
         })
         .collect::<HashMap<_, _>>();
+    let delivered = state
+        .delivered
+        .iter()
+        .map(|d| (d.id.clone(), delivered_to_value(d)))
+        .collect::<HashMap<_, _>>();
     let mut item: Item = [
         (PK.to_owned(), s(&pk)),
         (a::KIND.to_owned(), s(state.key.kind.as_str())),
@@ -494,6 +534,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         (a::DATA.to_owned(), s(state.data.as_str())),
         (a::PENDING.to_owned(), AttributeValue::M(pending)),
         (a::NEXT_SEQ.to_owned(), n(state.next_seq)),
+        (a::DELIVERED.to_owned(), AttributeValue::M(delivered)),
     ]
     .into();
     if let Some(since) = state.undelivered_since() {
@@ -501,6 +542,63 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
         item.insert(a::OUTBOX_SINCE.to_owned(), n(since));
     }
     Ok(item)
+}
+
+/// A delivered effect as an entry of the `delivered` map (keyed by its id).
+fn delivered_to_value(d: &DeliveredEffect) -> AttributeValue {
+    AttributeValue::M(
+        [
+            (a::SEQ.to_owned(), n(d.seq)),
+            (a::EVENT_ID.to_owned(), s(&d.event_id)),
+            (a::EVENT_TYPE.to_owned(), s(&d.event_type)),
+            (a::EFFECT.to_owned(), s(d.effect.as_str())),
+            (a::ATTEMPTS.to_owned(), n(d.attempts)),
+            (a::DELIVERED_AT.to_owned(), n(d.delivered_at_millis)),
+        ]
+        .into(),
+    )
+}
+
+/// The `delivered` map, in `seq` order.
+fn delivered_from_item(pk: &str, item: &Item) -> Result<Vec<DeliveredEffect>, StoreError> {
+    let map = match item.get(a::DELIVERED) {
+        None => return Ok(Vec::new()),
+        Some(AttributeValue::M(map)) => map,
+        Some(_) => {
+            return Err(StoreError::corrupt(
+                pk,
+                "attribute `delivered` is not a map",
+            ));
+        }
+    };
+    let mut delivered = map
+        .iter()
+        .map(|(id, entry)| {
+            let AttributeValue::M(entry) = entry else {
+                return Err(StoreError::corrupt(
+                    pk,
+                    format!("delivered effect {id} is not a map"),
+                ));
+            };
+            Ok(DeliveredEffect {
+                id: id.clone(),
+                seq: u64::try_from(entry.req_i64(pk, a::SEQ)?).unwrap_or_default(),
+                event_id: entry.req_s(pk, a::EVENT_ID)?.to_owned(),
+                event_type: entry
+                    .opt_s(pk, a::EVENT_TYPE)?
+                    .unwrap_or_default()
+                    .to_owned(),
+                effect: Json::from_text(entry.req_s(pk, a::EFFECT)?.to_owned()).map_err(|e| {
+                    StoreError::corrupt(pk, format!("delivered effect {id} is not JSON: {e}"))
+                })?,
+                attempts: u32::try_from(entry.opt_i64(pk, a::ATTEMPTS)?.unwrap_or_default())
+                    .unwrap_or(u32::MAX),
+                delivered_at_millis: entry.req_i64(pk, a::DELIVERED_AT)?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    delivered.sort_by(|x, y| x.seq.cmp(&y.seq).then_with(|| x.id.cmp(&y.id)));
+    Ok(delivered)
 }
 
 fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, StoreError> {
@@ -557,6 +655,7 @@ fn state_from_item(key: &StateKey, pk: &str, item: &Item) -> Result<StateItem, S
         data: parse_json("data", item.req_s(pk, a::DATA)?)?,
         pending: pending.into_iter().map(|(_, p)| p).collect(),
         next_seq: u64::try_from(next_seq).unwrap_or(1),
+        delivered: delivered_from_item(pk, item)?,
     })
 }
 
@@ -627,6 +726,7 @@ mod tests {
             .unwrap(),
             next_seq: pending.len() as u64 + 4,
             pending,
+            delivered: Vec::new(),
         }
     }
 
@@ -646,13 +746,22 @@ mod tests {
                 at_millis: 1_750_000_000_000 + i64::from(seq as u32),
             })
             .collect();
-        let original = item(pending);
+        let mut original = item(pending.clone());
+        // AND a history of two delivered effects
+        original.delivered = vec![
+            pending[1].delivered(1_750_000_001_000),
+            pending[0].delivered(1_750_000_002_000),
+        ];
+        original.delivered.sort_by_key(|d| d.seq);
         // WHEN written as a DynamoDB item and read back
         let stored = state_to_item(&original).unwrap();
         let back = state_from_item(&original.key, "order#pi_1", &stored).unwrap();
-        // THEN it is unchanged, pending order included
+        // THEN it is unchanged, pending and history order included, and it
+        // is in the outbox index since its oldest effect was committed
         assert_eq!(back, original);
         assert_eq!(stored.get(PK), Some(&s("order#pi_1")));
+        assert_eq!(stored.get(a::OUTBOX), Some(&s("order")));
+        assert_eq!(stored.get(a::OUTBOX_SINCE), Some(&n(1_750_000_000_004_i64)));
     }
 
     #[test]

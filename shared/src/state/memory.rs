@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Commit, CommitResult, Marker, StateItem, StateKey, StateKind, StateStore, Undelivered,
+    Commit, CommitResult, DeliveredEffect, Marker, StateItem, StateKey, StateKind, StateStore,
+    Undelivered,
 };
 use crate::error::StoreError;
 use crate::route::Processor;
@@ -75,15 +76,18 @@ impl StateStore for MemoryStateStore {
         Ok(CommitResult::Committed)
     }
 
-    async fn complete_effects(
+    async fn complete_effect(
         &self,
         key: &StateKey,
-        effect_ids: &[String],
+        delivered: &DeliveredEffect,
     ) -> Result<(), StoreError> {
         self.check("complete")?;
         if let Some(item) = lock(&self.items).get_mut(key) {
-            item.pending.retain(|p| !effect_ids.contains(&p.id));
-            item.version += 1;
+            if let Some(at) = item.pending.iter().position(|p| p.id == delivered.id) {
+                item.pending.remove(at);
+                item.delivered.push(delivered.clone());
+                item.version += 1;
+            }
         }
         Ok(())
     }

@@ -165,6 +165,44 @@ fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 
+impl PendingEffect {
+    /// Its record once delivered at `at_millis`.
+    pub fn delivered(&self, at_millis: i64) -> DeliveredEffect {
+        DeliveredEffect {
+            id: self.id.clone(),
+            seq: self.seq,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            effect: self.effect.clone(),
+            attempts: self.attempts + 1,
+            delivered_at_millis: at_millis,
+        }
+    }
+}
+
+/// How many delivered effects an object keeps, newest last: enough to see
+/// its whole history in inspection, bounded so an item stays small.
+pub const DELIVERED_KEPT: usize = 50;
+
+/// A delivered effect, kept in its object's history for inspection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveredEffect {
+    /// Its id (the idempotency key it was delivered with).
+    pub id: String,
+    /// Its place in the object's outbox.
+    pub seq: u64,
+    /// The event whose transition caused it.
+    pub event_id: String,
+    /// That event's type.
+    pub event_type: String,
+    /// The processor's effect, as JSON.
+    pub effect: Json,
+    /// Deliveries it took, the successful one included.
+    pub attempts: u32,
+    /// When it was delivered (unix milliseconds).
+    pub delivered_at_millis: i64,
+}
+
 /// An object whose outbox holds undelivered effects, for the sweep and the
 /// age-of-oldest-effect metric.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -200,6 +238,8 @@ pub struct StateItem {
     pub pending: Vec<PendingEffect>,
     /// The `seq` the object's next effect gets.
     pub next_seq: u64,
+    /// The last [`DELIVERED_KEPT`] effects delivered, in `seq` order.
+    pub delivered: Vec<DeliveredEffect>,
 }
 
 impl StateItem {
@@ -307,12 +347,12 @@ pub trait StateStore: Send + Sync {
         commit: &Commit,
     ) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
 
-    /// Removes delivered effects from `key`'s outbox and bumps its version;
-    /// ids already gone are ignored.
-    fn complete_effects(
+    /// Moves a delivered effect from `key`'s outbox to its history and bumps
+    /// its version; one no longer pending (or no object) changes nothing.
+    fn complete_effect(
         &self,
         key: &StateKey,
-        effect_ids: &[String],
+        delivered: &DeliveredEffect,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records a failed delivery of `key`'s pending effect `effect_id`: one
@@ -365,12 +405,12 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         (**self).commit(commit)
     }
 
-    fn complete_effects(
+    fn complete_effect(
         &self,
         key: &StateKey,
-        effect_ids: &[String],
+        delivered: &DeliveredEffect,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).complete_effects(key, effect_ids)
+        (**self).complete_effect(key, delivered)
     }
 
     fn fail_effect(

@@ -8,15 +8,15 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Commit, CommitResult, Json, Marker, Outcome, PendingEffect, StateItem, StateKey, StateKind,
-    StateStore, Undelivered,
+    Commit, CommitResult, DeliveredEffect, Json, Marker, Outcome, PendingEffect, StateItem,
+    StateKey, StateKind, StateStore, Undelivered,
 };
 use crate::error::StoreError;
 use crate::route::Processor;
 use crate::sqlite::{Db, OpError, OpResult};
 
 /// Every column of a state row, in the order [`item_from_row`] reads them.
-pub(crate) const ITEM_COLUMNS: &str = "kind, id, version, last_created, last_event_id, last_event_type, updated_at_millis, data, pending, next_seq";
+pub(crate) const ITEM_COLUMNS: &str = "kind, id, version, last_created, last_event_id, last_event_type, updated_at_millis, data, pending, next_seq, delivered";
 
 /// Every column of a marker row, in the order [`marker_from_row`] reads them.
 pub(crate) const MARKER_COLUMNS: &str =
@@ -90,6 +90,11 @@ pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<StateIte
         Ok(v) => v,
         Err(e) => return Ok(Err(OpError::corrupt(name, format!("pending: {e}")))),
     };
+    let delivered: String = row.get(10)?;
+    let delivered: Vec<DeliveredEffect> = match serde_json::from_str(&delivered) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(OpError::corrupt(name, format!("delivered: {e}")))),
+    };
     Ok(Ok(StateItem {
         key: StateKey::new(kind, id),
         version,
@@ -102,6 +107,7 @@ pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<OpResult<StateIte
         next_seq: row
             .get::<_, i64>(9)
             .map(|n| u64::try_from(n).unwrap_or(1))?,
+        delivered,
     }))
 }
 
@@ -166,6 +172,7 @@ struct ItemRow {
     data: String,
     pending: String,
     next_seq: i64,
+    delivered: String,
 }
 
 impl ItemRow {
@@ -191,19 +198,21 @@ impl ItemRow {
                     format!("next seq {} is too large", item.next_seq),
                 )
             })?,
+            delivered: json(serde_json::to_string(&item.delivered))?,
         })
     }
 
     fn put(&self, conn: &Connection) -> OpResult<()> {
         conn.prepare_cached(
             "INSERT INTO state_items (kind, id, version, last_created, last_event_id, last_event_type,
-                 updated_at_millis, data, pending, next_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 updated_at_millis, data, pending, next_seq, delivered)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (kind, id) DO UPDATE SET
                  version = excluded.version, last_created = excluded.last_created,
                  last_event_id = excluded.last_event_id, last_event_type = excluded.last_event_type,
                  updated_at_millis = excluded.updated_at_millis, data = excluded.data,
-                 pending = excluded.pending, next_seq = excluded.next_seq",
+                 pending = excluded.pending, next_seq = excluded.next_seq,
+                 delivered = excluded.delivered",
         )?
         .execute(params![
             self.key.kind.as_str(),
@@ -216,6 +225,7 @@ impl ItemRow {
             self.data,
             self.pending,
             self.next_seq,
+            self.delivered,
         ])?;
         Ok(())
     }
@@ -269,13 +279,14 @@ fn commit(
     Ok(CommitResult::Committed)
 }
 
-/// Changes the outbox of `key` with `edit` and, if `edit` says it changed
-/// it, writes it back bumping the version, touching only that column: the
-/// state itself is not re-read. No item: nothing to do.
+/// Changes the outbox of `key` with `edit` (which may also add records, as
+/// JSON, to its delivered history) and, if `edit` says it changed it, writes
+/// it back bumping the version, touching only those columns: the state
+/// itself is not re-read. No item: nothing to do.
 fn edit_outbox(
     conn: &Connection,
     key: &StateKey,
-    edit: impl FnOnce(&mut Vec<PendingEffect>) -> bool,
+    edit: impl FnOnce(&mut Vec<PendingEffect>, &mut Vec<String>) -> bool,
 ) -> OpResult<()> {
     let pending: Option<String> = conn
         .prepare_cached("SELECT pending FROM state_items WHERE kind = ?1 AND id = ?2")?
@@ -286,7 +297,8 @@ fn edit_outbox(
     };
     let mut pending: Vec<PendingEffect> = serde_json::from_str(&pending)
         .map_err(|e| OpError::corrupt(key, format!("pending: {e}")))?;
-    if !edit(&mut pending) {
+    let mut history = Vec::new();
+    if !edit(&mut pending, &mut history) {
         return Ok(());
     }
     let pending = serde_json::to_string(&pending).map_err(|e| OpError::corrupt(key, e))?;
@@ -294,6 +306,13 @@ fn edit_outbox(
         "UPDATE state_items SET pending = ?3, version = version + 1 WHERE kind = ?1 AND id = ?2",
     )?
     .execute(params![key.kind.as_str(), key.id, pending])?;
+    for record in history {
+        conn.prepare_cached(
+            "UPDATE state_items SET delivered = json_insert(delivered, '$[#]', json(?3))
+             WHERE kind = ?1 AND id = ?2",
+        )?
+        .execute(params![key.kind.as_str(), key.id, record])?;
+    }
     Ok(())
 }
 
@@ -318,32 +337,37 @@ impl StateStore for SqliteStateStore {
             .await
     }
 
-    async fn complete_effects(
+    async fn complete_effect(
         &self,
         key: &StateKey,
-        effect_ids: &[String],
+        delivered: &DeliveredEffect,
     ) -> Result<(), StoreError> {
-        let (key, effect_ids) = (key.clone(), effect_ids.to_vec());
+        let (key, id) = (key.clone(), delivered.id.clone());
+        let record = serde_json::to_string(delivered)
+            .map_err(|e| StoreError::corrupt(key.to_string(), e.to_string()))?;
         self.db
             .write("complete", move |conn| {
-                // Most outboxes hold the one effect just delivered: emptied
-                // in SQL, without decoding and encoding it on the writer.
-                if let [only] = effect_ids.as_slice() {
-                    let emptied = conn
-                        .prepare_cached(
-                            "UPDATE state_items SET pending = '[]', version = version + 1
-                             WHERE kind = ?1 AND id = ?2 AND CASE WHEN json_valid(pending)
-                                 THEN json_array_length(pending) = 1
-                                     AND json_extract(pending, '$[0].id') = ?3
-                                 ELSE 0 END",
-                        )?
-                        .execute(params![key.kind.as_str(), key.id, only])?;
-                    if emptied > 0 {
-                        return Ok(());
-                    }
+                // Most outboxes hold just the effect delivered: moved in SQL,
+                // without decoding and encoding the outbox on the writer.
+                let moved = conn
+                    .prepare_cached(
+                        "UPDATE state_items SET pending = '[]', version = version + 1,
+                             delivered = json_insert(delivered, '$[#]', json(?4))
+                         WHERE kind = ?1 AND id = ?2 AND CASE WHEN json_valid(pending)
+                             THEN json_array_length(pending) = 1
+                                 AND json_extract(pending, '$[0].id') = ?3
+                             ELSE 0 END",
+                    )?
+                    .execute(params![key.kind.as_str(), key.id, id, record])?;
+                if moved > 0 {
+                    return Ok(());
                 }
-                edit_outbox(conn, &key, |pending| {
-                    pending.retain(|p| !effect_ids.contains(&p.id));
+                edit_outbox(conn, &key, |pending, history| {
+                    let Some(at) = pending.iter().position(|p| p.id == id) else {
+                        return false;
+                    };
+                    pending.remove(at);
+                    history.push(record.clone());
                     true
                 })
             })
@@ -359,7 +383,7 @@ impl StateStore for SqliteStateStore {
         let (key, effect_id, error) = (key.clone(), effect_id.to_owned(), error.to_owned());
         self.db
             .write("fail", move |conn| {
-                edit_outbox(conn, &key, |pending| {
+                edit_outbox(conn, &key, |pending, _| {
                     let failed = pending.iter_mut().find(|p| p.id == effect_id);
                     failed
                         .map(|p| {
@@ -377,7 +401,7 @@ impl StateStore for SqliteStateStore {
         self.db
             .write("retry", move |conn| {
                 let mut pending = 0;
-                edit_outbox(conn, &key, |effects| {
+                edit_outbox(conn, &key, |effects, _| {
                     effects.iter_mut().for_each(|p| p.attempts = 0);
                     pending = effects.len();
                     true
@@ -479,6 +503,7 @@ mod tests {
                 })
                 .collect(),
             next_seq: pending.len() as u64 + 1,
+            delivered: Vec::new(),
         }
     }
 
@@ -545,9 +570,14 @@ mod tests {
             .await
             .unwrap();
         // WHEN an effect of each is completed, and failed
-        let completed = s.complete_effects(&key("pi_1"), &["a".into()]).await;
+        let delivered = |id: &str| {
+            let mut d = item(id, 1, "evt_1", &["a"]).pending[0].delivered(AT);
+            d.id = "a".into();
+            d
+        };
+        let completed = s.complete_effect(&key("pi_1"), &delivered("pi_1")).await;
         let failed = s.fail_effect(&key("pi_1"), "a", "boom").await;
-        s.complete_effects(&key("pi_2"), &["a".into()])
+        s.complete_effect(&key("pi_2"), &delivered("pi_2"))
             .await
             .unwrap();
         // THEN the broken one fails as corrupt, and the other is completed

@@ -45,6 +45,7 @@ fn item(key: &StateKey, version: u64, event_id: &str, pending: Vec<PendingEffect
         data: Json::encode(&json!({ "status": "succeeded", "amount": 1099, "version": version, "tags": ["a", "b"], "note": null })).unwrap(),
         next_seq: pending.iter().map(|p| p.seq).max().unwrap_or(0) + 1,
         pending,
+        delivered: Vec::new(),
     }
 }
 
@@ -270,9 +271,10 @@ pub async fn markers_are_per_processor<S: StateStore>(store: &S, ns: &str) {
     );
 }
 
-/// Completing effects removes exactly those ids, keeps the rest in order, and
-/// bumps the version so a commit from the older read conflicts.
-pub async fn complete_effects_removes_them_in_order_and_bumps_version<S: StateStore>(
+/// Completing an effect moves exactly it to the object's history (in
+/// order, with when and after how many attempts), keeps the rest in order,
+/// and bumps the version so a commit from the older read conflicts.
+pub async fn completing_an_effect_moves_it_to_the_history_and_bumps_version<S: StateStore>(
     store: &S,
     ns: &str,
 ) {
@@ -288,25 +290,37 @@ pub async fn complete_effects_removes_them_in_order_and_bumps_version<S: StateSt
         ))
         .await
         .unwrap();
-    // WHEN effects 0 and 2 (and an id that is not pending) are completed
-    store
-        .complete_effects(
-            &k,
-            &[
-                pending[0].id.clone(),
-                pending[2].id.clone(),
-                "fulfill:gone:9".into(),
-            ],
-        )
-        .await
-        .unwrap();
-    // THEN effects 1 and 3 remain, in order, at version 2
+    // WHEN effects 0 and 2 are completed, and one that is not pending
+    let gone = PendingEffect {
+        id: "fulfill:gone:9".into(),
+        ..pending[3].clone()
+    };
+    for (p, at) in [(&pending[0], 100), (&pending[2], 200), (&gone, 300)] {
+        store
+            .complete_effect(&k, &p.delivered(1_750_000_000_000 + at))
+            .await
+            .unwrap();
+    }
+    // THEN effects 1 and 3 remain, in order, at version 3
     let now = store.load(&k).await.unwrap().unwrap();
     assert_eq!(now.pending, vec![pending[1].clone(), pending[3].clone()]);
-    assert_eq!(now.version, 2);
-    // AND completing nothing still bumps the version
-    store.complete_effects(&k, &[]).await.unwrap();
-    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 3);
+    assert_eq!(now.version, 3);
+    // AND 0 and 2 are in the history, in order, each with its delivery; the
+    // one that was not pending is not
+    assert_eq!(
+        now.delivered,
+        vec![
+            pending[0].delivered(1_750_000_000_100),
+            pending[2].delivered(1_750_000_000_200)
+        ]
+    );
+    assert_eq!(now.delivered[0].attempts, 1);
+    // AND completing one no longer pending changes nothing
+    store
+        .complete_effect(&k, &pending[0].delivered(1_750_000_000_400))
+        .await
+        .unwrap();
+    assert_eq!(store.load(&k).await.unwrap().unwrap(), now);
     // AND a commit computed from version 1 now conflicts
     let b = format!("evt_{ns}_fx_b");
     let r = store
@@ -321,14 +335,14 @@ pub async fn complete_effects_removes_them_in_order_and_bumps_version<S: StateSt
 }
 
 /// Completing effects of an object that does not exist is a no-op.
-pub async fn complete_effects_on_a_missing_item_creates_nothing<S: StateStore>(
+pub async fn completing_an_effect_of_a_missing_item_creates_nothing<S: StateStore>(
     store: &S,
     ns: &str,
 ) {
     // GIVEN no object WHEN its effects are completed THEN nothing fails and nothing appears
     let k = key(ns, "ghost");
     store
-        .complete_effects(&k, &["fulfill:x:0".to_owned()])
+        .complete_effect(&k, &effect("evt_x", 0).delivered(1))
         .await
         .unwrap();
     assert_eq!(store.load(&k).await.unwrap(), None);
@@ -577,8 +591,8 @@ pub async fn objects_with_undelivered_effects_are_found<S: StateStore>(store: &S
         1
     );
     // WHEN the order's effect is delivered THEN it is no longer found
-    let delivered = format!("fulfill:evt_{ns}_{}:0", with.id);
-    store.complete_effects(&with, &[delivered]).await.unwrap();
+    let delivered = effect(&format!("evt_{ns}_{}", with.id), 0).delivered(1_750_000_100_000);
+    store.complete_effect(&with, &delivered).await.unwrap();
     assert!(mine(store.outboxes(&[StateKind::Order], 1000).await.unwrap()).is_empty());
 }
 
@@ -599,8 +613,8 @@ macro_rules! state_conformance {
                 duplicate_wins_over_conflict,
                 marker_only_commit_records_the_outcome_once,
                 markers_are_per_processor,
-                complete_effects_removes_them_in_order_and_bumps_version,
-                complete_effects_on_a_missing_item_creates_nothing,
+                completing_an_effect_moves_it_to_the_history_and_bumps_version,
+                completing_an_effect_of_a_missing_item_creates_nothing,
                 outbox_round_trips_with_its_numbering,
                 failed_delivery_counts_an_attempt_on_that_effect,
                 retry_releases_an_outbox_keeping_its_errors,

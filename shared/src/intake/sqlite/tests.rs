@@ -291,10 +291,10 @@ async fn handed_off_message_reaches_its_consumer_when_the_sender_goes_away() {
         body: "",
     };
     let taking = intake.take(&claim, send);
-    assert!(
-        taking.now_or_never().is_none(),
-        "the write is still pending"
-    );
+    // One poll queues the write; the future is then dropped. (A writer fast
+    // enough to have committed already makes this the plain case, which
+    // must hold too: a busy machine decides which one runs.)
+    let _ = taking.now_or_never();
     // WHEN the write commits anyway
     let mut got = Vec::new();
     for _ in 0..200 {
