@@ -267,7 +267,7 @@ async fn effects(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_status",
-                format!("no effect status {s:?}; use pending or parked"),
+                format!("no effect status {s:?}; use delivered, pending or parked"),
             )
         })?),
     };

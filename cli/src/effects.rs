@@ -1,18 +1,24 @@
-//! `payhook effects list|retry`: the side effects not yet delivered, and
-//! releasing a parked outbox once its cause is fixed, on the local database
-//! of `payhook dev` (also while it runs: its next sweep delivers them).
+//! `payhook effects list|retry`: side effects by object and `seq`
+//! (delivered, pending, parked), and releasing a parked outbox once its cause
+//! is fixed. On the local database of `payhook dev` (also while it runs: its
+//! next sweep delivers them), or on the deployment's DynamoDB state table
+//! with `--state-table` (its processors' next sweep delivers them).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use payhook_shared::aws::{AwsClients, Timeouts};
+use payhook_shared::config::{self, ProcessEnv};
 use payhook_shared::local::{EffectFilter, EffectStatus, EffectView};
+use payhook_shared::state::dynamodb::DynamoStateStore;
+use payhook_shared::state::effects;
 use payhook_shared::state::{StateKey, StateKind};
 use serde_json::json;
 
 use crate::dlq::{DEFAULT_DB, open};
 
-/// List or retry undelivered side effects.
+/// List or retry side effects.
 #[derive(Debug, Args)]
 pub struct EffectsArgs {
     #[command(subcommand)]
@@ -21,11 +27,12 @@ pub struct EffectsArgs {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List undelivered effects, by object and seq.
+    /// List effects by object and seq: every object's undelivered ones, or
+    /// one object's (`--kind`, `--id`) with its delivered history.
     List {
         #[command(flatten)]
         target: Target,
-        /// Only `pending` or `parked` ones.
+        /// Only `delivered`, `pending` or `parked` ones.
         #[arg(long, value_parser = parse_status)]
         status: Option<EffectStatus>,
         /// At most this many.
@@ -47,6 +54,10 @@ struct Target {
     /// The local database of `payhook dev`.
     #[arg(long, env = "PAYHOOK_DB", default_value = DEFAULT_DB)]
     db: PathBuf,
+    /// The deployment's DynamoDB state table instead (AWS credentials and
+    /// region from the environment, as the AWS CLI reads them).
+    #[arg(long, env = "STATE_TABLE")]
+    state_table: Option<String>,
     /// One object: its kind (order, subscription, dispute, payout, account).
     #[arg(long, requires = "id", value_parser = parse_kind)]
     kind: Option<StateKind>,
@@ -64,12 +75,22 @@ impl Target {
 }
 
 fn parse_status(s: &str) -> Result<EffectStatus, String> {
-    EffectStatus::parse(s).ok_or_else(|| format!("{s:?} is not `pending` or `parked`"))
+    EffectStatus::parse(s).ok_or_else(|| format!("{s:?} is not `delivered`, `pending` or `parked`"))
 }
 
 fn parse_kind(s: &str) -> Result<StateKind, String> {
     StateKind::parse(s)
         .ok_or_else(|| format!("{s:?} is not order, subscription, dispute, payout or account"))
+}
+
+/// The processors' parking threshold, as they read it.
+fn max_attempts() -> anyhow::Result<u32> {
+    Ok(config::effects_max_attempts(&ProcessEnv)?)
+}
+
+async fn dynamodb(table: &str) -> DynamoStateStore {
+    let clients = AwsClients::load(Timeouts::PROCESSOR).await;
+    DynamoStateStore::new(clients.dynamodb, table)
 }
 
 /// Runs `payhook effects`.
@@ -81,28 +102,53 @@ pub async fn run(args: EffectsArgs) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let (db, inspector) = open(&target.db)?;
             let filter = EffectFilter {
                 object: target.object(),
                 status,
                 limit,
             };
-            let effects = inspector.effects(filter).await;
-            db.close();
-            print(&effects?, json);
+            let listed = match &target.state_table {
+                Some(table) => {
+                    if filter.object.is_none() && status == Some(EffectStatus::Delivered) {
+                        anyhow::bail!(
+                            "on DynamoDB, delivered effects are listed per object: add --kind and --id"
+                        );
+                    }
+                    effects::list(&dynamodb(table).await, &filter, max_attempts()?).await
+                }
+                None => {
+                    let (db, inspector) = open(&target.db)?;
+                    let listed = inspector.effects(filter).await;
+                    db.close();
+                    listed
+                }
+            };
+            print(&listed?, json);
         }
         Action::Retry { target } => {
-            let (db, inspector) = open(&target.db)?;
             let object = target.object();
-            let retried = inspector.retry_effects(object.as_ref()).await;
-            db.close();
+            let retried = match &target.state_table {
+                Some(table) => {
+                    let store = dynamodb(table).await;
+                    effects::retry(&store, object.as_ref(), max_attempts()?, 1000).await
+                }
+                None => {
+                    let (db, inspector) = open(&target.db)?;
+                    let retried = inspector.retry_effects(object.as_ref()).await;
+                    db.close();
+                    retried
+                }
+            };
             let retried = retried?;
             match object {
                 Some(key) if retried == 0 => println!("{key} has no undelivered effects"),
                 Some(key) => println!("released the outbox of {key}"),
                 None => println!("released {retried} parked outbox(es)"),
             }
-            println!("a running `payhook dev` delivers them at its next sweep");
+            match target.state_table {
+                Some(_) => println!("the processors deliver them at their next sweep"),
+                None => println!("a running `payhook dev` delivers them at its next sweep"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -114,7 +160,7 @@ fn print(effects: &[EffectView], as_json: bool) {
         return;
     }
     if effects.is_empty() {
-        println!("no undelivered effects");
+        println!("no effects");
         return;
     }
     println!(
@@ -123,6 +169,7 @@ fn print(effects: &[EffectView], as_json: bool) {
     );
     for e in effects {
         let status = match e.status {
+            EffectStatus::Delivered => "delivered",
             EffectStatus::Pending => "pending",
             EffectStatus::Parked => "parked",
         };

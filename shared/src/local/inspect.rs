@@ -15,11 +15,11 @@ use crate::ledger::{LedgerEntry, LedgerKey, LedgerStatus};
 use crate::queue::sqlite::{DeadLetter, QueueDepth, QueueSettings, SqliteQueue};
 use crate::route::Processor;
 use crate::sqlite::{Db, OpResult};
-use crate::state::StateStore;
+use crate::state::effects::{self, EffectFilter, EffectStatus, EffectView, views};
 use crate::state::sqlite::{
     ITEM_COLUMNS, MARKER_COLUMNS, SqliteStateStore, item_from_row, marker_from_row,
 };
-use crate::state::{Json, Marker, Outcome, PendingEffect, StateKey, StateKind};
+use crate::state::{DeliveredEffect, Json, Marker, Outcome, PendingEffect, StateKey, StateKind};
 
 /// The most events or history entries one query returns.
 pub const MAX_LIMIT: usize = 1000;
@@ -129,6 +129,8 @@ pub struct ObjectView {
     /// Its outbox: side effects committed and not yet delivered, by `seq`
     /// (with their attempts and last error).
     pub pending_effects: Vec<PendingEffect>,
+    /// Its last delivered effects, by `seq` (with attempts and when).
+    pub delivered_effects: Vec<DeliveredEffect>,
     /// The events processors recorded against it, newest first.
     pub history: Vec<HistoryEntry>,
 }
@@ -159,60 +161,6 @@ pub struct HistoryEntry {
     pub outcome: Outcome,
     /// When (unix milliseconds).
     pub at_millis: i64,
-}
-
-/// Which undelivered effects to list.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EffectFilter {
-    /// One object's outbox, or every object's.
-    pub object: Option<StateKey>,
-    /// Only effects in this state.
-    pub status: Option<EffectStatus>,
-    /// How many (capped at [`MAX_LIMIT`]).
-    pub limit: usize,
-}
-
-/// Where an undelivered effect stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EffectStatus {
-    /// Due: delivered by the next record or sweep of its object.
-    Pending,
-    /// It, or an effect before it in its outbox, failed too often: it waits
-    /// for a retry (`payhook effects retry`, `POST /api/effects/retry`).
-    Parked,
-}
-
-impl EffectStatus {
-    /// Parses `pending` or `parked`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(Self::Pending),
-            "parked" => Some(Self::Parked),
-            _ => None,
-        }
-    }
-}
-
-/// One undelivered effect, where it stands in its object's outbox.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EffectView {
-    /// The object whose outbox holds it.
-    pub object: StateKey,
-    /// Its id: the idempotency key it is delivered with.
-    pub id: String,
-    /// Its place in the outbox.
-    pub seq: u64,
-    /// The event whose transition caused it.
-    pub event_id: String,
-    /// Pending or parked.
-    pub status: EffectStatus,
-    /// Deliveries that failed so far.
-    pub attempts: u32,
-    /// Why the last one failed.
-    pub last_error: Option<String>,
-    /// The processor's effect.
-    pub effect: Json,
 }
 
 /// Queries over one local database.
@@ -251,49 +199,42 @@ impl Inspector {
         self
     }
 
-    /// Undelivered effects, by object and `seq`.
+    /// Effects by object and `seq`: one object's, or every object's
+    /// undelivered ones (delivered ones with `status` delivered).
     pub async fn effects(&self, filter: EffectFilter) -> Result<Vec<EffectView>, StoreError> {
         let max_attempts = self.max_attempts;
         let limit = filter.limit.clamp(1, MAX_LIMIT);
         self.db
             .read("effects", move |conn| {
                 let object = filter.object.as_ref();
+                // One object, or every object with effects in that state.
+                let which = match (object, filter.status) {
+                    (Some(_), _) => "kind = ?1 AND id = ?2",
+                    (None, Some(EffectStatus::Delivered)) => {
+                        "?1 IS NULL AND ?2 = '' AND delivered != '[]'"
+                    }
+                    (None, _) => "?1 IS NULL AND ?2 = '' AND pending != '[]'",
+                };
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {ITEM_COLUMNS} FROM state_items
-                     WHERE pending != '[]' AND (?1 IS NULL OR (kind = ?1 AND id = ?2))
-                     ORDER BY kind, id"
+                    "SELECT {ITEM_COLUMNS} FROM state_items WHERE {which} ORDER BY kind, id"
                 ))?;
                 let mut rows = stmt.query(params![
                     object.map(|k| k.kind.as_str()),
-                    object.map(|k| k.id.as_str())
+                    object.map_or("", |k| k.id.as_str())
                 ])?;
                 let mut effects = Vec::new();
                 while let Some(row) = rows.next()? {
                     let item = item_from_row(row)??;
-                    let mut parked = false;
-                    for p in item.pending {
-                        parked |= p.attempts >= max_attempts;
-                        let status = if parked {
-                            EffectStatus::Parked
-                        } else {
-                            EffectStatus::Pending
-                        };
-                        if filter.status.is_some_and(|s| s != status) {
-                            continue;
+                    effects.extend(views(&item, max_attempts).into_iter().filter(|v| {
+                        match filter.status {
+                            Some(status) => v.status == status,
+                            // Every object's: what waits; one object's: all.
+                            None => object.is_some() || v.status != EffectStatus::Delivered,
                         }
-                        effects.push(EffectView {
-                            object: item.key.clone(),
-                            id: p.id,
-                            seq: p.seq,
-                            event_id: p.event_id,
-                            status,
-                            attempts: p.attempts,
-                            last_error: p.last_error,
-                            effect: p.effect,
-                        });
-                        if effects.len() >= limit {
-                            return Ok(effects);
-                        }
+                    }));
+                    if effects.len() >= limit {
+                        effects.truncate(limit);
+                        break;
                     }
                 }
                 Ok(effects)
@@ -305,30 +246,8 @@ impl Inspector {
     /// effects are delivered by the running pipeline's next sweep (at once
     /// when this inspector belongs to it); returns how many outboxes.
     pub async fn retry_effects(&self, object: Option<&StateKey>) -> Result<usize, StoreError> {
-        let parked: Vec<StateKey> = match object {
-            Some(key) => vec![key.clone()],
-            None => {
-                let mut keys: Vec<StateKey> = self
-                    .effects(EffectFilter {
-                        status: Some(EffectStatus::Parked),
-                        limit: MAX_LIMIT,
-                        ..EffectFilter::default()
-                    })
-                    .await?
-                    .into_iter()
-                    .map(|e| e.object)
-                    .collect();
-                keys.dedup();
-                keys
-            }
-        };
         let store = SqliteStateStore::new(self.db.clone());
-        let mut retried = 0;
-        for key in &parked {
-            if store.retry_effects(key).await? > 0 {
-                retried += 1;
-            }
-        }
+        let retried = effects::retry(&store, object, self.max_attempts, MAX_LIMIT).await?;
         if let Some(sweeps) = &self.sweeps {
             sweeps.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -434,6 +353,7 @@ impl Inspector {
                     },
                     updated_at_millis: item.updated_at_millis,
                     pending_effects: item.pending,
+                    delivered_effects: item.delivered,
                     history,
                 }))
             })

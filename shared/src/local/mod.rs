@@ -9,7 +9,8 @@ pub mod inspect;
 mod pipeline;
 mod worker;
 
-pub use inspect::{EffectFilter, EffectStatus, EffectView, EventFilter, Inspector, Stats};
+pub use crate::state::effects::{EffectFilter, EffectStatus, EffectView};
+pub use inspect::{EventFilter, Inspector, Stats};
 pub use pipeline::{
     LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_effects_secret,
     dev_secret,

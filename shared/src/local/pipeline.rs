@@ -841,6 +841,35 @@ mod tests {
             .await
             .unwrap();
         assert!(left.is_empty(), "{left:?}");
+        // AND it is listed as delivered (one attempt since the retry) in the object's
+        // history and among every delivered effect
+        let history = p
+            .inspector()
+            .effects(EffectFilter {
+                object: Some(key.clone()),
+                limit: 10,
+                ..EffectFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].status, EffectStatus::Delivered);
+        assert_eq!((history[0].seq, history[0].attempts), (1, 1));
+        assert!(history[0].delivered_at_millis.is_some());
+        let delivered = p
+            .inspector()
+            .effects(EffectFilter {
+                status: Some(EffectStatus::Delivered),
+                limit: 10,
+                ..EffectFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(delivered, history);
+        let view = p.inspector().object(&key).await.unwrap().unwrap();
+        assert!(view.pending_effects.is_empty());
+        assert_eq!(view.delivered_effects.len(), 1);
+        assert_eq!(view.delivered_effects[0].id, history[0].id);
         p.shutdown().await;
     }
 }

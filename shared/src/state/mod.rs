@@ -10,6 +10,7 @@
 
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+pub mod effects;
 pub mod memory;
 #[cfg(feature = "local")]
 pub mod sqlite;
@@ -40,6 +41,15 @@ pub enum StateKind {
 }
 
 impl StateKind {
+    /// Every kind.
+    pub const ALL: &'static [Self] = &[
+        Self::Order,
+        Self::Subscription,
+        Self::Dispute,
+        Self::Payout,
+        Self::Account,
+    ];
+
     /// The stored form.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,15 +63,7 @@ impl StateKind {
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Order,
-            Self::Subscription,
-            Self::Dispute,
-            Self::Payout,
-            Self::Account,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 }
 
@@ -197,7 +199,7 @@ pub struct DeliveredEffect {
     pub event_type: String,
     /// The processor's effect, as JSON.
     pub effect: Json,
-    /// Deliveries it took, the successful one included.
+    /// Deliveries it took since its outbox was last released, the successful one included.
     pub attempts: u32,
     /// When it was delivered (unix milliseconds).
     pub delivered_at_millis: i64,

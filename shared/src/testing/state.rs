@@ -596,6 +596,86 @@ pub async fn objects_with_undelivered_effects_are_found<S: StateStore>(store: &S
     assert!(mine(store.outboxes(&[StateKind::Order], 1000).await.unwrap()).is_empty());
 }
 
+/// Effects are listed by object and `seq` with where they stand, and a
+/// parked outbox is released, through any store.
+pub async fn effects_are_listed_and_parked_outboxes_released<S: StateStore>(store: &S, ns: &str) {
+    use crate::state::effects::{self, EffectFilter, EffectStatus};
+    // GIVEN an object whose first effect failed 3 times (parked at 3), and
+    // one with an effect pending
+    let (stuck, due) = (key(ns, "list_stuck"), key(ns, "list_due"));
+    for (k, attempts) in [(&stuck, 3), (&due, 0)] {
+        let e = format!("evt_{ns}_{}", k.id);
+        let mut pending: Vec<_> = (0..2).map(|n| effect(&e, n)).collect();
+        pending[0].attempts = attempts;
+        pending.truncate(if attempts > 0 { 2 } else { 1 });
+        store
+            .commit(&commit(
+                marker(Processor::Fulfill, &e, Some(k), Outcome::Applied),
+                Some(item(k, 1, &e, pending)),
+                None,
+            ))
+            .await
+            .unwrap();
+    }
+    let every = |status| EffectFilter {
+        status,
+        limit: 1000,
+        object: None,
+    };
+    let mine = |views: Vec<effects::EffectView>| -> Vec<(String, u64, EffectStatus)> {
+        views
+            .into_iter()
+            .filter(|v| v.object.id.contains(ns))
+            .map(|v| (v.object.id, v.seq, v.status))
+            .collect()
+    };
+    // WHEN every undelivered effect is listed THEN the stuck outbox is parked
+    // from its failing effect on, the other pending
+    let mut listed = mine(effects::list(store, &every(None), 3).await.unwrap());
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            (due.id.clone(), 1, EffectStatus::Pending),
+            (stuck.id.clone(), 1, EffectStatus::Parked),
+            (stuck.id.clone(), 2, EffectStatus::Parked),
+        ]
+    );
+    // WHEN the due effect is delivered THEN its object lists it as delivered
+    let e = format!("evt_{ns}_{}", due.id);
+    store
+        .complete_effect(&due, &effect(&e, 0).delivered(1_750_000_000_500))
+        .await
+        .unwrap();
+    let one = EffectFilter {
+        object: Some(due.clone()),
+        ..every(None)
+    };
+    let history = effects::list(store, &one, 3).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, EffectStatus::Delivered);
+    assert_eq!(history[0].delivered_at_millis, Some(1_750_000_000_500));
+    // WHEN every parked outbox is retried THEN the stuck one is pending again
+    assert!(effects::retry(store, None, 3, 1000).await.unwrap() >= 1);
+    let listed = mine(
+        effects::list(store, &every(Some(EffectStatus::Parked)), 3)
+            .await
+            .unwrap(),
+    );
+    assert!(listed.is_empty(), "{listed:?}");
+    let again = EffectFilter {
+        object: Some(stuck.clone()),
+        ..every(None)
+    };
+    let views = effects::list(store, &again, 3).await.unwrap();
+    assert!(
+        views
+            .iter()
+            .all(|v| v.status == EffectStatus::Pending && v.attempts == 0),
+        "{views:?}"
+    );
+}
+
 /// Every state-store case, each as a test of its own (see
 /// [`ledger_conformance!`](crate::ledger_conformance) for `$make`).
 #[macro_export]
@@ -615,6 +695,7 @@ macro_rules! state_conformance {
                 markers_are_per_processor,
                 completing_an_effect_moves_it_to_the_history_and_bumps_version,
                 completing_an_effect_of_a_missing_item_creates_nothing,
+                effects_are_listed_and_parked_outboxes_released,
                 outbox_round_trips_with_its_numbering,
                 failed_delivery_counts_an_attempt_on_that_effect,
                 retry_releases_an_outbox_keeping_its_errors,
