@@ -43,6 +43,8 @@ lint: ## rustfmt and clippy (warnings are errors)
 test-unit: ## Unit tests, the local pipeline end to end (starts its own payhook dev), and the effects of Stripe's real flows
 	cargo test --workspace --all-features --exclude payhook-tests
 	cargo test -p payhook-tests --all-features --test flows
+	# The HTTP effects target as `payhook dev` alone links it (no AWS SDK clients).
+	cargo test -p payhook-shared --features local --lib http_target
 
 .PHONY: test-aws
 test-aws: tools ## Integration tests against moto server through the real AWS SDK
