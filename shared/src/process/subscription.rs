@@ -5,12 +5,18 @@
 //! one (terminal first, then `created`, then [`SUBSCRIPTION_STATUS_PRECEDENCE`])
 //! is the subscription. Invoices are keyed by the subscription they bill:
 //! a paid invoice resets dunning and extends the paid-through date, a failed
-//! one counts towards dunning only if it is newer than the latest payment.
+//! one counts towards dunning only if it is newer than the latest payment and
+//! than the latest snapshot with full access (the subscription recovered).
 //! Effects fire when access changes or a notice is new: `grant` and `revoke`
 //! alternate per subscription, starting with a grant; `grace` warns once per
-//! slide into `past_due`; each notice goes out once per cause (invoice
-//! attempt, trial end, invoice to authenticate), never for an ended
-//! subscription.
+//! slide into dunning (a counted failure or `past_due`, whichever is seen
+//! first), before that slide's notices; each notice goes out once per cause
+//! (invoice attempt, trial end, invoice to authenticate), never for an ended
+//! subscription. Notices wait in state until the grant and follow it, so the
+//! merchant sees the same sequence whichever of them Stripe delivers first;
+//! what a delivery order cannot change is that a cause already settled when
+//! it arrives (paid, recovered, or an older attempt after a newer one) is
+//! never told.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,9 +101,13 @@ pub struct SubscriptionState {
     pub action_required: Option<Versioned<InvoiceNotice>>,
     /// Trial ends already announced by `trial_will_end` (unix seconds).
     pub trial_ends_announced: BTreeSet<i64>,
+    /// When a snapshot last showed full access (unix seconds): failures
+    /// older than it were settled (paid, or forgiven), whatever says so.
+    #[serde(default)]
+    pub healthy_at: Option<i64>,
     /// What the customer may use.
     pub entitlement: Entitlement,
-    /// Failed payment attempts since the latest payment.
+    /// Failed payment attempts since the latest payment or recovery.
     pub dunning_attempts: u32,
     /// Whether the merchant holds a `grant` not yet followed by a `revoke`:
     /// the two alternate, starting with a grant.
@@ -180,12 +190,12 @@ pub enum SubscriptionEffect {
         /// Access runs at least until (unix seconds).
         current_period_end: Option<i64>,
     },
-    /// Keep access but warn: payment is being retried (`past_due`).
+    /// Keep access but warn: payment is being retried (`past_due`). Its
+    /// fields are the same whatever order the events come in: how many
+    /// attempts failed is told by the dunning notices that follow.
     Grace {
         /// `cus_…`.
         customer: Option<String>,
-        /// The failed attempts so far.
-        dunning_attempts: u32,
     },
     /// Withdraw access.
     Revoke {
@@ -285,10 +295,7 @@ impl Domain for Subscriptions {
             }
             Some(Kind::InvoiceActionRequired) => {
                 let invoice: Invoice = object_as(event)?;
-                let newer_than_payment = next
-                    .latest_payment
-                    .as_ref()
-                    .is_none_or(|p| event.created > p.key.created);
+                let current = next.current(event.created);
                 let notice = InvoiceNotice {
                     invoice: invoice.id,
                     hosted_invoice_url: invoice.hosted_invoice_url,
@@ -297,7 +304,7 @@ impl Domain for Subscriptions {
                     &mut next.action_required,
                     OrderKey::of(event, false, 0),
                     notice.clone(),
-                ) && newer_than_payment
+                ) && current
                 {
                     notices.push(Notice::ActionRequired(notice));
                 }
@@ -365,6 +372,12 @@ impl SubscriptionState {
             TERMINAL.contains(&snapshot.status.as_str()),
             precedence(SUBSCRIPTION_STATUS_PRECEDENCE, &snapshot.status),
         );
+        if Entitlement::of(&snapshot.status) == Entitlement::Granted {
+            self.healthy_at = Some(
+                self.healthy_at
+                    .map_or(event.created, |at| at.max(event.created)),
+            );
+        }
         offer(&mut self.subscription, key, snapshot);
         Ok(sub.trial_end)
     }
@@ -418,18 +431,29 @@ impl SubscriptionState {
     }
 
     /// Whether a failure counts towards dunning: only failures created after
-    /// the latest payment do (a payment in the same second settles it).
+    /// the latest payment (a payment in the same second settles it) and not
+    /// before the latest snapshot with full access (one in the same second
+    /// predates the failure's `past_due`) do.
     fn counts(&self, failure: &InvoiceFailure) -> bool {
-        self.latest_payment
-            .as_ref()
-            .is_none_or(|p| failure.created > p.key.created)
+        self.current(failure.created)
+    }
+
+    /// Whether a notice cause created at `created` is still current: neither
+    /// paid since nor followed by a recovery.
+    fn current(&self, created: i64) -> bool {
+        current(self.paid_at(), self.healthy_at, created)
+    }
+
+    /// When the newest payment was made (unix seconds).
+    fn paid_at(&self) -> Option<i64> {
+        self.latest_payment.as_ref().map(|p| p.key.created)
     }
 
     /// Drops superseded failures and recomputes the derived fields.
     fn derive(&mut self) {
-        let paid_at = self.latest_payment.as_ref().map(|p| p.key.created);
+        let (paid_at, healthy_at) = (self.paid_at(), self.healthy_at);
         self.failures
-            .retain(|_, f| paid_at.is_none_or(|at| f.created > at));
+            .retain(|_, f| current(paid_at, healthy_at, f.created));
         self.dunning_attempts = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
         self.entitlement = self
             .subscription
@@ -449,15 +473,67 @@ impl SubscriptionState {
         matches!(self.entitlement, Entitlement::Granted | Entitlement::Grace)
     }
 
+    /// Whether the subscription is in dunning with access kept: a counted
+    /// failure, or a `past_due` snapshot newer than the latest payment. The
+    /// newest of the troubles and the recoveries decides, so it rises once per
+    /// slide whatever order the events of that slide arrive in.
+    fn in_grace(&self) -> bool {
+        let paid_at = self.paid_at();
+        let past_due = self.subscription.as_ref().is_some_and(|s| {
+            s.value.status == "past_due" && paid_at.is_none_or(|at| s.key.created > at)
+        });
+        self.has_access() && (past_due || !self.failures.is_empty())
+    }
+
+    /// The counted failures, oldest first.
+    fn failures_in_order(&self) -> Vec<&InvoiceFailure> {
+        let mut failures: Vec<_> = self.failures.values().collect();
+        failures.sort_by_key(|f| (f.created, f.attempt_count, f.invoice.clone()));
+        failures
+    }
+
+    /// Whether `failure` is the newest counted one: an older attempt is never
+    /// told after a newer one.
+    fn is_newest(&self, failure: &InvoiceFailure) -> bool {
+        self.failures_in_order()
+            .last()
+            .is_some_and(|f| *f == failure)
+    }
+
+    /// The notices that waited for the grant, oldest first: the counted
+    /// failures and the invoice to authenticate, if still current.
+    fn waiting_notices(&self) -> Vec<Notice> {
+        let mut waiting: Vec<(i64, Notice)> = self
+            .failures_in_order()
+            .into_iter()
+            .map(|f| (f.created, Notice::Dunning(f.clone())))
+            .collect();
+        if let Some(action) = &self.action_required {
+            if self.current(action.key.created) {
+                waiting.push((
+                    action.key.created,
+                    Notice::ActionRequired(action.value.clone()),
+                ));
+            }
+        }
+        // Stable: a failure and an authentication request of the same
+        // second keep that order.
+        waiting.sort_by_key(|(created, _)| *created);
+        waiting.into_iter().map(|(_, notice)| notice).collect()
+    }
+
     /// The effects of going from `before` to `self`, plus the notices still
     /// due. `grant` and `revoke` alternate (latched in `access_granted`): a
     /// recovery from grace grants nothing new, and access never announced
-    /// (a subscription first seen canceled) is never revoked.
+    /// (a subscription first seen canceled) is never revoked. Notices wait
+    /// while no grant is held (their causes stay in state) and follow the
+    /// grant, oldest first; `grace` precedes the notices of its slide.
     fn effects_since(&mut self, before: &Self, notices: Vec<Notice>) -> Vec<SubscriptionEffect> {
         let snapshot = self.subscription.as_ref().map(|s| &s.value);
         let customer = snapshot.and_then(|s| s.customer.clone());
         let mut effects = Vec::new();
-        if self.has_access() && !self.access_granted {
+        let granting = self.has_access() && !self.access_granted;
+        if granting {
             self.access_granted = true;
             effects.push(SubscriptionEffect::Grant {
                 customer: customer.clone(),
@@ -466,10 +542,9 @@ impl SubscriptionState {
                 current_period_end: snapshot.and_then(|s| s.current_period_end),
             });
         }
-        if self.entitlement == Entitlement::Grace && before.entitlement != Entitlement::Grace {
+        if self.in_grace() && !before.in_grace() {
             effects.push(SubscriptionEffect::Grace {
                 customer: customer.clone(),
-                dunning_attempts: self.dunning_attempts,
             });
         }
         if !self.has_access() && self.access_granted {
@@ -479,9 +554,21 @@ impl SubscriptionState {
                 status: snapshot.map(|s| s.status.clone()).unwrap_or_default(),
             });
         }
-        if self.ended() {
+        if self.ended() || !self.access_granted {
             return effects;
         }
+        let notices = if granting {
+            // This event's own invoice notice is among those that waited.
+            let trials = notices
+                .into_iter()
+                .filter(|n| matches!(n, Notice::TrialEnding(_)));
+            self.waiting_notices().into_iter().chain(trials).collect()
+        } else {
+            notices
+                .into_iter()
+                .filter(|n| !matches!(n, Notice::Dunning(f) if !self.is_newest(f)))
+                .collect::<Vec<_>>()
+        };
         for notice in notices {
             effects.push(match notice {
                 Notice::TrialEnding(end) => SubscriptionEffect::TrialEnding {
@@ -503,6 +590,12 @@ impl SubscriptionState {
         }
         effects
     }
+}
+
+/// Whether a cause created at `created` is still current given the newest
+/// payment and the newest snapshot with full access.
+fn current(paid_at: Option<i64>, healthy_at: Option<i64>, created: i64) -> bool {
+    paid_at.is_none_or(|at| created > at) && healthy_at.is_none_or(|at| created >= at)
 }
 
 /// The invoice's lines, which the shared view does not carry: their periods

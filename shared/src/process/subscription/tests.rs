@@ -112,7 +112,8 @@ async fn subscription_lifecycle_grants_graces_and_revokes_in_order() {
         .iter()
         .map(|(ctx, _)| ctx.event_id.as_str())
         .collect();
-    assert_eq!(by_event, ["evt_2", "evt_3", "evt_4", "evt_7"]);
+    // (the failed renewal is the slide into grace: the past_due snapshot adds nothing)
+    assert_eq!(by_event, ["evt_2", "evt_3", "evt_3", "evt_7"]);
     let effects = runner.effects().effects();
     assert_eq!(
         effects[0],
@@ -125,19 +126,18 @@ async fn subscription_lifecycle_grants_graces_and_revokes_in_order() {
     );
     assert_eq!(
         effects[1],
+        SubscriptionEffect::Grace {
+            customer: Some("cus_1".into()),
+        }
+    );
+    assert_eq!(
+        effects[2],
         SubscriptionEffect::DunningNotice {
             invoice: "in_2".into(),
             attempt_count: 1,
             next_payment_attempt: Some(NOW + 3 * DAY),
             amount_due: 1000,
             currency: Some("usd".into()),
-        }
-    );
-    assert_eq!(
-        effects[2],
-        SubscriptionEffect::Grace {
-            customer: Some("cus_1".into()),
-            dunning_attempts: 1,
         }
     );
     assert_eq!(
@@ -593,4 +593,130 @@ fn one_invoice_attempt_told_twice_notifies_once() {
     // THEN one dunning notice and one attempt counted
     assert_eq!(count(&effects, is_dunning), 1, "{effects:?}");
     assert_eq!(state.unwrap().dunning_attempts, 1);
+}
+
+/// The effects of `events` delivered in every order, each order once.
+fn in_every_order(events: &[Value]) -> Vec<(Vec<usize>, Vec<SubscriptionEffect>)> {
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+    let envelopes: Vec<Envelope<'_>> = bodies.iter().map(|b| envelope(b)).collect();
+    permutations(envelopes.len())
+        .into_iter()
+        .map(|order| {
+            let (_, effects) = fold_envelopes(&Subscriptions, order.iter().map(|&i| &envelopes[i]));
+            (order, effects)
+        })
+        .collect()
+}
+
+#[test]
+fn a_notice_seen_before_the_grant_follows_it_in_every_order() {
+    // GIVEN an active subscription whose renewal fails, and one whose renewal needs authentication
+    let active = ev("evt_1", "customer.subscription.updated", 1, sub("active"));
+    let failed = ev("evt_2", "invoice.payment_failed", 3, invoice("in_2", 1));
+    let action = ev(
+        "evt_3",
+        "invoice.payment_action_required",
+        4,
+        invoice("in_2", 2),
+    );
+    for notice in [failed, action] {
+        // WHEN the notice's event and the subscription are delivered in either order
+        let runs = in_every_order(&[active.clone(), notice]);
+        // THEN the grant comes first and the merchant sees the same sequence both times
+        let (_, in_order) = &runs[0];
+        assert!(is_grant(&in_order[0]), "{in_order:?}");
+        assert!(in_order.len() >= 2, "{in_order:?}");
+        for (order, effects) in &runs {
+            assert_eq!(effects, in_order, "order {order:?}");
+        }
+    }
+}
+
+#[test]
+fn a_subscription_first_seen_canceled_drops_the_notices_that_waited() {
+    // GIVEN a failed renewal seen before anything else
+    let failed = ev("evt_2", "invoice.payment_failed", 3, invoice("in_2", 1));
+    // WHEN the subscription's deletion follows, then its older activation
+    let deleted = ev("evt_3", "customer.subscription.deleted", 5, sub("canceled"));
+    let active = ev("evt_1", "customer.subscription.updated", 1, sub("active"));
+    let (_, effects) = fold(&Subscriptions, &[&failed, &deleted, &active]);
+    // THEN the merchant hears nothing: no access was announced, none to warn about
+    assert!(effects.is_empty(), "{effects:?}");
+}
+
+#[test]
+fn grace_comes_before_the_notice_of_the_same_slide_in_every_order() {
+    // GIVEN an active subscription whose renewal fails, making it past_due in the same second
+    let events = [
+        ev("evt_1", "customer.subscription.updated", 1, sub("active")),
+        ev("evt_2", "invoice.payment_failed", 3, invoice("in_2", 1)),
+        ev("evt_3", "customer.subscription.updated", 3, sub("past_due")),
+    ];
+    // WHEN delivered in every order
+    // THEN always grant, grace, then the dunning notice
+    for (order, effects) in in_every_order(&events) {
+        let kinds: Vec<_> = effects
+            .iter()
+            .map(|e| (is_grant(e), is_grace(e), is_dunning(e)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (true, false, false),
+                (false, true, false),
+                (false, false, true)
+            ],
+            "order {order:?}: {effects:?}"
+        );
+    }
+}
+
+#[test]
+fn grace_says_the_same_whatever_the_order() {
+    // GIVEN a renewal that fails twice while the subscription is past_due
+    let events = [
+        ev("evt_1", "customer.subscription.updated", 1, sub("active")),
+        ev("evt_2", "invoice.payment_failed", 3, invoice("in_2", 1)),
+        ev("evt_3", "customer.subscription.updated", 3, sub("past_due")),
+        ev("evt_4", "invoice.payment_failed", 6, invoice("in_2", 2)),
+    ];
+    // WHEN delivered in every order
+    let graces: Vec<_> = in_every_order(&events)
+        .into_iter()
+        .map(|(order, effects)| {
+            let grace: Vec<_> = effects.into_iter().filter(is_grace).collect();
+            (order, grace)
+        })
+        .collect();
+    // THEN one grace each time, with the same fields
+    for (order, grace) in &graces {
+        assert_eq!(grace, &graces[0].1, "order {order:?}");
+        assert_eq!(grace.len(), 1, "order {order:?}");
+    }
+}
+
+#[test]
+fn an_older_attempt_is_never_told_after_a_newer_one_nor_once_settled() {
+    // GIVEN an active subscription whose renewal fails twice, then recovers
+    let active = ev("evt_1", "customer.subscription.updated", 1, sub("active"));
+    let first = ev("evt_2", "invoice.payment_failed", 3, invoice("in_2", 1));
+    let second = ev("evt_3", "invoice.payment_failed", 6, invoice("in_2", 2));
+    let recovered = ev("evt_4", "customer.subscription.updated", 9, sub("active"));
+    // WHEN the second attempt is seen before the first
+    let (_, newer_first) = fold(&Subscriptions, &[&active, &second, &first]);
+    // THEN only the second is told
+    let told: Vec<_> = newer_first
+        .iter()
+        .filter_map(|e| match e {
+            SubscriptionEffect::DunningNotice { attempt_count, .. } => Some(*attempt_count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [2], "{newer_first:?}");
+    // WHEN the subscription is seen active again before the failures
+    let (state, settled) = fold(&Subscriptions, &[&active, &recovered, &first, &second]);
+    // THEN neither failure is told nor counted, and no grace is given
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert!(is_grant(&settled[0]));
+    assert_eq!(state.unwrap().dunning_attempts, 0);
 }
