@@ -73,6 +73,10 @@ bench-coldstart: tools ## Binary size, init time and peak RSS per Lambda functio
 bench-load: ## payhook dev end to end vs Express + stripe-node under load
 	bench/load.sh
 
+.PHONY: bench-load-effects
+bench-load-effects: ## payhook dev end to end with every effect POSTed to a local endpoint: effects/s
+	bench/load.sh --effects
+
 # --- AWS ----------------------------------------------------------------------
 
 .PHONY: local-aws

@@ -109,7 +109,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("opening {}", args.db.display()))?;
     let (stripe, origin) = match env.var("STRIPE_WEBHOOK_SECRET") {
-        Some(value) => (config::split_secrets(&value), SecretOrigin::Environment),
+        Some(value) => (
+            secrets("STRIPE_WEBHOOK_SECRET", &value)?,
+            SecretOrigin::Environment,
+        ),
         None => (vec![dev_secret(&db).await?], SecretOrigin::Generated),
     };
     if args.print_secret {
@@ -122,10 +125,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     {
         tracing::warn!("*_WEBHOOK_SECRET_ARN is ignored by payhook dev; set the secret itself");
     }
-    let standard = env
-        .var("STANDARD_WEBHOOK_SECRET")
-        .map(|v| config::split_secrets(&v))
-        .unwrap_or_default();
+    let standard = match env.var("STANDARD_WEBHOOK_SECRET") {
+        Some(v) => secrets("STANDARD_WEBHOOK_SECRET", &v)?,
+        None => Vec::new(),
+    };
     let verifiers = Verifiers::from_secrets(stripe.clone(), standard, tolerance)?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -184,6 +187,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     served.context("serving HTTP")?;
     eprintln!("payhook dev stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The secrets `variable` lists, or why it is unusable (naming it).
+fn secrets(variable: &'static str, value: &str) -> anyhow::Result<Vec<String>> {
+    config::split_secrets(value).map_err(|e| config::ConfigError::new(variable, e).into())
 }
 
 /// The effects target `--effects` names, and a line saying so for the banner.

@@ -124,14 +124,19 @@ impl std::fmt::Debug for SecretSource {
     }
 }
 
-/// Splits a comma-separated secret list (rotation: several active secrets).
-/// Whitespace is kept: the verifier notes it when no signature matches.
-pub fn split_secrets(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
+/// Splits a comma-separated secret list (rotation: several active secrets),
+/// each entry trimmed (`whsec_new, whsec_old` is how people write it); an
+/// empty entry is refused, as a list with a hole is a mistake.
+pub fn split_secrets(value: &str) -> Result<Vec<String>, String> {
+    let entries: Vec<&str> = value.split(',').map(str::trim).collect();
+    if let Some(n) = entries.iter().position(|e| e.is_empty()) {
+        return Err(format!(
+            "entry {} of {} is empty (a stray comma?)",
+            n + 1,
+            entries.len()
+        ));
+    }
+    Ok(entries.into_iter().map(str::to_owned).collect())
 }
 
 /// The receive function's configuration.
@@ -214,7 +219,9 @@ pub fn receive_settings(env: &impl Env) -> Result<ReceiveSettings, ConfigError> 
     let routes = match env.var("HANDLED_EVENT_TYPES") {
         None => Routes::all(),
         Some(v) => Routes::only(v.split(',').map(str::trim).filter(|s| !s.is_empty())),
-    };
+    }
+    .with_standard(&env.var("STANDARD_ROUTES").unwrap_or_default())
+    .map_err(|e| ConfigError::new("STANDARD_ROUTES", e.to_string()))?;
     Ok(ReceiveSettings {
         max_body_bytes: number(
             env,
@@ -410,10 +417,10 @@ fn secret_source(
             format!("set either {inline} or {arn}, not both"),
         )),
         (Some(v), None) => {
-            let secrets = split_secrets(&v);
-            if secrets.is_empty() {
+            if v.trim().is_empty() {
                 return Err(ConfigError::new(inline, "holds no secret"));
             }
+            let secrets = split_secrets(&v).map_err(|e| ConfigError::new(inline, e))?;
             Ok(Some(SecretSource::Inline(secrets)))
         }
         (None, Some(a)) if a.trim().starts_with("arn:") => {
@@ -546,5 +553,51 @@ mod tests {
         assert!(err.to_string().contains("bus name or ARN"), "{err}");
         let err = EffectsTarget::parse("sqs:queue", None).unwrap_err();
         assert!(err.to_string().contains("eventbridge:"), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_list_is_trimmed_and_the_old_secret_still_verifies() {
+        use crate::verify::{Provider, Tolerance, Verifiers, sign_stripe};
+        // GIVEN the secrets written as people write them, a space after the comma
+        const ROTATING: &[(&str, &str)] = &[
+            ("LEDGER_TABLE", "ledger"),
+            ("FULFILL_QUEUE_URL", "http://q/f"),
+            ("SUBSCRIPTION_QUEUE_URL", "http://q/s"),
+            ("DISPUTE_QUEUE_URL", "http://q/d"),
+            ("PAYOUT_QUEUE_URL", "http://q/p"),
+            ("STRIPE_WEBHOOK_SECRET", " whsec_new, whsec_old "),
+        ];
+        let c = ReceiveConfig::from_env(&env(ROTATING)).unwrap();
+        let Some(SecretSource::Inline(secrets)) = c.stripe_secret else {
+            panic!("inline secrets expected")
+        };
+        // THEN each entry is trimmed
+        assert_eq!(secrets, ["whsec_new", "whsec_old"]);
+        // AND a delivery signed with the old secret verifies
+        let verifiers = Verifiers::from_secrets(secrets, vec![], Tolerance::DEFAULT).unwrap();
+        let body = br#"{"id":"evt_1","object":"event","type":"payout.paid","created":1750000000,"data":{"object":{"id":"po_1"}}}"#;
+        let header = sign_stripe("whsec_old", 1_750_000_000, body);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("stripe-signature", header.parse().unwrap());
+        let scheme = verifiers.scheme(Provider::Stripe).unwrap();
+        assert!(scheme.verify(&headers, body, 1_750_000_000).is_ok());
+    }
+
+    #[test]
+    fn an_empty_secret_entry_is_refused_naming_the_variable() {
+        for value in ["whsec_a,,whsec_b", "whsec_a,", ", whsec_b"] {
+            let vars: Vec<(&'static str, &'static str)> = BASE[..5]
+                .iter()
+                .copied()
+                .chain([(
+                    "STRIPE_WEBHOOK_SECRET",
+                    Box::leak(value.to_owned().into_boxed_str()) as &str,
+                )])
+                .collect();
+            let vars: &'static [(&'static str, &'static str)] = Box::leak(vars.into_boxed_slice());
+            let err = ReceiveConfig::from_env(&env(vars)).unwrap_err();
+            assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET", "{value}");
+            assert!(err.to_string().contains("is empty"), "{err}");
+        }
     }
 }

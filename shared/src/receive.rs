@@ -188,7 +188,7 @@ where
             expires_at: now_millis.div_euclid(1000) + self.settings.ledger_ttl_secs,
         };
         let route = if self.settings.livemode.admits(env.livemode) {
-            self.settings.routes.route(&env.event_type)
+            self.settings.routes.route(provider, &env.event_type)
         } else {
             Route::Ignored(IgnoreReason::LivemodeMismatch)
         };

@@ -1,9 +1,13 @@
-//! Routing: which processor queue an event type goes to.
+//! Routing: which processor queue an event goes to, per provider.
 //!
-//! One table for the whole system. Types outside it are acknowledged and
-//! recorded as ignored, never enqueued; a deployment may narrow the set further.
+//! Stripe's events follow one table for the whole system; a deployment may
+//! narrow it. Standard Webhooks events have no table of their own: they go
+//! only where the deployment's `STANDARD_ROUTES` sends them. Anything else is
+//! acknowledged and recorded as ignored, never enqueued.
 
 use serde::{Deserialize, Serialize};
+
+use crate::verify::Provider;
 
 /// A business area with its own queue, function and state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -131,6 +135,8 @@ pub enum IgnoreReason {
     NotEnabled,
     /// The event's livemode differs from the endpoint's.
     LivemodeMismatch,
+    /// A provider other than Stripe, and no `STANDARD_ROUTES` entry for its type.
+    NotRouted,
 }
 
 impl IgnoreReason {
@@ -140,6 +146,7 @@ impl IgnoreReason {
             Self::UnknownType => "unknown_type",
             Self::NotEnabled => "not_enabled",
             Self::LivemodeMismatch => "livemode_mismatch",
+            Self::NotRouted => "not_routed",
         }
     }
 }
@@ -152,17 +159,61 @@ pub fn processor_for(event_type: &str) -> Option<Processor> {
         .map(|(_, p)| *p)
 }
 
-/// The routing a deployment uses: the full table, optionally narrowed.
+/// The routing a deployment uses: for Stripe the full table, optionally
+/// narrowed; for Standard Webhooks only what it lists.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
     /// `None` handles every routed type; otherwise only these types or families.
     only: Option<Vec<String>>,
+    /// Standard Webhooks types (or `family.*`) and their processor, first
+    /// match wins; empty routes none.
+    standard: Vec<(String, Processor)>,
+}
+
+/// An entry of `STANDARD_ROUTES` is not `type=processor`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{entry:?}: {reason}")]
+pub struct RouteError {
+    /// The entry as written.
+    pub entry: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 impl Routes {
-    /// Every type in [`ROUTES`].
+    /// Every type in [`ROUTES`], and no Standard Webhooks type.
     pub fn all() -> Self {
-        Self { only: None }
+        Self {
+            only: None,
+            standard: Vec::new(),
+        }
+    }
+
+    /// These routes, and Standard Webhooks events routed by `entries`
+    /// (`order.*=fulfill, invoice.paid=subscription`).
+    pub fn with_standard(mut self, entries: &str) -> Result<Self, RouteError> {
+        self.standard = entries
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|entry| {
+                let error = |reason| RouteError {
+                    entry: entry.to_owned(),
+                    reason,
+                };
+                let (pattern, processor) = entry
+                    .split_once('=')
+                    .ok_or_else(|| error("not type=processor"))?;
+                let (pattern, processor) = (pattern.trim(), processor.trim());
+                if pattern.is_empty() || (pattern.contains('*') && !is_family(pattern)) {
+                    return Err(error("the type is not a type, a family.* or *"));
+                }
+                let processor = Processor::from_name(processor)
+                    .ok_or_else(|| error("not fulfill, subscription, dispute or payout"))?;
+                Ok((pattern.to_owned(), processor))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
     }
 
     /// Only the listed types; an entry ending in `.*` admits a family
@@ -174,11 +225,25 @@ impl Routes {
     {
         Self {
             only: Some(patterns.into_iter().map(Into::into).collect()),
+            standard: Vec::new(),
         }
     }
 
-    /// Routes one event type.
-    pub fn route(&self, event_type: &str) -> Route {
+    /// Routes one event of `provider`.
+    pub fn route(&self, provider: Provider, event_type: &str) -> Route {
+        match provider {
+            Provider::Stripe => self.route_stripe(event_type),
+            Provider::Standard => self
+                .standard
+                .iter()
+                .find(|(pattern, _)| matches_type(pattern, event_type))
+                .map_or(Route::Ignored(IgnoreReason::NotRouted), |(_, p)| {
+                    Route::To(*p)
+                }),
+        }
+    }
+
+    fn route_stripe(&self, event_type: &str) -> Route {
         let Some(processor) = processor_for(event_type) else {
             return Route::Ignored(IgnoreReason::UnknownType);
         };
@@ -193,12 +258,21 @@ impl Routes {
 }
 
 fn admits(pattern: &str, event_type: &str, processor: Processor) -> bool {
-    if pattern == event_type || pattern == processor.as_str() || pattern == "*" {
-        return true;
-    }
-    pattern
-        .strip_suffix('*')
-        .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+    pattern == processor.as_str() || matches_type(pattern, event_type)
+}
+
+/// `*`, or `family.*` (a `.*` suffix): a pattern for a family of types.
+fn is_family(pattern: &str) -> bool {
+    pattern == "*" || pattern.strip_suffix(".*").is_some_and(|f| !f.contains('*'))
+}
+
+/// Whether `pattern` (a type, `family.*` or `*`) names `event_type`.
+fn matches_type(pattern: &str, event_type: &str) -> bool {
+    pattern == event_type
+        || pattern == "*"
+        || pattern
+            .strip_suffix('*')
+            .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -222,7 +296,7 @@ mod tests {
             ("account.updated", Processor::Payout),
             ("account.external_account.deleted", Processor::Payout),
         ] {
-            assert_eq!(all.route(t), Route::To(p), "{t}");
+            assert_eq!(all.route(Provider::Stripe, t), Route::To(p), "{t}");
         }
     }
 
@@ -246,7 +320,7 @@ mod tests {
             "PAYOUT.PAID",
         ] {
             assert_eq!(
-                all.route(t),
+                all.route(Provider::Stripe, t),
                 Route::Ignored(IgnoreReason::UnknownType),
                 "{t}"
             );
@@ -259,19 +333,19 @@ mod tests {
         let routes = Routes::only(["payment_intent.*", "dispute"]);
         // THEN those route, the rest of the table is ignored as not enabled
         assert_eq!(
-            routes.route("payment_intent.succeeded"),
+            routes.route(Provider::Stripe, "payment_intent.succeeded"),
             Route::To(Processor::Fulfill)
         );
         assert_eq!(
-            routes.route("charge.dispute.created"),
+            routes.route(Provider::Stripe, "charge.dispute.created"),
             Route::To(Processor::Dispute)
         );
         assert_eq!(
-            routes.route("charge.succeeded"),
+            routes.route(Provider::Stripe, "charge.succeeded"),
             Route::Ignored(IgnoreReason::NotEnabled)
         );
         assert_eq!(
-            routes.route("nope.nope"),
+            routes.route(Provider::Stripe, "nope.nope"),
             Route::Ignored(IgnoreReason::UnknownType)
         );
     }
@@ -284,5 +358,59 @@ mod tests {
         types.dedup();
         assert_eq!(types.len(), n);
         assert_eq!(n, 55);
+    }
+
+    #[test]
+    fn standard_webhooks_go_only_where_standard_routes_says() {
+        // GIVEN the default routes: a Standard delivery shaped like a Stripe
+        // payment is routed nowhere (whoever holds that secret fulfils nothing)
+        let all = Routes::all();
+        assert_eq!(
+            all.route(Provider::Standard, "payment_intent.succeeded"),
+            Route::Ignored(IgnoreReason::NotRouted)
+        );
+        // WHEN STANDARD_ROUTES names families and types
+        let routes = Routes::all()
+            .with_standard(" order.*=fulfill , invoice.paid = subscription ,")
+            .unwrap();
+        // THEN those go to their processor, the rest is not routed, and
+        // Stripe's table is untouched
+        assert_eq!(
+            routes.route(Provider::Standard, "order.paid"),
+            Route::To(Processor::Fulfill)
+        );
+        assert_eq!(
+            routes.route(Provider::Standard, "invoice.paid"),
+            Route::To(Processor::Subscription)
+        );
+        assert_eq!(
+            routes.route(Provider::Standard, "payment_intent.succeeded"),
+            Route::Ignored(IgnoreReason::NotRouted)
+        );
+        assert_eq!(
+            routes.route(Provider::Stripe, "order.paid"),
+            Route::Ignored(IgnoreReason::UnknownType)
+        );
+        assert_eq!(
+            routes.route(Provider::Stripe, "invoice.paid"),
+            Route::To(Processor::Subscription)
+        );
+    }
+
+    #[test]
+    fn a_bad_standard_route_names_the_entry() {
+        for (entries, reason) in [
+            ("order.paid", "not type=processor"),
+            (
+                "order.paid=shipping",
+                "not fulfill, subscription, dispute or payout",
+            ),
+            ("=fulfill", "the type is not a type, a family.* or *"),
+            ("ord*=fulfill", "the type is not a type, a family.* or *"),
+        ] {
+            let err = Routes::all().with_standard(entries).unwrap_err();
+            assert_eq!(err.reason, reason, "{entries}");
+            assert!(err.to_string().contains(entries.trim()), "{err}");
+        }
     }
 }

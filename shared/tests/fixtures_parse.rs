@@ -33,7 +33,7 @@ fn receive<T: StripeObject>(body: &str) -> (Route, T) {
     headers.insert("stripe-signature", signature.parse().unwrap());
     let verified = verifier.verify(&headers, body.as_bytes(), NOW).unwrap();
     let env = event::parse(Provider::Stripe, &verified).unwrap();
-    let route = Routes::all().route(&env.event_type);
+    let route = Routes::all().route(Provider::Stripe, &env.event_type);
     (route, object_as::<T>(&env).unwrap())
 }
 

@@ -27,39 +27,47 @@ pub enum SecretError {
         /// The secret.
         arn: String,
         /// Which form was expected.
-        reason: &'static str,
+        reason: String,
     },
 }
 
 /// The secrets in a Secrets Manager value; `Err` says which form was expected.
-pub fn parse_secret_value(value: &str) -> Result<Vec<String>, &'static str> {
+pub fn parse_secret_value(value: &str) -> Result<Vec<String>, String> {
     let trimmed = value.trim_start();
     let secrets = if trimmed.starts_with('{') {
         let json: serde_json::Value = serde_json::from_str(trimmed)
-            .map_err(|_| "it starts with `{` but is not valid JSON")?;
+            .map_err(|_| "it starts with `{` but is not valid JSON".to_owned())?;
         match (json.get("secrets"), json.get("secret")) {
             (Some(serde_json::Value::Array(list)), None) => list
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or("`secrets` must be a list of strings")?,
-            (None, Some(serde_json::Value::String(one))) => vec![one.clone()],
-            (Some(_), Some(_)) => return Err("give either `secrets` or `secret`, not both"),
+                .ok_or("`secrets` must be a list of strings")?
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .collect(),
+            (None, Some(serde_json::Value::String(one))) => vec![one.trim().to_owned()],
+            (Some(_), Some(_)) => {
+                return Err("give either `secrets` or `secret`, not both".to_owned());
+            }
             _ => {
                 return Err(
-                    "JSON must be {\"secrets\": [\"whsec_…\"]} or {\"secret\": \"whsec_…\"}",
+                    "JSON must be {\"secrets\": [\"whsec_…\"]} or {\"secret\": \"whsec_…\"}"
+                        .to_owned(),
                 );
             }
         }
+    } else if value.trim().is_empty() {
+        Vec::new()
     } else {
-        split_secrets(value)
+        split_secrets(value)?
     };
     let secrets: Vec<String> = secrets
         .into_iter()
         .filter(|s| !s.trim().is_empty())
         .collect();
     if secrets.is_empty() {
-        return Err("it holds no secret");
+        return Err("it holds no secret".to_owned());
     }
     Ok(secrets)
 }
@@ -84,7 +92,7 @@ pub async fn resolve(
         })?;
     let value = out.secret_string().ok_or_else(|| SecretError::Value {
         arn: arn.clone(),
-        reason: "it has no SecretString (binary secrets are not supported)",
+        reason: "it has no SecretString (binary secrets are not supported)".to_owned(),
     })?;
     parse_secret_value(value).map_err(|reason| SecretError::Value {
         arn: arn.clone(),

@@ -417,7 +417,10 @@ fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> 
              WHERE processor IN ('fulfill', 'subscription', 'dispute', 'payout') AND event_id = ?1
              ORDER BY processor"
         ))?
-        .query_map([&entry.key.event_id], marker_from_row)?
+        .query_map(
+            [entry.key.provider.event_key(&entry.key.event_id).as_ref()],
+            marker_from_row,
+        )?
         .map(|m| {
             let m: Marker = m??;
             Ok(ProcessingView {

@@ -413,6 +413,7 @@ mod tests {
     use crate::verify::{Provider, Tolerance, sign_stripe};
 
     const SECRET: &str = "whsec_pipeline_test";
+    const STANDARD_SECRET: &str = "whsec_cGlwZWxpbmVfc3RhbmRhcmRfc2VjcmV0";
 
     /// Effects that fail while `failing` is set and count what they performed.
     #[derive(Clone, Default)]
@@ -491,6 +492,113 @@ mod tests {
         p.receiver()
             .handle(&Method::POST, "stripe", &headers, body.as_bytes())
             .await
+    }
+
+    /// A Standard Webhooks delivery `id` of `event_type` whose data is `data`.
+    async fn deliver_standard(
+        p: &Pipeline,
+        id: &str,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> crate::receive::Answer {
+        let now = SystemClock.now_secs();
+        let body = json!({ "type": event_type, "timestamp": "2026-12-05T00:00:00Z", "data": data })
+            .to_string();
+        let signature =
+            crate::verify::sign_standard(STANDARD_SECRET, id, now, body.as_bytes()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", HeaderValue::from_str(id).unwrap());
+        headers.insert("webhook-timestamp", HeaderValue::from(now));
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&signature).unwrap(),
+        );
+        p.receiver()
+            .handle(&Method::POST, "standard", &headers, body.as_bytes())
+            .await
+    }
+
+    /// A pipeline that also verifies Standard Webhooks deliveries, routed by `standard_routes`.
+    async fn start_with_standard(t: &TempDb, standard_routes: &str) -> Pipeline {
+        let verifiers = Verifiers::from_secrets(
+            vec![SECRET.into()],
+            vec![STANDARD_SECRET.into()],
+            Tolerance::DEFAULT,
+        )
+        .unwrap();
+        let mut settings = settings();
+        settings.receive.routes = crate::route::Routes::all()
+            .with_standard(standard_routes)
+            .unwrap();
+        Pipeline::start_with_effects(t.db(), verifiers, settings, Flaky::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_standard_delivery_shaped_as_a_stripe_payment_is_not_routed() {
+        // GIVEN a pipeline with a Standard Webhooks secret and no STANDARD_ROUTES
+        let t = TempDb::new();
+        let p = start_with_standard(&t, "").await;
+        // WHEN a Standard delivery says `payment_intent.succeeded` with a
+        // payment-intent-shaped object
+        let data = json!({"id": "pi_9", "object": "payment_intent", "status": "succeeded",
+                          "amount": 2000, "amount_received": 2000, "currency": "usd"});
+        let answer = deliver_standard(&p, "msg_1", "payment_intent.succeeded", data).await;
+        // THEN it is acknowledged and recorded as not routed; no order exists
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(
+            answer.body_string().contains("not_routed"),
+            "{}",
+            answer.body_string()
+        );
+        let key = LedgerKey::new(Provider::Standard, "msg_1");
+        let view = p.inspector().event(&key).await.unwrap().unwrap();
+        assert!(view.processing.is_empty(), "{view:?}");
+        assert_eq!(queued(&p).await, 0);
+        let order = StateKey::new(StateKind::Order, "pi_9");
+        assert!(p.inspector().object(&order).await.unwrap().is_none());
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_standard_delivery_never_stands_for_the_stripe_event_of_the_same_id() {
+        // GIVEN Standard deliveries routed to fulfill (which reads Stripe objects only)
+        let t = TempDb::new();
+        let p = start_with_standard(&t, "payment_intent.*=fulfill").await;
+        // WHEN a Standard delivery whose webhook-id is a Stripe event's id
+        // arrives first, shaped as that payment
+        let data = json!({"id": "pi_1", "object": "payment_intent", "status": "succeeded",
+                          "amount": 2000, "amount_received": 2000, "currency": "usd"});
+        let answer = deliver_standard(&p, "evt_1", "payment_intent.succeeded", data).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let standard = LedgerKey::new(Provider::Standard, "evt_1");
+        for _ in 0..500 {
+            let view = p.inspector().event(&standard).await.unwrap().unwrap();
+            if !view.processing.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // THEN fulfill skipped it: no order
+        let view = p.inspector().event(&standard).await.unwrap().unwrap();
+        assert_eq!(view.processing.len(), 1, "{view:?}");
+        assert_eq!(view.processing[0].outcome, crate::state::Outcome::Skipped);
+        let order = StateKey::new(StateKind::Order, "pi_1");
+        assert!(p.inspector().object(&order).await.unwrap().is_none());
+        // WHEN the Stripe event evt_1 arrives
+        let answer = deliver(&p, &payment_succeeded("evt_1", "pi_1")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        // THEN it is applied: the order exists, from the Stripe event
+        let view = wait_for_stage(&p, "evt_1", "processed").await;
+        assert_eq!(
+            view.processing[0].outcome,
+            crate::state::Outcome::Applied,
+            "{view:?}"
+        );
+        let order = p.inspector().object(&order).await.unwrap().unwrap();
+        assert_eq!(order.last_event.id, "evt_1");
+        p.shutdown().await;
     }
 
     async fn wait_for_stage(p: &Pipeline, event_id: &str, stage: &str) -> EventView {

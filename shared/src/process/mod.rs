@@ -38,7 +38,7 @@ use crate::state::{
     StateKey, StateKind, StateStore,
 };
 use crate::telemetry::{self, Metric};
-use crate::verify::Verified;
+use crate::verify::{Provider, Verified};
 
 pub use effects::{EffectContext, EffectError, EffectMessage, Effects, LogEffects, Target};
 
@@ -57,6 +57,11 @@ pub trait Domain: Send + Sync {
 
     /// The kinds of object it keeps (whose outboxes its sweep delivers).
     const KINDS: &'static [StateKind];
+
+    /// The providers whose objects it knows the schema of: an event of any
+    /// other provider routed here is recorded as skipped, never read as one
+    /// of these (the built-in processors read Stripe's objects only).
+    const PROVIDERS: &'static [Provider] = &[Provider::Stripe];
 
     /// The rules under `settings` (`ORDER_METADATA_KEY`, …); most have none.
     fn configured(settings: &DomainSettings) -> Self
@@ -408,7 +413,13 @@ where
             delivery_id: Some(&message.event_id),
         };
         let envelope = event::parse(message.provider, &verified)?;
-        let key = self.domain.key(&envelope)?;
+        let event_key = message.provider.event_key(&envelope.id).into_owned();
+        let key = if D::PROVIDERS.contains(&message.provider) {
+            self.domain.key(&envelope)?
+        } else {
+            tracing::info!(provider = %message.provider, "not a provider this processor reads: skipped");
+            None
+        };
         // One record at a time per object in this process, from reading its
         // state to delivering its outbox: what this record commits is then
         // what the outbox holds, with no read in between.
@@ -416,7 +427,7 @@ where
             Some(key) => Some(self.outboxes.lock(key).await),
             None => None,
         };
-        let (outcome, outbox) = self.apply(&envelope, key).await?;
+        let (outcome, outbox) = self.apply(&envelope, &event_key, key).await?;
         let lag = (self.clock.now_millis() - envelope.created * 1000).max(0) as f64;
         let metric = match outcome {
             RecordOutcome::Duplicate => Metric::Duplicate,
@@ -444,6 +455,7 @@ where
     async fn apply(
         &self,
         event: &Envelope<'_>,
+        event_key: &str,
         key: Option<StateKey>,
     ) -> Result<(RecordOutcome, Option<Outbox>), ProcessError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
@@ -469,8 +481,15 @@ where
             let now = self.clock.now_millis();
             let (outcome, item) = match (decision, &key) {
                 (Decision::Apply { state, effects }, Some(key)) => {
-                    let item =
-                        self.next_item(key, current.as_ref(), event, state, &effects, now)?;
+                    let item = self.next_item(
+                        key,
+                        current.as_ref(),
+                        event_key,
+                        event,
+                        state,
+                        &effects,
+                        now,
+                    )?;
                     (Outcome::Applied, Some(item))
                 }
                 (_, None) => (Outcome::Skipped, None),
@@ -479,7 +498,7 @@ where
             let commit = Commit {
                 marker: Marker {
                     processor: D::PROCESSOR,
-                    event_id: event.id.to_string(),
+                    event_id: event_key.to_owned(),
                     event_type: event.event_type.to_string(),
                     key: key.clone(),
                     outcome,
@@ -518,6 +537,7 @@ where
         &self,
         key: &StateKey,
         current: Option<&StateItem>,
+        event_key: &str,
         event: &Envelope<'_>,
         state: D::State,
         effects: &[D::Effect],
@@ -527,9 +547,9 @@ where
         let first_seq = current.map_or(1, |i| i.next_seq.max(1));
         for (n, effect) in (0u64..).zip(effects) {
             pending.push(PendingEffect {
-                id: format!("{}:{}:{n}", D::PROCESSOR.as_str(), event.id),
+                id: format!("{}:{event_key}:{n}", D::PROCESSOR.as_str()),
                 seq: first_seq + n,
-                event_id: event.id.to_string(),
+                event_id: event_key.to_owned(),
                 event_type: event.event_type.to_string(),
                 effect: Json::encode(effect).map_err(|e| ProcessError::State {
                     key: key.to_string(),
@@ -544,7 +564,7 @@ where
             key: key.clone(),
             version: current.map_or(1, |i| i.version + 1),
             last_created: current.map_or(event.created, |i| i.last_created.max(event.created)),
-            last_event_id: event.id.to_string(),
+            last_event_id: event_key.to_owned(),
             last_event_type: event.event_type.to_string(),
             updated_at_millis: now,
             data: Json::encode(&state).map_err(|e| ProcessError::State {

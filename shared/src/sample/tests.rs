@@ -162,7 +162,7 @@ fn every_sample_parses_and_routes_to_its_processor() {
             let expected = processor_for(&env.event_type)
                 .map_or(Route::Ignored(IgnoreReason::UnknownType), Route::To);
             assert_eq!(
-                routes.route(&env.event_type),
+                routes.route(Provider::Stripe, &env.event_type),
                 expected,
                 "{}",
                 env.event_type

@@ -51,6 +51,17 @@ impl Provider {
             Self::Standard => "standard",
         }
     }
+
+    /// The key processors record this provider's event `id` under (markers,
+    /// effect ids, idempotency keys): Stripe's ids as they are (`evt_…`, no
+    /// colon), every other provider's prefixed with its name, so that one
+    /// provider's id can never stand for another's event.
+    pub fn event_key(self, id: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Stripe => std::borrow::Cow::Borrowed(id),
+            other => std::borrow::Cow::Owned(format!("{}:{id}", other.as_str())),
+        }
+    }
 }
 
 impl std::fmt::Display for Provider {
