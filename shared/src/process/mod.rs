@@ -484,10 +484,8 @@ where
                     let item = self.next_item(
                         key,
                         current.as_ref(),
-                        event_key,
-                        event,
-                        state,
-                        &effects,
+                        (event, event_key),
+                        (state, &effects),
                         now,
                     )?;
                     (Outcome::Applied, Some(item))
@@ -537,10 +535,8 @@ where
         &self,
         key: &StateKey,
         current: Option<&StateItem>,
-        event_key: &str,
-        event: &Envelope<'_>,
-        state: D::State,
-        effects: &[D::Effect],
+        (event, event_key): (&Envelope<'_>, &str),
+        (state, effects): (D::State, &[D::Effect]),
         now: i64,
     ) -> Result<StateItem, ProcessError> {
         let mut pending = current.map(|i| i.pending.clone()).unwrap_or_default();
