@@ -91,7 +91,7 @@ fn criterion_groups(
             b.iter(|| parse(black_box(v)))
         });
         group.bench_with_input(BenchmarkId::new("route", bytes), &env, |b, env| {
-            b.iter(|| routes.route(black_box(&env.event_type)))
+            b.iter(|| routes.route(Provider::Stripe, black_box(&env.event_type)))
         });
         group.bench_with_input(BenchmarkId::new("verify_parse_route", bytes), p, |b, p| {
             b.iter(|| full(verifier, routes, black_box(p)).1)
@@ -126,7 +126,7 @@ fn parse<'a>(verified: &Verified<'a>) -> event::Envelope<'a> {
 
 fn full<'a>(verifier: &StripeVerifier, routes: &Routes, p: &'a Payload) -> (Verified<'a>, Route) {
     let verified = verify(verifier, p);
-    let route = routes.route(&parse(&verified).event_type);
+    let route = routes.route(Provider::Stripe, &parse(&verified).event_type);
     (verified, route)
 }
 
@@ -169,7 +169,7 @@ fn summary(payloads: &[Payload], verifier: &StripeVerifier, routes: &Routes) {
         let hmac_ns = median_ns(|| bare_hmac(&hmac, black_box(p.body.as_bytes())));
         let verify_ns = median_ns(|| verify(verifier, black_box(p)).timestamp);
         let parse_ns = median_ns(|| parse(black_box(&verified)).created);
-        let route_ns = median_ns(|| routes.route(black_box(&env.event_type)));
+        let route_ns = median_ns(|| routes.route(Provider::Stripe, black_box(&env.event_type)));
         let full_ns = median_ns(|| full(verifier, routes, black_box(p)).1);
         println!(
             "{:>5} {:>7} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2}",
