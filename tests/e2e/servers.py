@@ -13,7 +13,10 @@ with `stop()`:
   of calls answered 500 without forwarding, a share forwarded to moto and
   then the answer dropped (the connection closed: the call happened, the
   caller cannot know), and a few stalled until the caller gives up (its
-  attempt timeout) and only then forwarded (the call happens late).
+  attempt timeout), alternately before forwarding (the call happens late,
+  after the SDK's retry) and after it (the call happened, its answer comes
+  too late: the SDK retries a call that was applied, e.g. a commit, which
+  then fails its condition as a duplicate).
 """
 
 import base64
@@ -163,33 +166,42 @@ class FaultProxy(_Server):
     happened, by kind. `enabled` turns the faults off (plain forwarding).
     """
 
-    def __init__(self, upstream, seed, p_error=0.06, p_drop=0.05, p_stall=0.01, max_stalls=4, stall_cap=7.0):
+    def __init__(self, upstream, seed, p_error=0.06, p_drop=0.05, p_stall=0.01, max_stalls=4, stall_cap=7.0,
+                 scripted=None):
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.rng = random.Random(seed)
         self.p = (p_error, p_error + p_drop, p_error + p_drop + p_stall)
         self.max_stalls = max_stalls
         self.stall_cap = stall_cap
+        self.scripted = dict(scripted or {})  # (x-amz-target, nth call of it) -> fault kind
         self.enabled = True
         self.lock = threading.Lock()
         self.counts = Counter()
+        self.seen = Counter()
         self.by_target = Counter()  # (kind, x-amz-target or path) for the report
         super().__init__(_ProxyHandler)
 
-    def draw(self):
+    def draw(self, target):
         with self.lock:
             self.counts["calls"] += 1
+            self.seen[target] += 1
             r = self.rng.random()
             if not self.enabled:
                 return "forwarded"
+            scripted = self.scripted.pop((target, self.seen[target]), None)
+            if scripted:
+                return scripted
             if r < self.p[0]:
                 return "error_500"
             if r < self.p[1]:
                 return "answer_dropped"
-            if r < self.p[2] and self.counts["stalled"] < self.max_stalls:
-                self.counts["stalled"] += 1  # reserved now so that concurrent draws respect max_stalls
-                return "stalled"
+            if r < self.p[2] and self.stalls < self.max_stalls:
+                self.stalls += 1
+                return "stalled_then_forwarded" if self.stalls % 2 else "forwarded_then_stalled"
             return "forwarded"
+
+    stalls = 0
 
     def forward(self, method, path, headers, body):
         conn = http.client.HTTPConnection(*self.upstream, timeout=30)
@@ -209,18 +221,22 @@ class _ProxyHandler(_Handler):
         proxy = self.server.owner
         body = self.body()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        kind = proxy.draw()
         target = self.headers.get("x-amz-target") or self.path.split("?")[0]
+        kind = proxy.draw(target)
         with proxy.lock:
-            if kind != "stalled":
-                proxy.counts[kind] += 1
+            proxy.counts[kind] += 1
             proxy.by_target[(kind, target)] += 1
         if kind == "error_500":
             payload = json.dumps({"__type": "InternalServerError", "message": "injected by the fault proxy"})
             return self.answer(500, payload.encode(), "application/x-amz-json-1.0")
-        if kind == "stalled":
+        if kind == "stalled_then_forwarded":
             self.wait_for_hangup(proxy.stall_cap)
             proxy.forward(self.command, self.path, headers, body)  # the late call
+            self.close_connection = True
+            return
+        if kind == "forwarded_then_stalled":
+            proxy.forward(self.command, self.path, headers, body)  # applied; the answer never arrives in time
+            self.wait_for_hangup(proxy.stall_cap)
             self.close_connection = True
             return
         status, upstream_headers, payload = proxy.forward(self.command, self.path, headers, body)
