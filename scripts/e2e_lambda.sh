@@ -12,6 +12,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 # its first invocation, which then waits on the build.
 bins=()
 for dir in functions/*/; do bins+=(--bin "$(basename "$dir")"); done
-cargo build "${bins[@]}"
+# …and the CLI, whose `payhook trigger` builds the event sequences the test sends.
+cargo build "${bins[@]}" --bin payhook
 
 exec scripts/moto.sh -- .venv/bin/python tests/e2e/test_lambda_e2e.py
