@@ -56,7 +56,9 @@ RESOURCES = {
             "name": name,
             "env": f"{name.upper()}_QUEUE_URL",
             "visibility_timeout": 6 * PROCESSOR_TIMEOUT_SECONDS,
-            "retention_seconds": 4 * 24 * 3600,
+            # As long as the dead-letter queues: an outage longer than SQS's
+            # default 4 days must not drop events the ledger calls ENQUEUED.
+            "retention_seconds": 14 * 24 * 3600,
             "dead_letter": {
                 "logical_id": f"{title}DeadLetterQueue",
                 "name": f"{name}-dlq",

@@ -27,10 +27,12 @@ impl Livemode {
         }
     }
 
-    /// Whether an event with this `livemode` is processed here.
+    /// Whether a Stripe event with this `livemode` is processed here: an
+    /// endpoint for one mode takes only events that say they are of it.
     pub fn admits(self, livemode: Option<bool>) -> bool {
         match (self, livemode) {
-            (Self::Any, _) | (_, None) => true,
+            (Self::Any, _) => true,
+            (_, None) => false,
             (Self::Test, Some(live)) => !live,
             (Self::Live, Some(live)) => live,
         }

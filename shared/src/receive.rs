@@ -187,7 +187,8 @@ where
             lease_until_millis: now_millis + self.settings.lease_millis,
             expires_at: now_millis.div_euclid(1000) + self.settings.ledger_ttl_secs,
         };
-        let route = if self.settings.livemode.admits(env.livemode) {
+        // Live and test mode are Stripe's: other providers' events have no mode.
+        let route = if provider != Provider::Stripe || self.settings.livemode.admits(env.livemode) {
             self.settings.routes.route(provider, &env.event_type)
         } else {
             Route::Ignored(IgnoreReason::LivemodeMismatch)
@@ -503,6 +504,28 @@ mod tests {
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.body["ignored"], "livemode_mismatch");
         assert!(r.intake().queue().sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_event_that_does_not_say_its_mode_is_not_processed_under_live() {
+        // GIVEN a live endpoint
+        let settings = ReceiveSettings {
+            livemode: Livemode::Live,
+            ..ReceiveSettings::default()
+        };
+        let (r, _) = receiver_with(settings, MemoryQueue::new());
+        // WHEN an event without `livemode` arrives
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("evt_nomode", "payment_intent.succeeded", true)).unwrap();
+        v.as_object_mut().unwrap().remove("livemode");
+        let a = post(&r, &v.to_string()).await;
+        // THEN it is acknowledged and recorded, never processed
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["ignored"], "livemode_mismatch");
+        assert!(r.intake().queue().sent().is_empty());
+        // WHILE a live event is processed
+        let a = post(&r, &event("evt_live", "payment_intent.succeeded", true)).await;
+        assert_eq!(a.body["queue"], "fulfill", "{:?}", a.body);
     }
 
     #[tokio::test]

@@ -199,6 +199,10 @@ def check_queues(template, code):
             if _value(template, props.get("MessageRetentionPeriod")) != DLQ_RETENTION_SECONDS:
                 problems.append(f"{name}: a dead-letter queue keeps messages 14 days ({DLQ_RETENTION_SECONDS} s)")
             continue
+        # Retention at least the dead-letter queues': a processor outage longer
+        # than SQS's default 4 days must not drop messages the ledger calls ENQUEUED.
+        if _value(template, props.get("MessageRetentionPeriod", SQS_DEFAULT_RETENTION)) != DLQ_RETENTION_SECONDS:
+            problems.append(f"{name}: a processor queue keeps messages 14 days ({DLQ_RETENTION_SECONDS} s)")
         target = _dead_letter_target(queue)
         if target is None:
             problems.append(f"{name}: no RedrivePolicy with a deadLetterTargetArn")
@@ -476,9 +480,13 @@ def _alarmed(template, namespace, metric, dimension, value):
 def check_alarms(template, code):
     problems = []
     queues = cfn.resources(template, "AWS::SQS::Queue")
-    for dlq in sorted({_dead_letter_target(q) for q in queues.values()} - {None}):
+    dead = {_dead_letter_target(q) for q in queues.values()} - {None}
+    for dlq in sorted(dead):
         if not _alarmed(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq):
             problems.append(f"{dlq}: no alarm on ApproximateNumberOfMessagesVisible")
+    for queue in sorted(set(queues) - dead):
+        if not _alarmed(template, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", queue):
+            problems.append(f"{queue}: no alarm on ApproximateAgeOfOldestMessage")
     if not _alarmed(template, "payhook", "InvalidSignature", "Function", "receive"):
         problems.append("no alarm on payhook InvalidSignature (Function=receive)")
     if not (
@@ -682,6 +690,16 @@ class CheckerCatchesMistakes(unittest.TestCase):
         statements = t["Resources"]["PayoutRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         statements.append({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"})
         self.assertIn("resource '*' is not a resource of this stack", self.found(t))
+
+    def test_processor_queue_with_default_retention(self):
+        t = self.template()
+        del t["Resources"]["PayoutQueue"]["Properties"]["MessageRetentionPeriod"]
+        self.assertIn("PayoutQueue: a processor queue keeps messages 14 days", self.found(t))
+
+    def test_processor_queue_without_age_alarm(self):
+        t = self.template()
+        del t["Resources"]["DisputeQueueAgeAlarm"]
+        self.assertIn("DisputeQueue: no alarm on ApproximateAgeOfOldestMessage", self.found(t))
 
     def test_processor_putting_effects_on_any_bus(self):
         t = self.template()
