@@ -29,6 +29,7 @@ use payhook_shared::sqlite::{Db, DbOptions, Durability};
 use payhook_shared::verify::{Tolerance, Verifiers};
 
 use crate::api::{self, AppState};
+use crate::serve::{self, AllowedHosts, Limits};
 
 /// The whole binary's allocator. The pipeline hands many short-lived buffers
 /// between threads (HTTP, writer, workers), where glibc's allocator was about
@@ -43,7 +44,8 @@ const READ_LIMIT_FACTOR: usize = 2;
 /// Run the whole pipeline locally.
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Address to listen on.
+    /// Address to listen on. The inspection API answers only requests
+    /// naming a loopback host, or this one when it is another.
     #[arg(long, env = "PAYHOOK_HOST", default_value = "127.0.0.1")]
     host: String,
     /// Port to listen on (0 picks a free one and prints it).
@@ -135,6 +137,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
+    if !serve::is_loopback(&args.host) {
+        tracing::warn!(
+            host = %args.host,
+            "listening beyond this machine: anyone who can reach {addr} can send signed webhooks and, naming {}, read the inspection API",
+            args.host
+        );
+    }
 
     let read_limit = settings
         .max_body_bytes
@@ -178,13 +187,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         receiver: pipeline.receiver(),
         inspector: pipeline.inspector(),
         read_limit,
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await;
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        AllowedHosts::new(&args.host),
+        serve::guard,
+    ));
+    serve::serve(listener, app, Limits::default(), stop_signal()).await;
     tracing::info!("stopping: finishing the batches in hand; the rest stays queued");
     pipeline.shutdown().await;
-    served.context("serving HTTP")?;
     eprintln!("payhook dev stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ mod dev;
 mod dlq;
 mod effects;
 mod send;
+mod serve;
 mod trigger;
 
 use std::process::ExitCode;

@@ -388,9 +388,27 @@ async fn poison_message_is_dead_lettered_and_redriven_through_the_api() {
     assert_eq!(letter["receive_count"], 2);
     let (_, event) = get(&client, &dev, "/api/events/stripe/evt_poison_1").await;
     assert_eq!(event["stage"], "dead_letter");
+    // WHEN a web page the developer has open tries to redrive it
+    let from_a_page = client
+        .post(dev.url("/api/dlq/redrive?queue=dispute"))
+        .header("origin", "http://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answered");
+    // THEN it is refused, and so is a form post without JSON
+    assert_eq!(from_a_page.status().as_u16(), 403);
+    let form = client
+        .post(dev.url("/api/dlq/redrive?queue=dispute"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(form.status().as_u16(), 403);
     // WHEN it is redriven through the API
     let redriven: Value = client
         .post(dev.url("/api/dlq/redrive?queue=dispute"))
+        .json(&json!({}))
         .send()
         .await
         .expect("answered")
@@ -406,6 +424,7 @@ async fn poison_message_is_dead_lettered_and_redriven_through_the_api() {
     assert_eq!(again["dead_letters"][0]["receive_count"], 2);
     let bogus = client
         .post(dev.url("/api/dlq/redrive?queue=bogus"))
+        .json(&json!({}))
         .send()
         .await
         .expect("answered");
@@ -678,6 +697,7 @@ async fn effects_are_listed_and_retried_through_the_api_and_the_cli() {
     // AND a retry of every parked outbox releases none; bad filters are clear 400s
     let retried: Value = client
         .post(dev.url("/api/effects/retry"))
+        .json(&json!({}))
         .send()
         .await
         .expect("answered")
