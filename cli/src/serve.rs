@@ -154,38 +154,37 @@ pub async fn guard(State(hosts): State<AllowedHosts>, request: Request, next: Ne
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        if let Err(refusal) = same_origin_json(headers, host) {
-            return refusal;
+        if let Some((error, message)) = cross_origin_refusal(headers, host) {
+            return forbidden(error, message);
         }
     }
     next.run(request).await
 }
 
-fn same_origin_json(headers: &HeaderMap, host: &str) -> Result<(), Response> {
+/// Why a state-changing request is refused, if it is: not JSON, or sent
+/// from a page of another origin.
+fn cross_origin_refusal(headers: &HeaderMap, host: &str) -> Option<(&'static str, String)> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(forbidden(
+        return Some((
             "content_type_required",
-            "state-changing requests need Content-Type: application/json",
+            "state-changing requests need Content-Type: application/json".to_owned(),
         ));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default();
-        let same = origin
-            .strip_prefix("http://")
-            .is_some_and(|o| o.eq_ignore_ascii_case(host));
-        if !same {
-            return Err(forbidden(
-                "cross_origin",
-                format!("requests from {origin:?} may not change anything here"),
-            ));
-        }
-    }
-    Ok(())
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or_default();
+    let same = origin
+        .strip_prefix("http://")
+        .is_some_and(|o| o.eq_ignore_ascii_case(host));
+    (!same).then(|| {
+        (
+            "cross_origin",
+            format!("requests from {origin:?} may not change anything here"),
+        )
+    })
 }
 
 fn forbidden(error: &'static str, message: impl Into<String>) -> Response {
