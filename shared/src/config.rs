@@ -39,6 +39,10 @@ impl Livemode {
     }
 }
 
+/// The receive function's timeout (`template.yaml`'s `Timeout` for it, which
+/// the template's wiring test keeps within half the ledger lease).
+pub const RECEIVE_TIMEOUT_SECS: u64 = 10;
+
 /// The receive path's settings.
 #[derive(Clone, Debug)]
 pub struct ReceiveSettings {
@@ -232,11 +236,13 @@ pub fn receive_settings(env: &impl Env) -> Result<ReceiveSettings, ConfigError> 
             1,
             64 << 20,
         )? as usize,
+        // At least twice the receive function's timeout: a claim must never
+        // run out while the invocation holding it can still act on it.
         lease_millis: number(
             env,
             "LEDGER_LEASE_SECONDS",
             (defaults.lease_millis / 1000) as u64,
-            1,
+            2 * RECEIVE_TIMEOUT_SECS,
             3600,
         )? as i64
             * 1000,
@@ -505,6 +511,16 @@ mod tests {
                 .variable,
             "MAX_BODY_BYTES"
         );
+    }
+
+    #[test]
+    fn a_lease_shorter_than_twice_the_receive_timeout_is_refused() {
+        // GIVEN a lease that could run out while its holder still acts (10 s timeout)
+        let err = receive_settings(&env(&[("LEDGER_LEASE_SECONDS", "15")])).unwrap_err();
+        assert_eq!(err.variable, "LEDGER_LEASE_SECONDS");
+        // THEN 20 s (twice the timeout) is the least accepted
+        let ok = receive_settings(&env(&[("LEDGER_LEASE_SECONDS", "20")])).unwrap();
+        assert_eq!(ok.lease_millis, 20_000);
     }
 
     #[test]

@@ -14,6 +14,14 @@ pub enum StoreError {
         /// The backend's own message.
         message: String,
     },
+    /// A claim this invocation made is no longer its own: its lease ran out
+    /// and another delivery took the event over. Whoever holds it now
+    /// records the outcome; this one must not.
+    #[error("the claim on {key} is held by another delivery now")]
+    ClaimLost {
+        /// The event.
+        key: String,
+    },
     /// A stored item could not be read back; retrying will not help.
     #[error("stored item {key} is malformed: {message}")]
     Corrupt {

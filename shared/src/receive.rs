@@ -186,6 +186,7 @@ where
             now_millis,
             lease_until_millis: now_millis + self.settings.lease_millis,
             expires_at: now_millis.div_euclid(1000) + self.settings.ledger_ttl_secs,
+            token: uuid::Uuid::new_v4().simple().to_string(),
         };
         // Live and test mode are Stripe's: other providers' events have no mode.
         let route = if provider != Provider::Stripe || self.settings.livemode.admits(env.livemode) {
@@ -409,6 +410,7 @@ mod tests {
             now_millis: NOW * 1000,
             lease_until_millis: NOW * 1000 + r.settings().lease_millis,
             expires_at: NOW + 100,
+            token: "the crashed invocation".into(),
         };
         assert!(matches!(
             r.intake().ledger().claim(&claim).await.unwrap(),

@@ -302,7 +302,9 @@ def main():
             "AWS_ENDPOINT_URL": proxy.url,
             "EFFECTS_TARGET": f"{faulty_sink.url}/effects",
             "EFFECTS_MAX_ATTEMPTS": "20",
-            "LEDGER_LEASE_SECONDS": "2",
+            # The shortest lease receive accepts (twice its 10 s timeout): a
+            # claim whose release failed holds its event this long.
+            "LEDGER_LEASE_SECONDS": "20",
         }
         with running(Emulator(fault_env, "watch-faults")) as emulator:
             Scenarios(emulator, aws, recorder).under_faults(proxy, faulty_sink)
@@ -534,7 +536,7 @@ class Scenarios:
                 routes[line.strip()] = processor if processor in PROCESSORS else None
         return routes
 
-    def deliver(self, body, tries=40):
+    def deliver(self, body, tries=60):
         """Sends a signed delivery as Stripe does: again (newly signed) until answered 2xx.
         Returns the answer and how many attempts were refused."""
         refused = 0
@@ -544,7 +546,8 @@ class Scenarios:
             if 200 <= status < 300:
                 return answer, refused
             refused += 1
-            time.sleep(0.5 if status == 409 else 0.1)
+            # 409: another claim holds the event until its lease ends.
+            time.sleep(1.0 if status == 409 else 0.1)
         raise AssertionError(f"a delivery was refused {tries} times; last {status} {answer}")
 
     def apply_in_order(self, events, processor_of):

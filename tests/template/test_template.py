@@ -301,8 +301,8 @@ def check_environment(template, code):
                     problems.append(f"{fn}: {var} does not Ref the queue the {processor} function consumes")
             lease = _value(template, env.get("LEDGER_LEASE_SECONDS", 30))
             timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
-            if isinstance(lease, int) and isinstance(timeout, int) and lease <= timeout:
-                problems.append(f"{fn}: LEDGER_LEASE_SECONDS {lease} must outlast its Timeout {timeout}")
+            if isinstance(lease, int) and isinstance(timeout, int) and lease < 2 * timeout:
+                problems.append(f"{fn}: LEDGER_LEASE_SECONDS {lease} must be at least twice its Timeout {timeout}")
         for var in ("LEDGER_TABLE", "STATE_TABLE"):
             if var in env:
                 target = cfn.ref_target(env[var])

@@ -230,6 +230,7 @@ async fn crash_between_claim_and_send_is_taken_over_after_the_lease() {
         now_millis: now,
         lease_until_millis: now + 30_000,
         expires_at: w.now() + 86_400,
+        token: "the crashed invocation".into(),
     };
     assert_eq!(
         w.ledger().claim(&claim).await.unwrap(),

@@ -40,15 +40,17 @@ where
     L: Ledger + BodyStore,
     Q: Queue,
 {
-    /// Carries out `disposition` for the event this delivery has claimed.
+    /// Carries out `disposition` for the event this delivery has claimed
+    /// with `token`.
     async fn finish(
         &self,
         key: &LedgerKey,
+        token: &str,
         disposition: Disposition<'_>,
     ) -> Result<Intaken, IntakeError> {
         match disposition {
             Disposition::Ignore(reason) => {
-                self.ledger.mark_ignored(key, reason).await?;
+                self.ledger.mark_ignored(key, token, reason).await?;
                 Ok(Intaken::Ignored(reason))
             }
             Disposition::Send {
@@ -62,9 +64,13 @@ where
                 let message_id = self.queue.send(processor, message).await?;
                 if let Err(err) = self
                     .ledger
-                    .mark_enqueued(key, processor.as_str(), &message_id)
+                    .mark_enqueued(key, token, processor.as_str(), &message_id)
                     .await
                 {
+                    // The message is on its queue either way: a lease that
+                    // ran out (another delivery holds the event now, and
+                    // marks it) or a failed write leaves the record to be
+                    // settled by the provider's next delivery.
                     tracing::warn!(event = %key, error = %err, "enqueued but ledger not marked");
                 }
                 Ok(Intaken::Enqueued {
@@ -93,9 +99,9 @@ where
         if let Err(lost) = Intaken::won(self.ledger.claim(claim).await?) {
             return Ok(lost);
         }
-        let taken = self.finish(&claim.key, disposition).await;
+        let taken = self.finish(&claim.key, &claim.token, disposition).await;
         if taken.is_err()
-            && let Err(release) = self.ledger.release(&claim.key).await
+            && let Err(release) = self.ledger.release(&claim.key, &claim.token).await
         {
             tracing::error!(event = %claim.key, error = %release, "lease not released; it will expire");
         }

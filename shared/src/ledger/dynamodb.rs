@@ -58,6 +58,7 @@ mod a {
     pub const PARTS: &str = "parts";
     pub const GENERATION: &str = "generation";
     pub const BYTES: &str = "bytes";
+    pub const CLAIM_TOKEN: &str = "claim_token";
 }
 
 /// The ledger and body store over one DynamoDB table keyed by `pk` (S).
@@ -105,12 +106,8 @@ impl DynamoLedger {
     /// Decides the claim from the record that made the condition fail, by
     /// the one claim rule; `None` when that record is claimable after all
     /// (it changed between the write and its read): claim again.
-    fn lost_to(
-        key: &LedgerKey,
-        pk: &str,
-        old: &Item,
-        now_millis: i64,
-    ) -> Result<Option<Claim>, StoreError> {
+    fn lost_to(req: &ClaimRequest, pk: &str, old: &Item) -> Result<Option<Claim>, StoreError> {
+        let key = &req.key;
         let status = old.req_s(pk, a::STATUS)?;
         let status = LedgerStatus::parse(status)
             .ok_or_else(|| StoreError::corrupt(key, format!("unknown status {status:?}")))?;
@@ -119,12 +116,17 @@ impl DynamoLedger {
             _ => old.opt_i64(pk, a::LEASE_UNTIL)?.unwrap_or_default(),
         };
         let attempts = old.opt_i64(pk, a::ATTEMPTS)?.unwrap_or_default();
+        // Our own claim, written by a call whose answer was lost and that
+        // the SDK sent again: it is ours.
+        let ours = old.opt_s(pk, a::CLAIM_TOKEN)? == Some(req.token.as_str());
         let prior = Prior {
             status,
             lease_until_millis,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            ours,
         };
-        Ok(match Claim::decide(Some(prior), now_millis) {
+        Ok(match Claim::decide(Some(prior), req.now_millis) {
+            claimed @ Claim::Claimed { .. } if ours => Some(claimed),
             Claim::Claimed { .. } => None,
             lost => Some(lost),
         })
@@ -137,6 +139,7 @@ impl DynamoLedger {
             "#created = :created",
             "#received_at = if_not_exists(#received_at, :now)",
             "#lease_until = :lease_until",
+            "#claim_token = :token",
             "#expires_at = :expires_at",
         ];
         let mut update = self
@@ -155,6 +158,8 @@ impl DynamoLedger {
             .expression_attribute_names("#lease_until", a::LEASE_UNTIL)
             .expression_attribute_names("#expires_at", a::EXPIRES_AT)
             .expression_attribute_names("#attempts", a::ATTEMPTS)
+            .expression_attribute_names("#claim_token", a::CLAIM_TOKEN)
+            .expression_attribute_values(":token", s(&req.token))
             .expression_attribute_values(":received", s(LedgerStatus::Received.as_str()))
             .expression_attribute_values(":event_type", s(&req.event_type))
             .expression_attribute_values(":created", n(req.created))
@@ -192,10 +197,10 @@ impl DynamoLedger {
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     match failed.item() {
-                        Some(old) => Self::lost_to(&req.key, pk, old, req.now_millis),
+                        Some(old) => Self::lost_to(req, pk, old),
                         // The service did not return the old item: read it.
                         None => match self.get(pk, "claim").await? {
-                            Some(old) => Self::lost_to(&req.key, pk, &old, req.now_millis),
+                            Some(old) => Self::lost_to(req, pk, &old),
                             // Released between the two calls: claim again.
                             None => Ok(None),
                         },
@@ -209,6 +214,7 @@ impl DynamoLedger {
     async fn mark(
         &self,
         key: &LedgerKey,
+        token: &str,
         operation: &'static str,
         status: LedgerStatus,
         fields: &[(&'static str, &str)],
@@ -220,10 +226,13 @@ impl DynamoLedger {
             .update_item()
             .table_name(&self.table)
             .key(PK, s(&pk))
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
+            .condition_expression("#status = :received AND #claim_token = :token")
             .expression_attribute_names("#status", a::STATUS)
-            .expression_attribute_values(":status", s(status.as_str()));
+            .expression_attribute_names("#claim_token", a::CLAIM_TOKEN)
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":received", s(LedgerStatus::Received.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (i, (name, value)) in fields.iter().enumerate() {
             set.push(format!("#f{i} = :f{i}"));
             update = update
@@ -236,10 +245,18 @@ impl DynamoLedger {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::corrupt(key, format!("no claim to {operation}")))
-            }
-            Err(err) => Err(item::unavailable("mark", err)),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(match failed.item() {
+                        // A record, but not our claim: another delivery's now.
+                        Some(_) => StoreError::ClaimLost {
+                            key: key.to_string(),
+                        },
+                        None => StoreError::corrupt(key, format!("no claim to {operation}")),
+                    })
+                }
+                _ => Err(item::unavailable("mark", err)),
+            },
         }
     }
 
@@ -277,11 +294,13 @@ impl Ledger for DynamoLedger {
     async fn mark_enqueued(
         &self,
         key: &LedgerKey,
+        token: &str,
         queue: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
         self.mark(
             key,
+            token,
             "mark enqueued",
             LedgerStatus::Enqueued,
             &[(a::QUEUE, queue), (a::MESSAGE_ID, message_id)],
@@ -289,9 +308,15 @@ impl Ledger for DynamoLedger {
         .await
     }
 
-    async fn mark_ignored(&self, key: &LedgerKey, reason: IgnoreReason) -> Result<(), StoreError> {
+    async fn mark_ignored(
+        &self,
+        key: &LedgerKey,
+        token: &str,
+        reason: IgnoreReason,
+    ) -> Result<(), StoreError> {
         self.mark(
             key,
+            token,
             "mark ignored",
             LedgerStatus::Ignored,
             &[(a::IGNORE_REASON, reason.as_str())],
@@ -299,20 +324,22 @@ impl Ledger for DynamoLedger {
         .await
     }
 
-    async fn release(&self, key: &LedgerKey) -> Result<(), StoreError> {
+    async fn release(&self, key: &LedgerKey, token: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(key.partition_key()))
-            .condition_expression("#status = :received")
+            .condition_expression("#status = :received AND #claim_token = :token")
             .expression_attribute_names("#status", a::STATUS)
+            .expression_attribute_names("#claim_token", a::CLAIM_TOKEN)
             .expression_attribute_values(":received", s(LedgerStatus::Received.as_str()))
+            .expression_attribute_values(":token", s(token))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            // Already enqueued, ignored or gone: nothing to release.
+            // Already enqueued, ignored, gone or another delivery's: not ours to release.
             Err(err) if matches!(err.as_service_error(), Some(e) if e.is_conditional_check_failed_exception()) => {
                 Ok(())
             }

@@ -12,6 +12,14 @@ use crate::route::IgnoreReason;
 struct Record {
     entry: LedgerEntry,
     lease_until_millis: i64,
+    token: String,
+}
+
+impl Record {
+    /// The claim made with `token`, still unmarked.
+    fn held_by(&self, token: &str) -> bool {
+        self.entry.status == LedgerStatus::Received && self.token == token
+    }
 }
 
 /// A ledger in a `HashMap`; `fail_claims` and friends inject store failures.
@@ -72,6 +80,7 @@ impl Ledger for MemoryLedger {
             status: r.entry.status,
             lease_until_millis: r.lease_until_millis,
             attempts: r.entry.attempts,
+            ours: r.token == req.token,
         });
         let claim = Claim::decide(prior, req.now_millis);
         let Claim::Claimed { attempts } = claim else {
@@ -98,6 +107,7 @@ impl Ledger for MemoryLedger {
                     livemode: req.livemode,
                 },
                 lease_until_millis: req.lease_until_millis,
+                token: req.token.clone(),
             },
         );
         Ok(Claim::Claimed { attempts })
@@ -106,41 +116,55 @@ impl Ledger for MemoryLedger {
     async fn mark_enqueued(
         &self,
         key: &LedgerKey,
+        token: &str,
         queue: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
         self.check("mark")?;
         let mut records = lock(&self.records);
-        let r = records
-            .get_mut(key)
-            .ok_or_else(|| StoreError::corrupt(key, "no claim to mark enqueued"))?;
+        let r = held(&mut records, key, token)?;
         r.entry.status = LedgerStatus::Enqueued;
         r.entry.queue = Some(queue.to_owned());
         r.entry.message_id = Some(message_id.to_owned());
         Ok(())
     }
 
-    async fn mark_ignored(&self, key: &LedgerKey, reason: IgnoreReason) -> Result<(), StoreError> {
+    async fn mark_ignored(
+        &self,
+        key: &LedgerKey,
+        token: &str,
+        reason: IgnoreReason,
+    ) -> Result<(), StoreError> {
         self.check("mark")?;
         let mut records = lock(&self.records);
-        let r = records
-            .get_mut(key)
-            .ok_or_else(|| StoreError::corrupt(key, "no claim to mark ignored"))?;
+        let r = held(&mut records, key, token)?;
         r.entry.status = LedgerStatus::Ignored;
         r.entry.ignore_reason = Some(reason.as_str().to_owned());
         Ok(())
     }
 
-    async fn release(&self, key: &LedgerKey) -> Result<(), StoreError> {
+    async fn release(&self, key: &LedgerKey, token: &str) -> Result<(), StoreError> {
         self.check("release")?;
         let mut records = lock(&self.records);
-        if records
-            .get(key)
-            .is_some_and(|r| r.entry.status == LedgerStatus::Received)
-        {
+        if records.get(key).is_some_and(|r| r.held_by(token)) {
             records.remove(key);
         }
         Ok(())
+    }
+}
+
+/// The record of the claim made with `token`, or why it is not there.
+fn held<'a>(
+    records: &'a mut HashMap<LedgerKey, Record>,
+    key: &LedgerKey,
+    token: &str,
+) -> Result<&'a mut Record, StoreError> {
+    match records.get_mut(key) {
+        Some(r) if r.held_by(token) => Ok(r),
+        Some(_) => Err(StoreError::ClaimLost {
+            key: key.to_string(),
+        }),
+        None => Err(StoreError::corrupt(key, "no claim to mark")),
     }
 }
 

@@ -103,6 +103,10 @@ pub struct ClaimRequest {
     pub lease_until_millis: i64,
     /// When the record may be deleted (unix seconds; DynamoDB TTL).
     pub expires_at: i64,
+    /// Unique to this claim, written with it: marking or releasing the
+    /// event later requires it, so a holder whose lease ran out (and whose
+    /// event another delivery took over) cannot touch the new claim.
+    pub token: String,
 }
 
 /// The outcome of a claim.
@@ -131,21 +135,32 @@ pub struct Prior {
     pub lease_until_millis: i64,
     /// How many times the event was claimed.
     pub attempts: u32,
+    /// Whether the record carries the claiming request's own token: a claim
+    /// whose answer was lost and that was sent again finds itself.
+    pub ours: bool,
 }
 
 impl Claim {
     /// The claim rule, the one place it is written; every backend applies it
     /// inside its conditional write. No record: taken. A `RECEIVED` record
     /// whose lease has run out (its holder crashed): taken over, counting one
-    /// more attempt. A live lease: in flight. Enqueued or ignored: done, a
+    /// more attempt. Our own `RECEIVED` record (the same claim, sent again):
+    /// still ours. A live lease: in flight. Enqueued or ignored: done, a
     /// duplicate delivery.
     pub fn decide(prior: Option<Prior>, now_millis: i64) -> Self {
         match prior {
             None => Self::Claimed { attempts: 1 },
             Some(Prior {
                 status: LedgerStatus::Received,
+                ours: true,
+                attempts,
+                ..
+            }) => Self::Claimed { attempts },
+            Some(Prior {
+                status: LedgerStatus::Received,
                 lease_until_millis,
                 attempts,
+                ..
             }) => {
                 if lease_until_millis < now_millis {
                     Self::Claimed {
@@ -192,24 +207,33 @@ pub trait Ledger: Send + Sync {
     /// Claims `req.key` with one conditional write.
     fn claim(&self, req: &ClaimRequest) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
-    /// Records that the claimed event is on `queue` as `message_id`.
+    /// Records that the event claimed with `token` is on `queue` as
+    /// `message_id`; [`StoreError::ClaimLost`] if the claim is another's now.
     fn mark_enqueued(
         &self,
         key: &LedgerKey,
+        token: &str,
         queue: &str,
         message_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Records that the claimed event is deliberately not processed.
+    /// Records that the event claimed with `token` is deliberately not
+    /// processed; [`StoreError::ClaimLost`] if the claim is another's now.
     fn mark_ignored(
         &self,
         key: &LedgerKey,
+        token: &str,
         reason: IgnoreReason,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Gives up a claim after a failure so that the provider's retry proceeds at
-    /// once; only a `RECEIVED` record is removed.
-    fn release(&self, key: &LedgerKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives up the claim made with `token` after a failure so that the
+    /// provider's retry proceeds at once; a record that is not that claim
+    /// (marked, or taken over by another delivery) is left alone.
+    fn release(
+        &self,
+        key: &LedgerKey,
+        token: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Event bodies too large for a queue message, kept where processors can read them.
@@ -236,22 +260,28 @@ impl<T: Ledger> Ledger for std::sync::Arc<T> {
     fn mark_enqueued(
         &self,
         key: &LedgerKey,
+        token: &str,
         queue: &str,
         message_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).mark_enqueued(key, queue, message_id)
+        (**self).mark_enqueued(key, token, queue, message_id)
     }
 
     fn mark_ignored(
         &self,
         key: &LedgerKey,
+        token: &str,
         reason: IgnoreReason,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).mark_ignored(key, reason)
+        (**self).mark_ignored(key, token, reason)
     }
 
-    fn release(&self, key: &LedgerKey) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).release(key)
+    fn release(
+        &self,
+        key: &LedgerKey,
+        token: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release(key, token)
     }
 }
 

@@ -139,17 +139,19 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
 /// [`Ledger::claim`] and the SQLite intake, which enqueues in between, in
 /// the same transaction.
 pub(crate) fn claimable(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim> {
-    let existing: Option<(String, i64, u32)> = conn
+    let existing: Option<(String, i64, u32, String)> = conn
         .prepare_cached(
-            "SELECT status, lease_until_millis, attempts FROM ledger WHERE provider = ?1 AND event_id = ?2",
+            "SELECT status, lease_until_millis, attempts, claim_token FROM ledger
+             WHERE provider = ?1 AND event_id = ?2",
         )?
-        .query_row(params![req.key.provider.as_str(), req.key.event_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
+        .query_row(
+            params![req.key.provider.as_str(), req.key.event_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
         .optional()?;
     let prior = match existing {
         None => None,
-        Some((status, lease_until_millis, attempts)) => Some(Prior {
+        Some((status, lease_until_millis, attempts, token)) => Some(Prior {
             status: LedgerStatus::parse(&status).ok_or_else(|| {
                 OpError::corrupt(
                     req.key.partition_key(),
@@ -158,6 +160,7 @@ pub(crate) fn claimable(conn: &Connection, req: &ClaimRequest) -> OpResult<Claim
             })?,
             lease_until_millis,
             attempts,
+            ours: token == req.token,
         }),
     };
     Ok(Claim::decide(prior, req.now_millis))
@@ -197,15 +200,16 @@ pub(crate) fn record_claim(
     // received, as the DynamoDB claim's `if_not_exists` does.
     conn.prepare_cached(
         "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
-             lease_until_millis, attempts, queue, message_id, ignore_reason, object_id, livemode, expires_at)
-         VALUES (?1, ?2, ?13, ?3, ?4, ?5, ?6, ?7, ?11, ?12, ?14, ?8, ?9, ?10)
+             lease_until_millis, attempts, queue, message_id, ignore_reason, object_id, livemode, expires_at,
+             claim_token)
+         VALUES (?1, ?2, ?13, ?3, ?4, ?5, ?6, ?7, ?11, ?12, ?14, ?8, ?9, ?10, ?15)
          ON CONFLICT (provider, event_id) DO UPDATE SET
              status = excluded.status, event_type = excluded.event_type, created = excluded.created,
              lease_until_millis = excluded.lease_until_millis, attempts = excluded.attempts,
              queue = excluded.queue, message_id = excluded.message_id,
              ignore_reason = excluded.ignore_reason,
              object_id = excluded.object_id, livemode = excluded.livemode,
-             expires_at = excluded.expires_at",
+             expires_at = excluded.expires_at, claim_token = excluded.claim_token",
     )?
     .execute(params![
         req.key.provider.as_str(),
@@ -222,6 +226,7 @@ pub(crate) fn record_claim(
         message_id,
         status.as_str(),
         reason,
+        req.token,
     ])?;
     Ok(())
 }
@@ -245,65 +250,88 @@ impl Ledger for SqliteLedger {
     async fn mark_enqueued(
         &self,
         key: &LedgerKey,
+        token: &str,
         queue: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        let (key, queue, message_id) = (key.clone(), queue.to_owned(), message_id.to_owned());
+        let (key, token) = (key.clone(), token.to_owned());
+        let (queue, message_id) = (queue.to_owned(), message_id.to_owned());
         self.db
             .write("mark", move |conn| {
                 let changed = conn
                     .prepare_cached(
-                        "UPDATE ledger SET status = 'ENQUEUED', queue = ?3, message_id = ?4
-                         WHERE provider = ?1 AND event_id = ?2",
+                        "UPDATE ledger SET status = 'ENQUEUED', queue = ?4, message_id = ?5
+                         WHERE provider = ?1 AND event_id = ?2
+                           AND status = 'RECEIVED' AND claim_token = ?3",
                     )?
                     .execute(params![
                         key.provider.as_str(),
                         key.event_id,
+                        token,
                         queue,
                         message_id
                     ])?;
-                if changed == 0 {
-                    return Err(OpError::corrupt(&key, "no claim to mark enqueued"));
-                }
-                Ok(())
+                unmarked(conn, &key, changed)
             })
             .await
     }
 
-    async fn mark_ignored(&self, key: &LedgerKey, reason: IgnoreReason) -> Result<(), StoreError> {
-        let key = key.clone();
+    async fn mark_ignored(
+        &self,
+        key: &LedgerKey,
+        token: &str,
+        reason: IgnoreReason,
+    ) -> Result<(), StoreError> {
+        let (key, token) = (key.clone(), token.to_owned());
         self.db
             .write("mark", move |conn| {
                 let changed = conn
                     .prepare_cached(
-                        "UPDATE ledger SET status = 'IGNORED', ignore_reason = ?3
-                         WHERE provider = ?1 AND event_id = ?2",
+                        "UPDATE ledger SET status = 'IGNORED', ignore_reason = ?4
+                         WHERE provider = ?1 AND event_id = ?2
+                           AND status = 'RECEIVED' AND claim_token = ?3",
                     )?
                     .execute(params![
                         key.provider.as_str(),
                         key.event_id,
+                        token,
                         reason.as_str()
                     ])?;
-                if changed == 0 {
-                    return Err(OpError::corrupt(&key, "no claim to mark ignored"));
-                }
-                Ok(())
+                unmarked(conn, &key, changed)
             })
             .await
     }
 
-    async fn release(&self, key: &LedgerKey) -> Result<(), StoreError> {
-        let key = key.clone();
+    async fn release(&self, key: &LedgerKey, token: &str) -> Result<(), StoreError> {
+        let (key, token) = (key.clone(), token.to_owned());
         self.db
             .write("release", move |conn| {
                 conn.prepare_cached(
-                    "DELETE FROM ledger WHERE provider = ?1 AND event_id = ?2 AND status = 'RECEIVED'",
+                    "DELETE FROM ledger WHERE provider = ?1 AND event_id = ?2
+                       AND status = 'RECEIVED' AND claim_token = ?3",
                 )?
-                .execute(params![key.provider.as_str(), key.event_id])?;
+                .execute(params![key.provider.as_str(), key.event_id, token])?;
                 Ok(())
             })
             .await
     }
+}
+
+/// Why a mark changed nothing: no claim at all, or another delivery's.
+fn unmarked(conn: &Connection, key: &LedgerKey, changed: usize) -> OpResult<()> {
+    if changed > 0 {
+        return Ok(());
+    }
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM ledger WHERE provider = ?1 AND event_id = ?2")?
+        .query_row(params![key.provider.as_str(), key.event_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    Err(if exists {
+        OpError::ClaimLost(key.to_string())
+    } else {
+        OpError::corrupt(key, "no claim to mark")
+    })
 }
 
 impl BodyStore for SqliteLedger {
@@ -356,7 +384,12 @@ mod tests {
         let ledger = SqliteLedger::new(t.db());
         ledger.claim(&request("evt_1", NOW)).await.unwrap();
         ledger
-            .mark_enqueued(&key("evt_1"), "fulfill", "fulfill-1")
+            .mark_enqueued(
+                &key("evt_1"),
+                &request("evt_1", NOW).token,
+                "fulfill",
+                "fulfill-1",
+            )
             .await
             .unwrap();
         // WHEN the database is closed and opened again
@@ -380,7 +413,12 @@ mod tests {
         ledger.claim(&request("evt_held", NOW)).await.unwrap();
         ledger.claim(&request("evt_done", NOW)).await.unwrap();
         ledger
-            .mark_enqueued(&key("evt_done"), "fulfill", "fulfill-1")
+            .mark_enqueued(
+                &key("evt_done"),
+                &request("evt_done", NOW).token,
+                "fulfill",
+                "fulfill-1",
+            )
             .await
             .unwrap();
         // WHEN leases are ended at start-up
@@ -401,9 +439,13 @@ mod tests {
         // GIVEN one event delivered 50 times at once
         let t = TempDb::new();
         let ledger = SqliteLedger::new(t.db());
-        let claims = futures_util::future::join_all((0..50).map(|_| {
+        let claims = futures_util::future::join_all((0..50).map(|n| {
             let ledger = ledger.clone();
-            async move { ledger.claim(&request("evt_1", NOW)).await.unwrap() }
+            let delivery = ClaimRequest {
+                token: format!("delivery {n}"),
+                ..request("evt_1", NOW)
+            };
+            async move { ledger.claim(&delivery).await.unwrap() }
         }))
         .await;
         // THEN exactly one delivery owns it; the rest see it in flight

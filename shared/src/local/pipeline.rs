@@ -707,6 +707,7 @@ mod tests {
                 now_millis: now,
                 lease_until_millis: now + 30_000,
                 expires_at: now / 1000 + 86_400,
+                token: "the killed run".into(),
             })
             .await
             .unwrap();

@@ -149,6 +149,9 @@ pub(crate) enum OpError {
         /// What is wrong with it.
         message: String,
     },
+    /// A claim is held by another delivery now (see [`StoreError::ClaimLost`]).
+    #[error("the claim on {0} is held by another delivery now")]
+    ClaimLost(String),
     /// The operation panicked; its writes were rolled back.
     #[error("operation panicked")]
     Panicked,
@@ -169,6 +172,7 @@ impl OpError {
     pub(crate) fn into_store(self, operation: &'static str) -> StoreError {
         match self {
             Self::Corrupt { key, message } => StoreError::Corrupt { key, message },
+            Self::ClaimLost(key) => StoreError::ClaimLost { key },
             other => StoreError::unavailable(BACKEND, operation, other),
         }
     }

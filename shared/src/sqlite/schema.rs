@@ -114,6 +114,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE state_items ADD COLUMN delivered TEXT NOT NULL DEFAULT '[]';
     ",
+    // 5: the token of the claim that holds a RECEIVED record.
+    "
+    ALTER TABLE ledger ADD COLUMN claim_token TEXT NOT NULL DEFAULT '';
+    ",
 ];
 
 /// Brings the schema of the database at `path` up to date in one transaction.

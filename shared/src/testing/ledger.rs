@@ -53,6 +53,12 @@ pub fn key(ns: &str, id: &str) -> LedgerKey {
     LedgerKey::new(Provider::Stripe, format!("{ns}{id}"))
 }
 
+/// The token of the delivery claiming event `id` at `now_millis`: each
+/// delivery (each moment) claims with its own.
+pub fn token(ns: &str, id: &str, now_millis: i64) -> String {
+    format!("{ns}{id}@{now_millis}")
+}
+
 /// A claim of event `id` (namespaced by `ns`) at `now_millis`, for `LEASE`.
 pub fn request(ns: &str, id: &str, now_millis: i64) -> ClaimRequest {
     ClaimRequest {
@@ -64,6 +70,7 @@ pub fn request(ns: &str, id: &str, now_millis: i64) -> ClaimRequest {
         now_millis,
         lease_until_millis: now_millis + LEASE,
         expires_at: now_millis / 1000 + 86_400,
+        token: token(ns, id, now_millis),
     }
 }
 
@@ -128,9 +135,14 @@ pub async fn expired_lease_is_taken_over_with_attempts_counted<L: LedgerProbe>(l
 pub async fn enqueued_event_is_a_duplicate_even_after_its_lease<L: LedgerProbe>(l: &L, ns: &str) {
     // GIVEN an event claimed and enqueued
     l.claim(&request(ns, "evt_1", NOW)).await.unwrap();
-    l.mark_enqueued(&key(ns, "evt_1"), "fulfill", "fulfill-1")
-        .await
-        .unwrap();
+    l.mark_enqueued(
+        &key(ns, "evt_1"),
+        &token(ns, "evt_1", NOW),
+        "fulfill",
+        "fulfill-1",
+    )
+    .await
+    .unwrap();
     // WHEN it is delivered again long after its lease
     let claim = l
         .claim(&request(ns, "evt_1", NOW + 10 * LEASE))
@@ -148,9 +160,13 @@ pub async fn enqueued_event_is_a_duplicate_even_after_its_lease<L: LedgerProbe>(
 pub async fn ignored_event_is_a_duplicate<L: LedgerProbe>(l: &L, ns: &str) {
     // GIVEN an event recorded as ignored
     l.claim(&request(ns, "evt_1", NOW)).await.unwrap();
-    l.mark_ignored(&key(ns, "evt_1"), IgnoreReason::UnknownType)
-        .await
-        .unwrap();
+    l.mark_ignored(
+        &key(ns, "evt_1"),
+        &token(ns, "evt_1", NOW),
+        IgnoreReason::UnknownType,
+    )
+    .await
+    .unwrap();
     // WHEN it is delivered again
     let claim = l
         .claim(&request(ns, "evt_1", NOW + 10 * LEASE))
@@ -166,7 +182,9 @@ pub async fn release_frees_a_claim_for_the_next_delivery<L: LedgerProbe>(l: &L, 
     // GIVEN a claim whose enqueue failed
     l.claim(&request(ns, "evt_1", NOW)).await.unwrap();
     // WHEN it is released
-    l.release(&key(ns, "evt_1")).await.unwrap();
+    l.release(&key(ns, "evt_1"), &token(ns, "evt_1", NOW))
+        .await
+        .unwrap();
     // THEN the record is gone and the retry claims at once, afresh
     assert_eq!(l.entry(&key(ns, "evt_1")).await, None);
     assert_eq!(
@@ -178,17 +196,26 @@ pub async fn release_frees_a_claim_for_the_next_delivery<L: LedgerProbe>(l: &L, 
 pub async fn release_never_removes_a_finished_event<L: LedgerProbe>(l: &L, ns: &str) {
     // GIVEN one event enqueued and one ignored
     l.claim(&request(ns, "evt_e", NOW)).await.unwrap();
-    l.mark_enqueued(&key(ns, "evt_e"), "fulfill", "fulfill-1")
-        .await
-        .unwrap();
+    l.mark_enqueued(
+        &key(ns, "evt_e"),
+        &token(ns, "evt_e", NOW),
+        "fulfill",
+        "fulfill-1",
+    )
+    .await
+    .unwrap();
     l.claim(&request(ns, "evt_i", NOW)).await.unwrap();
-    l.mark_ignored(&key(ns, "evt_i"), IgnoreReason::NotEnabled)
-        .await
-        .unwrap();
+    l.mark_ignored(
+        &key(ns, "evt_i"),
+        &token(ns, "evt_i", NOW),
+        IgnoreReason::NotEnabled,
+    )
+    .await
+    .unwrap();
     // WHEN both are released (and a missing one too)
-    l.release(&key(ns, "evt_e")).await.unwrap();
-    l.release(&key(ns, "evt_i")).await.unwrap();
-    l.release(&key(ns, "evt_missing")).await.unwrap();
+    for id in ["evt_e", "evt_i", "evt_missing"] {
+        l.release(&key(ns, id), &token(ns, id, NOW)).await.unwrap();
+    }
     // THEN both records stand and redeliveries stay duplicates
     assert_eq!(
         l.claim(&request(ns, "evt_e", NOW + 1)).await.unwrap(),
@@ -204,15 +231,80 @@ pub async fn marking_an_unclaimed_event_fails<L: LedgerProbe>(l: &L, ns: &str) {
     // GIVEN no claim WHEN the event is marked THEN the store reports it as
     // corrupt (not a silent write) and creates nothing
     assert!(matches!(
-        l.mark_enqueued(&key(ns, "evt_x"), "fulfill", "m").await,
+        l.mark_enqueued(&key(ns, "evt_x"), "t", "fulfill", "m")
+            .await,
         Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
-        l.mark_ignored(&key(ns, "evt_x"), IgnoreReason::UnknownType)
+        l.mark_ignored(&key(ns, "evt_x"), "t", IgnoreReason::UnknownType)
             .await,
         Err(StoreError::Corrupt { .. })
     ));
     assert_eq!(l.entry(&key(ns, "evt_x")).await, None);
+}
+
+pub async fn a_claim_taken_over_is_no_longer_its_first_holders<L: LedgerProbe>(l: &L, ns: &str) {
+    // GIVEN a claim whose holder was too slow: its lease ran out and
+    // another delivery took the event over
+    l.claim(&request(ns, "evt_1", NOW)).await.unwrap();
+    let later = NOW + LEASE + 1;
+    assert_eq!(
+        l.claim(&request(ns, "evt_1", later)).await.unwrap(),
+        Claim::Claimed { attempts: 2 }
+    );
+    let (first, second) = (token(ns, "evt_1", NOW), token(ns, "evt_1", later));
+    // WHEN the first holder, failing, releases THEN the new claim stands
+    l.release(&key(ns, "evt_1"), &first).await.unwrap();
+    let e = l.entry(&key(ns, "evt_1")).await.unwrap();
+    assert_eq!((e.status, e.attempts), (LedgerStatus::Received, 2));
+    // WHEN the first holder marks THEN it is told the claim is lost, and
+    // nothing changes
+    assert!(matches!(
+        l.mark_enqueued(&key(ns, "evt_1"), &first, "fulfill", "m-1")
+            .await,
+        Err(StoreError::ClaimLost { .. })
+    ));
+    assert!(matches!(
+        l.mark_ignored(&key(ns, "evt_1"), &first, IgnoreReason::UnknownType)
+            .await,
+        Err(StoreError::ClaimLost { .. })
+    ));
+    assert_eq!(
+        l.entry(&key(ns, "evt_1")).await.unwrap().status,
+        LedgerStatus::Received
+    );
+    // AND the holder marks it
+    l.mark_enqueued(&key(ns, "evt_1"), &second, "fulfill", "m-2")
+        .await
+        .unwrap();
+    let e = l.entry(&key(ns, "evt_1")).await.unwrap();
+    assert_eq!(
+        (e.status, e.message_id.as_deref()),
+        (LedgerStatus::Enqueued, Some("m-2"))
+    );
+    // AND a late release by either holder leaves the enqueued event alone
+    l.release(&key(ns, "evt_1"), &second).await.unwrap();
+    assert!(l.entry(&key(ns, "evt_1")).await.is_some());
+}
+
+pub async fn a_claim_sent_again_finds_itself<L: LedgerProbe>(l: &L, ns: &str) {
+    // GIVEN a claim written, whose answer was lost
+    let req = request(ns, "evt_1", NOW);
+    l.claim(&req).await.unwrap();
+    // WHEN the same claim is sent again (the SDK's retry) within its lease
+    let again = l
+        .claim(&ClaimRequest {
+            now_millis: NOW + 5,
+            ..req.clone()
+        })
+        .await
+        .unwrap();
+    // THEN it is ours, not in flight, and counts no extra attempt
+    assert_eq!(again, Claim::Claimed { attempts: 1 });
+    l.mark_enqueued(&req.key, &req.token, "fulfill", "m")
+        .await
+        .unwrap();
+    assert_eq!(l.entry(&req.key).await.unwrap().attempts, 1);
 }
 
 pub async fn providers_do_not_share_event_ids<L: LedgerProbe>(l: &L, ns: &str) {
@@ -280,6 +372,8 @@ macro_rules! ledger_conformance {
                 release_frees_a_claim_for_the_next_delivery,
                 release_never_removes_a_finished_event,
                 marking_an_unclaimed_event_fails,
+                a_claim_taken_over_is_no_longer_its_first_holders,
+                a_claim_sent_again_finds_itself,
                 providers_do_not_share_event_ids,
                 bodies_are_kept_and_replaced,
                 bodies_round_trip_exactly,

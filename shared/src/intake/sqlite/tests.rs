@@ -41,6 +41,7 @@ fn claim_of(id: &str, now_millis: i64) -> ClaimRequest {
         now_millis,
         lease_until_millis: now_millis + 30_000,
         expires_at: 1_760_000_000,
+        token: format!("{id}@{now_millis}"),
     }
 }
 
