@@ -58,7 +58,8 @@ impl SqliteLedger {
     }
 
     /// Deletes records whose TTL has passed, and bodies whose record is gone
-    /// (DynamoDB's TTL, done at start-up); returns how many rows went.
+    /// and that no message (waiting, or dead-lettered for a redrive) still
+    /// refers to (DynamoDB's TTL, done at start-up); returns how many rows went.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         let now_secs = self.db.now_millis().div_euclid(1000);
         self.db
@@ -66,7 +67,9 @@ impl SqliteLedger {
                 let n = conn.execute("DELETE FROM ledger WHERE expires_at < ?1", [now_secs])?;
                 Ok(n + conn.execute(
                     "DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM ledger l
-                     WHERE l.provider = bodies.provider AND l.event_id = bodies.event_id)",
+                         WHERE l.provider = bodies.provider AND l.event_id = bodies.event_id)
+                     AND NOT EXISTS (SELECT 1 FROM messages m
+                         WHERE m.provider = bodies.provider AND m.event_id = bodies.event_id)",
                     [],
                 )?)
             })

@@ -896,6 +896,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_a_dead_letter_refers_to_outlives_its_ledger_record() {
+        // GIVEN an event too large for a message, dead-lettered, whose ledger
+        // record has expired
+        let t = TempDb::new();
+        let now_secs = t.db().now_millis() / 1000;
+        t.db()
+            .write("test", move |conn| {
+                conn.execute(
+                    "INSERT INTO ledger (provider, event_id, status, event_type, created, received_at_millis,
+                         lease_until_millis, attempts, expires_at)
+                     VALUES ('stripe', 'evt_big', 'ENQUEUED', 'payout.paid', 0, 0, 0, 1, ?1)",
+                    [now_secs - 1],
+                )?;
+                conn.execute(
+                    "INSERT INTO bodies (provider, event_id, body) VALUES ('stripe', 'evt_big', '{}')",
+                    [],
+                )?;
+                conn.execute(
+                    "INSERT INTO messages (queue, dead, provider, event_id, event_type, sent_at_millis,
+                         visible_at_millis, receive_count, dead_at_millis)
+                     VALUES ('payout', 1, 'stripe', 'evt_big', 'payout.paid', 0, 0, 3, 0)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // WHEN the pipeline starts and purges
+        let p = start(&t, Flaky::default()).await;
+        // THEN the record goes, but the body stays for the redrive
+        assert_eq!(p.recovery().purged, 1);
+        let bodies: i64 = p
+            .db()
+            .read("test", |c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM bodies", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(bodies, 1);
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn parked_effect_is_listed_and_delivered_once_retried() {
         use crate::local::{EffectFilter, EffectStatus};
         // GIVEN a pipeline that parks an outbox after one failed delivery,
