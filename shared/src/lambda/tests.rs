@@ -132,6 +132,44 @@ async fn function_url_delivery_uses_the_path_for_the_provider() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_utf8_is_a_clear_4xx_on_every_gateway() {
+    // GIVEN bytes that are not UTF-8, correctly signed, as each gateway
+    // delivers a binary body (base64-encoded)
+    let bytes: &[u8] = &[0xff, 0xfe, b'{', 0xc3, 0x28, b'}'];
+    for fixture in [HTTP_API_V2, REST_V1, FUNCTION_URL] {
+        let r = receiver();
+        let mut v: Value = serde_json::from_str(&gateway_event(fixture, "", true)).unwrap();
+        let signature = sign_stripe(SECRET, NOW, bytes);
+        for headers in ["headers", "multiValueHeaders"] {
+            if let Some(h) = v.get_mut(headers).and_then(Value::as_object_mut) {
+                for (name, value) in h.iter_mut() {
+                    if name.eq_ignore_ascii_case("stripe-signature") {
+                        *value = if value.is_array() {
+                            json!([signature])
+                        } else {
+                            json!(signature)
+                        };
+                    }
+                }
+            }
+        }
+        v["body"] = json!(BASE64.encode(bytes));
+        // WHEN the Lambda answers
+        let (status, _, answer) = call(&r, &v.to_string()).await;
+        // THEN it is a 400 naming the body, and nothing is enqueued
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("UTF-8"),
+            "{answer}"
+        );
+        assert!(r.intake().queue().sent().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn base64_encoded_body_is_verified_after_decoding() {
     // GIVEN gateways that base64-encode the body (binary media types, Function URLs)
     for fixture in [HTTP_API_V2, REST_V1, FUNCTION_URL] {
