@@ -86,6 +86,10 @@ pub enum IntakeError {
     /// The queue refused or failed the send.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The delivery's time budget ran out before it was enqueued (the claim
+    /// is released, so the provider's retry proceeds).
+    #[error("the delivery ran out of time during {0}")]
+    OutOfTime(&'static str),
 }
 
 /// Claim, send, record: the receive path's port to storage.

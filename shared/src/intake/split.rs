@@ -7,21 +7,50 @@
 //! `RECEIVED` until the lease ends, and a redelivery then re-enqueues a copy
 //! that the processor's marker absorbs.
 
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::{Disposition, Intake, IntakeError, Intaken};
 use crate::ledger::{BodyStore, ClaimRequest, Ledger, LedgerKey};
 use crate::queue::{Payload, Queue};
 
-/// Claim, send and mark as three calls.
+/// Claim, send and mark as three calls (five with a body by reference).
 #[derive(Clone, Debug)]
 pub struct SplitIntake<L, Q> {
     ledger: L,
     queue: Q,
+    budget: Option<Budget>,
+}
+
+/// How long one delivery may take, whatever its path: the claim and the
+/// writes until it is enqueued get `total - release`; `release` is kept
+/// back so that a delivery out of time still gives up its claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// From the claim to the answer.
+    pub total: Duration,
+    /// Kept back for releasing the claim.
+    pub release: Duration,
 }
 
 impl<L, Q> SplitIntake<L, Q> {
     /// The intake over `ledger` (also the body store) and `queue`.
     pub fn new(ledger: L, queue: Q) -> Self {
-        Self { ledger, queue }
+        Self {
+            ledger,
+            queue,
+            budget: None,
+        }
+    }
+
+    /// Bounds each delivery by `budget` (a Lambda's timeout): past it, the
+    /// delivery answers out of time, before the function is cut off with
+    /// its claim held.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The ledger, for inspection.
@@ -41,16 +70,20 @@ where
     Q: Queue,
 {
     /// Carries out `disposition` for the event this delivery has claimed
-    /// with `token`.
+    /// with `token`, each call by `deadline`.
     async fn finish(
         &self,
         key: &LedgerKey,
         token: &str,
         disposition: Disposition<'_>,
+        deadline: Option<Instant>,
     ) -> Result<Intaken, IntakeError> {
         match disposition {
             Disposition::Ignore(reason) => {
-                self.ledger.mark_ignored(key, token, reason).await?;
+                within(deadline, "mark", async {
+                    Ok(self.ledger.mark_ignored(key, token, reason).await?)
+                })
+                .await?;
                 Ok(Intaken::Ignored(reason))
             }
             Disposition::Send {
@@ -59,9 +92,15 @@ where
                 body,
             } => {
                 if message.payload == Payload::Stored {
-                    self.ledger.put_body(key, body).await?;
+                    within(deadline, "the body's write", async {
+                        Ok(self.ledger.put_body(key, body).await?)
+                    })
+                    .await?;
                 }
-                let message_id = self.queue.send(processor, message).await?;
+                let message_id = within(deadline, "send", async {
+                    Ok(self.queue.send(processor, message).await?)
+                })
+                .await?;
                 if let Err(err) = self
                     .ledger
                     .mark_enqueued(key, token, processor.as_str(), &message_id)
@@ -96,10 +135,19 @@ where
         claim: &ClaimRequest,
         disposition: Disposition<'_>,
     ) -> Result<Intaken, IntakeError> {
-        if let Err(lost) = Intaken::won(self.ledger.claim(claim).await?) {
+        let deadline = self
+            .budget
+            .map(|b| Instant::now() + b.total.saturating_sub(b.release));
+        let won = within(deadline, "claim", async {
+            Ok(self.ledger.claim(claim).await?)
+        })
+        .await;
+        if let Err(lost) = Intaken::won(won?) {
             return Ok(lost);
         }
-        let taken = self.finish(&claim.key, &claim.token, disposition).await;
+        let taken = self
+            .finish(&claim.key, &claim.token, disposition, deadline)
+            .await;
         if taken.is_err()
             && let Err(release) = self.ledger.release(&claim.key, &claim.token).await
         {
@@ -108,6 +156,24 @@ where
         taken
     }
 }
+
+/// `call`, unless `deadline` passes first: then out of time during `what`
+/// (the call is abandoned; whatever it did is settled as a failure is).
+async fn within<T>(
+    deadline: Option<Instant>,
+    what: &'static str,
+    call: impl Future<Output = Result<T, IntakeError>>,
+) -> Result<T, IntakeError> {
+    match deadline {
+        None => call.await,
+        Some(at) => tokio::time::timeout_at(at, call)
+            .await
+            .unwrap_or(Err(IntakeError::OutOfTime(what))),
+    }
+}
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 mod conformance {

@@ -427,6 +427,11 @@ where
             Some(key) => Some(self.outboxes.lock(key).await),
             None => None,
         };
+        // A record that reached its object this late (behind another's
+        // deliveries) is not started: it comes back in a fresh invocation.
+        if stop_starting_at.is_some_and(|at| self.clock.now_millis() >= at) {
+            return Err(ProcessError::OutOfTime(message.event_id.clone()));
+        }
         let (outcome, outbox) = self.apply(&envelope, &event_key, key).await?;
         let lag = (self.clock.now_millis() - envelope.created * 1000).max(0) as f64;
         let metric = match outcome {

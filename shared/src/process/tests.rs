@@ -944,6 +944,52 @@ async fn no_delivery_starts_too_close_to_the_invocations_deadline() {
 }
 
 #[tokio::test]
+async fn a_record_waiting_past_the_stop_point_is_not_started() {
+    // GIVEN two records of one object in a batch with 30 s left and an 11 s
+    // margin, the first delivering a 20 s effect while the second waits for
+    // the object
+    let clock = ManualClock::at_secs(NOW);
+    let store = Arc::new(MemoryStateStore::new());
+    let effects = Arc::new(Slow {
+        clock: clock.clone(),
+        took: Duration::from_secs(20),
+        performed: std::sync::Mutex::default(),
+    });
+    let runner = Runner::new(
+        TwoEffects,
+        Arc::clone(&store),
+        MemoryLedger::new(),
+        Arc::clone(&effects),
+        clock.clone(),
+        3600,
+    )
+    .with_deadline_margin(Duration::from_secs(11));
+    let batch = vec![
+        delivery("m1", &tally_event("evt_1", "test.one")),
+        delivery("m2", &tally_event("evt_2", "test.one")),
+    ];
+    // WHEN the batch runs
+    let failed = runner
+        .run_batch_within(batch, Some(NOW * 1000 + 30_000))
+        .await;
+    // THEN the first record delivers its first effect (its second waits);
+    // the second record, reaching the object with 10 s left, is not applied
+    // at all: it fails as out of time and comes back
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[1].0, "m2");
+    assert!(
+        matches!(&failed[1].1, ProcessError::OutOfTime(id) if id == "evt_2"),
+        "{:?}",
+        failed[1].1
+    );
+    let key = StateKey::new(StateKind::Order, "obj_1");
+    assert_eq!(
+        store.load(&key).await.unwrap().unwrap().last_event_id,
+        "evt_1"
+    );
+}
+
+#[tokio::test]
 async fn a_short_or_past_deadline_still_lets_deliveries_start() {
     // GIVEN a runner with an 11 s margin
     let (_, effects, runner) = two_effects_runner();
