@@ -7,6 +7,9 @@
 //! and a failure after the claim releases it so the provider's retry
 //! proceeds at once.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -20,7 +23,7 @@ use crate::ledger::{ClaimRequest, LedgerKey, LedgerStatus};
 use crate::queue::{EventMessage, Payload};
 use crate::route::{IgnoreReason, Processor, Route};
 use crate::telemetry::{self, Metric};
-use crate::verify::{Provider, Verifiers};
+use crate::verify::{Provider, Verifiers, VerifyError};
 
 /// An HTTP answer: status and JSON body.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,13 +48,35 @@ impl Answer {
     }
 }
 
+/// Reads the webhook secrets again (from Secrets Manager), so that a
+/// rotation takes effect without a cold start.
+pub trait SecretReload: Send + Sync {
+    /// The verifiers over the secrets as they are now.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Verifiers, String>> + Send + '_>>;
+}
+
+/// How often a signature mismatch may read the secrets again.
+pub const RELOAD_INTERVAL_MILLIS: i64 = 60_000;
+
 /// The receive handler, over any intake and clock.
-#[derive(Debug)]
 pub struct Receiver<I, C> {
-    verifiers: Verifiers,
+    verifiers: RwLock<Arc<Verifiers>>,
+    reload: Option<Box<dyn SecretReload>>,
+    last_reload_millis: Mutex<Option<i64>>,
     intake: I,
     clock: C,
     settings: ReceiveSettings,
+}
+
+impl<I: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for Receiver<I, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("intake", &self.intake)
+            .field("clock", &self.clock)
+            .field("settings", &self.settings)
+            .field("reloads_secrets", &self.reload.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<I, C> Receiver<I, C>
@@ -62,10 +87,59 @@ where
     /// A handler; build it once per process and share it.
     pub fn new(verifiers: Verifiers, intake: I, clock: C, settings: ReceiveSettings) -> Self {
         Self {
-            verifiers,
+            verifiers: RwLock::new(Arc::new(verifiers)),
+            reload: None,
+            last_reload_millis: Mutex::new(None),
             intake,
             clock,
             settings,
+        }
+    }
+
+    /// On a signature mismatch, reads the secrets again through `reload`, at
+    /// most once per [`RELOAD_INTERVAL_MILLIS`], and verifies once more.
+    pub fn with_secret_reload(mut self, reload: Box<dyn SecretReload>) -> Self {
+        self.reload = Some(reload);
+        self
+    }
+
+    fn verifiers(&self) -> Arc<Verifiers> {
+        Arc::clone(
+            &self
+                .verifiers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// New verifiers if a reload is configured and due; `None` otherwise
+    /// (or when it fails, which is logged: the old secrets stay).
+    async fn reloaded(&self, now_millis: i64) -> Option<Arc<Verifiers>> {
+        let reload = self.reload.as_ref()?;
+        {
+            let mut last = self
+                .last_reload_millis
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| now_millis - at < RELOAD_INTERVAL_MILLIS) {
+                return None;
+            }
+            *last = Some(now_millis);
+        }
+        match reload.reload().await {
+            Ok(fresh) => {
+                tracing::info!("webhook secrets read again after a signature mismatch");
+                let fresh = Arc::new(fresh);
+                *self
+                    .verifiers
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+                Some(fresh)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "reading the webhook secrets again failed");
+                None
+            }
         }
     }
 
@@ -122,7 +196,8 @@ where
                 format!("{method} is not accepted; webhooks are delivered with POST"),
             );
         }
-        let Some(scheme) = self.verifiers.scheme(provider) else {
+        let verifiers = self.verifiers();
+        let Some(scheme) = verifiers.scheme(provider) else {
             return self.reject(
                 StatusCode::NOT_FOUND,
                 "provider_not_configured",
@@ -141,7 +216,19 @@ where
             );
         }
         let now_millis = self.clock.now_millis();
-        let verified = match scheme.verify(headers, body, now_millis.div_euclid(1000)) {
+        let now_secs = now_millis.div_euclid(1000);
+        let mut verified = scheme.verify(headers, body, now_secs);
+        // A secret rotated since the cold start: read it again (rarely).
+        let fresh;
+        if matches!(verified, Err(VerifyError::Mismatch { .. })) {
+            if let Some(reloaded) = self.reloaded(now_millis).await {
+                fresh = reloaded;
+                if let Some(scheme) = fresh.scheme(provider) {
+                    verified = scheme.verify(headers, body, now_secs);
+                }
+            }
+        }
+        let verified = match verified {
             Ok(v) => v,
             Err(err) => {
                 tracing::warn!(%provider, error = %err, "signature verification failed");
@@ -355,6 +442,77 @@ mod tests {
     async fn post(r: &TestReceiver, body: &str) -> Answer {
         r.handle(&Method::POST, "stripe", &signed(body), body.as_bytes())
             .await
+    }
+
+    /// Secrets "in Secrets Manager": what a reload reads, and how often it ran.
+    struct Rotated {
+        secrets: std::sync::Mutex<Vec<String>>,
+        reloads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SecretReload for Arc<Rotated> {
+        fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Verifiers, String>> + Send + '_>> {
+            self.reloads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let secrets = self.secrets.lock().unwrap().clone();
+            Box::pin(async move {
+                Verifiers::from_secrets(secrets, vec![], Tolerance::DEFAULT)
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_secret_is_read_again_at_most_once_a_minute() {
+        // GIVEN a receiver started with the old secret, whose secret store
+        // now holds the new one
+        const NEW: &str = "whsec_rotated";
+        let store = Arc::new(Rotated {
+            secrets: std::sync::Mutex::new(vec![NEW.into()]),
+            reloads: Default::default(),
+        });
+        let (r, clock) = receiver();
+        let r = r.with_secret_reload(Box::new(Arc::clone(&store)));
+        let post_new = |id: &str| {
+            let body = event(id, "payment_intent.succeeded", false);
+            let mut h = HeaderMap::new();
+            h.insert(
+                "stripe-signature",
+                sign_stripe(NEW, NOW, body.as_bytes()).parse().unwrap(),
+            );
+            (body, h)
+        };
+        // WHEN a delivery signed with the new secret arrives
+        let (body, headers) = post_new("evt_new_1");
+        let a = r
+            .handle(&Method::POST, "stripe", &headers, body.as_bytes())
+            .await;
+        // THEN the secret is read again and the delivery accepted
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        assert_eq!(store.reloads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // WHEN forged deliveries keep arriving THEN the store is not asked again within a minute
+        let (body, _) = post_new("evt_forged");
+        let mut forged = HeaderMap::new();
+        forged.insert(
+            "stripe-signature",
+            sign_stripe("whsec_wrong", NOW, body.as_bytes())
+                .parse()
+                .unwrap(),
+        );
+        for _ in 0..3 {
+            let a = r
+                .handle(&Method::POST, "stripe", &forged, body.as_bytes())
+                .await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        }
+        assert_eq!(store.reloads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // AND a minute later, once more
+        clock.advance_millis(RELOAD_INTERVAL_MILLIS);
+        let a = r
+            .handle(&Method::POST, "stripe", &forged, body.as_bytes())
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_eq!(store.reloads.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use crate::process::effects::eventbridge::EventBridgeEffects;
 use crate::process::effects::http_target::{self, HttpEffects, HttpTargetError};
 use crate::process::{Domain, Effects, LogEffects, Runner, Swept, Target};
 use crate::queue::sqs::{self, SqsQueue};
-use crate::receive::Receiver;
+use crate::receive::{Receiver, SecretReload};
 use crate::state::StateStore;
 use crate::state::dynamodb::DynamoStateStore;
 use crate::telemetry;
@@ -153,12 +153,43 @@ pub async fn receiver_from_env(
         ledger_table = %config.ledger_table,
         "receive configured"
     );
-    Ok(Receiver::new(
+    let by_arn = [&config.stripe_secret, &config.standard_secret]
+        .into_iter()
+        .any(|s| matches!(s, Some(SecretSource::SecretsManager(_))));
+    let receiver = Receiver::new(
         verifiers,
         SplitIntake::new(ledger, queue).with_budget(RECEIVE_BUDGET),
         SystemClock,
-        config.settings,
-    ))
+        config.settings.clone(),
+    );
+    Ok(if by_arn {
+        receiver.with_secret_reload(Box::new(ArnSecrets {
+            clients: clients.clone(),
+            config,
+        }))
+    } else {
+        receiver
+    })
+}
+
+/// The secrets configured by ARN, read again on a signature mismatch (a
+/// rotation), at most once a minute (see [`Receiver::with_secret_reload`]).
+struct ArnSecrets {
+    clients: AwsClients,
+    config: ReceiveConfig,
+}
+
+impl SecretReload for ArnSecrets {
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Verifiers, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            verifiers(&self.clients, &self.config)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// A processor over DynamoDB, configured from `env`.
