@@ -360,6 +360,21 @@ def run(emulator, aws):
     )
     assert status == 400 and "whsec_wrong" not in json.dumps(answer), (status, answer)
 
+    # A signed body that is not UTF-8: API Gateway and Function URLs deliver it
+    # base64-encoded, and receive answers 400. (`cargo lambda watch`'s own
+    # function URL answers such a body 500 itself, without invoking the
+    # function: that 500 is the emulator's, so the real event shape is used.)
+    step("receive: a signed body that is not UTF-8 is a 400 on the API Gateway path")
+    raw = b"\xff\xfe{\xc3(}"
+    at = int(time.time())
+    mac = hmac.new(SECRET.encode(), f"{at}.".encode() + raw, hashlib.sha256).hexdigest()
+    binary_event, _ = sample("receive-checkout-session-completed.json")
+    binary_event["headers"]["stripe-signature"] = f"t={at},v1={mac}"
+    binary_event["body"] = base64.b64encode(raw).decode()
+    binary_event["isBase64Encoded"] = True
+    answer = emulator.invoke("receive", binary_event)
+    assert answer.get("statusCode") == 400 and "UTF-8" in answer.get("body", ""), answer
+
     step("queues: each routed event is on its processor's queue, once")
     batches = {}
     for processor in PROCESSORS:
