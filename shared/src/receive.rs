@@ -219,14 +219,11 @@ where
         let now_secs = now_millis.div_euclid(1000);
         let mut verified = scheme.verify(headers, body, now_secs);
         // A secret rotated since the cold start: read it again (rarely).
-        let fresh;
-        if matches!(verified, Err(VerifyError::Mismatch { .. })) {
-            if let Some(reloaded) = self.reloaded(now_millis).await {
-                fresh = reloaded;
-                if let Some(scheme) = fresh.scheme(provider) {
-                    verified = scheme.verify(headers, body, now_secs);
-                }
-            }
+        if matches!(verified, Err(VerifyError::Mismatch { .. }))
+            && let Some(fresh) = self.reloaded(now_millis).await
+            && let Some(scheme) = fresh.scheme(provider)
+        {
+            verified = scheme.verify(headers, body, now_secs);
         }
         let verified = match verified {
             Ok(v) => v,

@@ -64,11 +64,10 @@ pub trait Domain: Send + Sync {
     const PROVIDERS: &'static [Provider] = &[Provider::Stripe];
 
     /// The rules under `settings` (`ORDER_METADATA_KEY`, …); most have none.
-    fn configured(settings: &DomainSettings) -> Self
+    fn configured(_settings: &DomainSettings) -> Self
     where
         Self: Sized + Default,
     {
-        let _ = settings;
         Self::default()
     }
 
