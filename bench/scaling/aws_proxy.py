@@ -25,6 +25,7 @@ import base64
 import http.client
 import json
 import math
+import sys
 import threading
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -163,8 +164,15 @@ class Proxy:
             def do_GET(self):
                 proxy.handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                # A client that gave up on a call (an SDK attempt timeout) is
+                # counted as the SDK sees it: its retry is another call.
+                print(f"aws_proxy: a client closed its connection mid-call ({sys.exc_info()[1]!r})", file=sys.stderr)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
 
     @property
     def url(self):
