@@ -69,6 +69,10 @@ bench: ## Criterion benches of the receive path and the stripe-node peer compari
 bench-coldstart: tools ## Binary size, init time and peak RSS per Lambda function
 	bench/coldstart.sh
 
+.PHONY: bench-scaling
+bench-scaling: tools ## Per accepted event: AWS calls, DynamoDB units, SQS requests, Lambda ms (receive, fulfill, Node peer) on moto
+	bench/scaling.sh
+
 .PHONY: bench-load
 bench-load: ## payhook dev end to end vs Express + stripe-node under load
 	bench/load.sh

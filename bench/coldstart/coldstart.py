@@ -4,7 +4,8 @@ and peak RSS. Run by bench/coldstart.sh (under moto, after a release build).
 
 Each function binary is started with its real configuration (tables and queues
 on moto, fake credentials, an inline webhook secret) and AWS_LAMBDA_RUNTIME_API
-pointing at a tiny fake Lambda Runtime API in this process, which:
+pointing at a tiny fake Lambda Runtime API in this process (bench/fake_runtime.py),
+which:
 
 - timestamps the first `GET /2018-06-01/runtime/invocation/next`: init time is
   process start to that request (configuration, SDK clients, runtime set-up);
@@ -20,139 +21,37 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from fake_runtime import FakeRuntime  # noqa: E402
+
 FUNCTIONS = ["receive", "fulfill", "subscription", "dispute", "payout"]
 SECRET = "whsec_coldstart_" + os.urandom(8).hex()
 TARGETS = {"init_ms": 20.0, "rss_mb": 32.0, "size_mb": 8.0}
-NEXT = "/2018-06-01/runtime/invocation/next"
-
-
-class Run:
-    """One cold start: what the fake Runtime API saw."""
-
-    def __init__(self, event):
-        self.event = event
-        self.request_id = str(uuid.uuid4())
-        self.first_next = None
-        self.response_at = None
-        self.response = None
-        self.error = None
-        self.second_next = threading.Event()
-        self.done = threading.Event()
-
-
-class RuntimeApi(BaseHTTPRequestHandler):
-    """The Lambda Runtime API, just enough for one invocation."""
-
-    protocol_version = "HTTP/1.1"
-    run = None  # set per server
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        run = self.server.run
-        if self.path != NEXT:
-            return self.reply(404, b"{}")
-        if run.first_next is None:
-            run.first_next = time.perf_counter()
-            body = json.dumps(run.event).encode()
-            self.reply(200, body, {
-                "Lambda-Runtime-Aws-Request-Id": run.request_id,
-                "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 30_000),
-                "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:123456789012:function:coldstart",
-                "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000;Sampled=0",
-            })
-        else:
-            run.second_next.set()
-            run.done.wait(timeout=30)  # the long poll; the process is stopped meanwhile
-
-    def do_POST(self):
-        run = self.server.run
-        body = self.read_body()
-        if self.path.endswith("/response"):
-            run.response_at, run.response = time.perf_counter(), body
-        elif self.path.endswith("/error"):
-            run.response_at, run.error = time.perf_counter(), body
-        self.reply(202, b"{}")
-        if self.path.endswith("/init/error"):
-            run.error = body
-            run.second_next.set()
-
-    def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", ""):
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-
-    def reply(self, status, body, headers=None):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-
-def peak_rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return None
 
 
 def cold_start(binary, function, env, event):
     """Starts `binary` once; returns (init ms, first invocation ms, peak RSS KiB, ok)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
-    server.daemon_threads = True
-    server.run = run = Run(event)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {
-        **env,
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
-        "AWS_LAMBDA_FUNCTION_NAME": function,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "coldstart",
-    }
-    started = time.perf_counter()
-    process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runtime = FakeRuntime(function, [binary], env, memory_mb=128)
+    runtime.start()
+    stderr = ""
     try:
-        if not run.second_next.wait(timeout=30):
+        init_ms = runtime.wait_ready()
+        invocation = runtime.invoke(event)
+        if not runtime.wait_idle():
             raise RuntimeError(f"{function}: no second `next` within 30 s")
-        rss = peak_rss_kib(process.pid)
+        rss = runtime.peak_rss_kib()
     finally:
-        run.done.set()
-        process.kill()
-        _, stderr = process.communicate()
-        server.shutdown()
-        server.server_close()
-    if run.first_next is None:
-        raise RuntimeError(f"{function} never asked for an invocation:\n{stderr.decode(errors='replace')[-2000:]}")
-    ok = run.error is None and run.response is not None and invocation_ok(function, run.response)
+        stderr = runtime.stop()
+    ok = invocation.error is None and invocation.response is not None and invocation_ok(function, invocation.response)
     if not ok:
-        print(f"  {function}: invocation failed: {run.error or run.response!r}\n"
-              f"{stderr.decode(errors='replace')[-1500:]}", file=sys.stderr)
-    init_ms = (run.first_next - started) * 1000
-    invoke_ms = ((run.response_at or run.first_next) - run.first_next) * 1000
-    return init_ms, invoke_ms, rss, ok
+        print(f"  {function}: invocation failed: {invocation.error or invocation.response!r}\n"
+              f"{stderr[-1500:]}", file=sys.stderr)
+    return init_ms, invocation.ms, rss, ok
 
 
 def invocation_ok(function, response):
