@@ -69,10 +69,25 @@ mod a {
 }
 
 /// The sparse global secondary index over objects with undelivered effects:
-/// partition `outbox` (the object kind), sort `outbox_since` (unix ms since
-/// the oldest effect waits). Items carry both only while their outbox holds
-/// effects, so the sweep and the age metric read a few keys, not the table.
+/// partition `outbox` (the object kind and a shard, `order#7`), sort
+/// `outbox_since` (unix ms since the oldest effect waits). Items carry both
+/// only while their outbox holds effects, so the sweep and the age metric
+/// read a few keys, not the table.
 pub const OUTBOX_INDEX: &str = "outboxes";
+
+/// How many index partitions each kind's outboxes spread over: one kind's
+/// key would cap the index (and, by back-pressure, the table's writes) at
+/// one partition's 1,000 writes/s; the sweep queries each shard.
+pub const OUTBOX_SHARDS: u32 = 16;
+
+/// The index partition of `key`'s outbox: its kind and a shard chosen by a
+/// stable hash (FNV-1a) of its id.
+fn outbox_shard(key: &StateKey) -> String {
+    let hash = key.id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{}#{}", key.kind.as_str(), hash % OUTBOX_SHARDS)
+}
 
 /// The cancellation reason DynamoDB gives a failed condition.
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
@@ -382,10 +397,14 @@ impl StateStore for DynamoStateStore {
         limit: usize,
     ) -> Result<Vec<Undelivered>, StoreError> {
         let mut found = Vec::new();
-        for kind in kinds {
+        let shards = kinds.iter().flat_map(|kind| {
+            (0..OUTBOX_SHARDS).map(move |n| (*kind, format!("{}#{n}", kind.as_str())))
+        });
+        for (kind, shard) in shards {
+            let kind = &kind;
             let mut start = None;
             let mut taken = 0;
-            // Oldest first: `limit` per kind is enough for the `limit` oldest overall.
+            // Oldest first: `limit` per shard is enough for the `limit` oldest overall.
             while taken < limit {
                 let out = self
                     .client
@@ -394,7 +413,7 @@ impl StateStore for DynamoStateStore {
                     .index_name(OUTBOX_INDEX)
                     .key_condition_expression("#outbox = :kind")
                     .expression_attribute_names("#outbox", a::OUTBOX)
-                    .expression_attribute_values(":kind", s(kind.as_str()))
+                    .expression_attribute_values(":kind", s(&shard))
                     .limit(i32::try_from(limit - taken).unwrap_or(i32::MAX))
                     .set_exclusive_start_key(start)
                     .send()
@@ -538,7 +557,7 @@ fn state_to_item(state: &StateItem) -> Result<Item, StoreError> {
     ]
     .into();
     if let Some(since) = state.undelivered_since() {
-        item.insert(a::OUTBOX.to_owned(), s(state.key.kind.as_str()));
+        item.insert(a::OUTBOX.to_owned(), s(outbox_shard(&state.key)));
         item.insert(a::OUTBOX_SINCE.to_owned(), n(since));
     }
     Ok(item)
@@ -760,7 +779,13 @@ mod tests {
         // is in the outbox index since its oldest effect was committed
         assert_eq!(back, original);
         assert_eq!(stored.get(PK), Some(&s("order#pi_1")));
-        assert_eq!(stored.get(a::OUTBOX), Some(&s("order")));
+        assert_eq!(stored.get(a::OUTBOX), Some(&s(outbox_shard(&original.key))));
+        // AND objects of one kind spread over every shard of the index
+        let shards: std::collections::BTreeSet<String> = (0..400)
+            .map(|n| outbox_shard(&StateKey::new(StateKind::Order, format!("pi_{n}"))))
+            .collect();
+        assert_eq!(shards.len(), OUTBOX_SHARDS as usize);
+        assert!(shards.iter().all(|s| s.starts_with("order#")));
         assert_eq!(stored.get(a::OUTBOX_SINCE), Some(&n(1_750_000_000_004_i64)));
     }
 
