@@ -129,7 +129,12 @@ impl Notes {
         true
     }
 
-    fn wrong<T>(&mut self, field: &'static str, expected: &'static str, raw: &RawValue) -> Option<T> {
+    fn wrong<T>(
+        &mut self,
+        field: &'static str,
+        expected: &'static str,
+        raw: &RawValue,
+    ) -> Option<T> {
         self.note(EventError::WrongType {
             field,
             expected,
@@ -151,7 +156,9 @@ impl Notes {
 /// `data.object`: its raw text and its first `id` / `object` members, each
 /// taken only when a string. The scanner stops reading members (and so
 /// decoding keys) once both are known.
-fn object_head(raw: &RawValue) -> Oracle<(&str, Option<Cow<'static, str>>, Option<Cow<'static, str>>)> {
+fn object_head(
+    raw: &RawValue,
+) -> Oracle<(&str, Option<Cow<'static, str>>, Option<Cow<'static, str>>)> {
     let mut id: Option<Option<Cow<'static, str>>> = None;
     let mut object: Option<Option<Cow<'static, str>>> = None;
     let Members(all) = serde_json::from_str(raw.get()).map_err(|_| Refusal::Syntax)?;
@@ -267,9 +274,7 @@ fn oracle(body: &str) -> Oracle<Envelope<'_>> {
                                     _ => n.wrong("data.object", "an object", value),
                                 };
                             }
-                            "previous_attributes"
-                                if n.first_time("data.previous_attributes") =>
-                            {
+                            "previous_attributes" if n.first_time("data.previous_attributes") => {
                                 previous = (kind(value) != "null").then(|| value.get());
                             }
                             _ => {}
@@ -339,7 +344,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(env.previous_attributes.is_none_or(|p| within(p, body)));
     }
     if let Err(EventError::NotJson { line, column, .. }) = &scanned {
-        assert!(*line >= 1 && *line <= body.matches('\n').count() + 1, "{line}:{column}");
+        assert!(
+            *line >= 1 && *line <= body.matches('\n').count() + 1,
+            "{line}:{column}"
+        );
     }
     if serde_json::from_str::<IgnoredAny>(body).is_err() {
         return;

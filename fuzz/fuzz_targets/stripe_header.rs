@@ -62,12 +62,16 @@ fuzz_target!(|data: &[u8]| {
         let text = text.as_deref().expect("an accepted header is text");
         assert_eq!(verified.body.as_bytes(), body);
         assert!((verified.timestamp - NOW).abs() <= 300);
-        let t: Vec<&str> = elements(text).filter(|(k, _)| *k == "t").map(|(_, v)| v).collect();
+        let t: Vec<&str> = elements(text)
+            .filter(|(k, _)| *k == "t")
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(t.len(), 1, "one t= in {text:?}");
         assert_eq!(t[0].parse::<i64>().ok(), Some(verified.timestamp));
         let genuine = SECRETS.map(|s| hex::encode(reference_mac(s, t[0], body)));
         assert!(
-            elements(text).any(|(k, v)| k == "v1" && genuine.iter().any(|g| g.eq_ignore_ascii_case(v))),
+            elements(text)
+                .any(|(k, v)| k == "v1" && genuine.iter().any(|g| g.eq_ignore_ascii_case(v))),
             "accepted without a genuine v1: {text:?}"
         );
     }
