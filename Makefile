@@ -58,6 +58,10 @@ test-template: tools ## cfn-lint, sam validate --lint and our own wiring test of
 test-lambda: tools ## The five real binaries under cargo lambda watch against moto
 	scripts/e2e_lambda.sh
 
+.PHONY: fuzz
+fuzz: ## cargo-fuzz targets on nightly, one at a time for FUZZ_SECONDS each (default 600), seeded from the fixtures; not part of `make test`
+	scripts/fuzz.sh
+
 # --- benchmarks ---------------------------------------------------------------
 
 .PHONY: bench

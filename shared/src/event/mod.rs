@@ -234,9 +234,9 @@ struct ObjectHead<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-/// Reads the object at the cursor. Once both `id` and `object` are found
-/// (Stripe renders them first) the rest is skipped by the block scan; a
-/// non-string `id` / `object` is treated as absent.
+/// Reads the object at the cursor. Only the first `id` and the first
+/// `object` member count, a non-string one as absent; once both are read
+/// (Stripe renders them first) the rest is skipped by the block scan.
 fn object_head<'a>(c: &mut Cursor<'a>) -> Scan<ObjectHead<'a>> {
     c.peek();
     let start = c.pos();
@@ -245,12 +245,19 @@ fn object_head<'a>(c: &mut Cursor<'a>) -> Scan<ObjectHead<'a>> {
         id: None,
         kind: None,
     };
+    let (mut id_read, mut kind_read) = (false, false);
     if c.open_object()? {
         loop {
             let key = c.key()?;
             let slot = match &*key {
-                "id" if head.id.is_none() => Some(&mut head.id),
-                "object" if head.kind.is_none() => Some(&mut head.kind),
+                "id" if !id_read => {
+                    id_read = true;
+                    Some(&mut head.id)
+                }
+                "object" if !kind_read => {
+                    kind_read = true;
+                    Some(&mut head.kind)
+                }
                 _ => None,
             };
             match slot {
@@ -259,7 +266,7 @@ fn object_head<'a>(c: &mut Cursor<'a>) -> Scan<ObjectHead<'a>> {
                     c.skip()?;
                 }
             }
-            if head.id.is_some() && head.kind.is_some() {
+            if id_read && kind_read {
                 c.skip_rest_of_object()?;
                 break;
             }

@@ -406,10 +406,12 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         match kind {
             Kind::Object | Kind::Array => {
-                self.pos = skip_container(self.bytes(), self.pos + 1).ok_or(Malformed {
+                let end = skip_container(self.bytes(), self.pos + 1).ok_or(Malformed {
                     at: start,
                     expected: "a closed object or array",
                 })?;
+                let close = if kind == Kind::Object { b'}' } else { b']' };
+                self.close_at(end, close)?;
             }
             Kind::String => self.skip_string()?,
             Kind::Number => {
@@ -426,10 +428,23 @@ impl<'a> Cursor<'a> {
     /// boundary, and returns the position just past its `}`.
     pub fn skip_rest_of_object(&mut self) -> Scan<()> {
         let at = self.pos;
-        self.pos = skip_container(self.bytes(), self.pos).ok_or(Malformed {
+        let end = skip_container(self.bytes(), self.pos).ok_or(Malformed {
             at,
             expected: "a closed object",
         })?;
+        self.close_at(end, b'}')
+    }
+
+    /// Moves past a skipped container ending at `end` if its last byte is
+    /// `close`: the block scan counts `}` and `]` alike, but the container's
+    /// own brackets are the envelope's and must pair.
+    fn close_at(&mut self, end: usize, close: u8) -> Scan<()> {
+        let last = end.saturating_sub(1);
+        if self.bytes().get(last) != Some(&close) {
+            self.pos = last;
+            return self.err(if close == b'}' { "`}`" } else { "`]`" });
+        }
+        self.pos = end;
         Ok(())
     }
 
@@ -573,7 +588,8 @@ fn masks_avx2(chunk: &[u8; 64]) -> Masks {
 /// From `pos`, just inside an object or array (outside any string, at depth
 /// one), the offset just past the bracket that closes it; `None` if the input
 /// ends first. Brackets inside strings are ignored; `{`/`[` and `}`/`]` are
-/// counted together, so the pairing of kinds is not checked.
+/// counted together, so the pairing of kinds is not checked (the callers
+/// check the container's own closing bracket).
 pub(super) fn skip_container(src: &[u8], pos: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {

@@ -525,6 +525,40 @@ fn duplicate_envelope_fields_are_refused() {
 }
 
 #[test]
+fn a_non_string_first_object_id_is_absent_not_replaced_by_a_later_one() {
+    // GIVEN data.object whose first `id` is a number and a later one a string
+    // (found by fuzz/ envelope_differential: the scanner took the later one)
+    let body = r#"{"id":"e","type":"t","created":1,"data":{"object":{"id":5,"id":"pi_1","object":"x","object":"y"}}}"#;
+    // WHEN parsed THEN the first member decides: no object id, the first kind
+    let env = stripe(body).unwrap();
+    assert_eq!(env.object_id, None);
+    assert_eq!(env.object_kind.as_deref(), Some("x"));
+    // AND the same holds for `object`, and for a Standard Webhooks `data`
+    let body = r#"{"id":"e","type":"t","created":1,"data":{"object":{"object":null,"id":"pi_1","object":"x"}}}"#;
+    assert_eq!(stripe(body).unwrap().object_kind, None);
+    let body = r#"{"type":"t","data":{"id":[],"id":"pi_1"}}"#;
+    assert_eq!(standard(body, Some("msg_1")).unwrap().object_id, None);
+}
+
+#[test]
+fn a_skipped_container_must_close_with_its_own_bracket() {
+    // GIVEN data.object (and other skipped values) closed by the other kind
+    // of bracket (found by fuzz/ envelope_differential: the raw object ended in `]`)
+    for body in [
+        r#"{"created":1,"data":{"object":{"id":"","object":""]},"id":"C","type":"a"}"#,
+        r#"{"id":"e","type":"t","created":1,"data":{"object":{"a":1]}}"#,
+        r#"{"id":"e","type":"t","created":1,"x":[1},"data":{"object":{}}}"#,
+        r#"{"id":"e","type":"t","created":1,"data":{"object":{},"previous_attributes":{"a":[]]}}"#,
+    ] {
+        // WHEN parsed THEN it is not JSON
+        assert_eq!(stripe(body).unwrap_err().code(), "not_json", "{body}");
+    }
+    // AND mixed brackets nested inside a skipped value still balance as before
+    let body = r#"{"id":"e","type":"t","created":1,"data":{"object":{"a":[{"b":[]}]}}}"#;
+    assert!(stripe(body).is_ok());
+}
+
+#[test]
 fn a_bare_api_object_is_not_an_event() {
     // GIVEN a payment intent posted where events are expected
     let body = resource("payment_intent").to_string();
