@@ -59,7 +59,7 @@ test-lambda: tools ## The five real binaries under cargo lambda watch against mo
 	scripts/e2e_lambda.sh
 
 .PHONY: fuzz
-fuzz: ## cargo-fuzz targets on nightly, one at a time for FUZZ_SECONDS each (default 600), seeded from the fixtures; not part of `make test`
+fuzz: ## cargo-fuzz targets on nightly, one at a time for FUZZ_SECONDS each (default 900), seeded from the fixtures; not part of `make test`
 	scripts/fuzz.sh
 
 # --- benchmarks ---------------------------------------------------------------
