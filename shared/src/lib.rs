@@ -18,6 +18,7 @@ pub mod queue;
 pub mod receive;
 pub mod route;
 pub mod state;
+pub mod stripe_api;
 pub mod telemetry;
 pub mod verify;
 

@@ -17,13 +17,14 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::config::ReceiveSettings;
-use crate::event::{self, Envelope};
-use crate::intake::{Disposition, Intake, Intaken};
+use crate::event::{self, Envelope, EventError};
+use crate::intake::{Disposition, Intake, IntakeError, Intaken};
 use crate::ledger::{ClaimRequest, LedgerKey, LedgerStatus};
 use crate::queue::{EventMessage, Payload};
 use crate::route::{IgnoreReason, Processor, Route};
+use crate::stripe_api::{ApiError, EventsApi};
 use crate::telemetry::{self, Metric};
-use crate::verify::{Provider, Verifiers, VerifyError};
+use crate::verify::{Provider, Verified, Verifiers, VerifyError};
 
 /// An HTTP answer: status and JSON body.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,9 +64,25 @@ pub struct Receiver<I, C> {
     verifiers: RwLock<Arc<Verifiers>>,
     reload: Option<Box<dyn SecretReload>>,
     last_reload_millis: Mutex<Option<i64>>,
+    snapshots: Option<Box<dyn EventsApi>>,
     intake: I,
     clock: C,
     settings: ReceiveSettings,
+}
+
+/// Why an event that came without a signature (from the Events API or the
+/// partner event bus) could not be admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// The body is not a usable event.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// A thin event's snapshot could not be fetched.
+    #[error("fetching the thin event's snapshot failed: {0}")]
+    Snapshot(#[from] ApiError),
+    /// The ledger or queue failed; nothing stays claimed.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
 }
 
 impl<I: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for Receiver<I, C> {
@@ -75,6 +92,7 @@ impl<I: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for Receiver<I, C> 
             .field("clock", &self.clock)
             .field("settings", &self.settings)
             .field("reloads_secrets", &self.reload.is_some())
+            .field("fetches_snapshots", &self.snapshots.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +108,7 @@ where
             verifiers: RwLock::new(Arc::new(verifiers)),
             reload: None,
             last_reload_millis: Mutex::new(None),
+            snapshots: None,
             intake,
             clock,
             settings,
@@ -100,6 +119,13 @@ where
     /// most once per [`RELOAD_INTERVAL_MILLIS`], and verifies once more.
     pub fn with_secret_reload(mut self, reload: Box<dyn SecretReload>) -> Self {
         self.reload = Some(reload);
+        self
+    }
+
+    /// Fetches routed thin events' snapshots through `api`; without it a
+    /// thin event is recorded as ignored (`thin_event`).
+    pub fn with_snapshots(mut self, api: Box<dyn EventsApi>) -> Self {
+        self.snapshots = Some(api);
         self
     }
 
@@ -240,9 +266,10 @@ where
             }
         };
         telemetry::emit("receive", &[(Metric::Received, 1.0)]);
-        let answer = self
-            .accept(provider, &envelope, verified.body, now_millis)
+        let taken = self
+            .take(provider, &envelope, verified.body, now_millis)
             .await;
+        let answer = answer_of(&envelope, taken, now_millis);
         tracing::info!(
             %provider,
             event_id = %envelope.id,
@@ -254,14 +281,72 @@ where
         answer
     }
 
-    async fn accept(
+    /// Claims, routes and sends an event that came with no signature to
+    /// check, over a channel that is itself the proof: Stripe's Events API
+    /// (read with our key) or the partner event bus. The path, the ledger key
+    /// and so the deduplication are a webhook's.
+    pub async fn admit(&self, provider: Provider, body: &str) -> Result<Intaken, AdmitError> {
+        let verified = Verified {
+            body,
+            delivery_id: None,
+            timestamp: 0,
+        };
+        let envelope = event::parse(provider, &verified)?;
+        self.take(provider, &envelope, body, self.clock.now_millis())
+            .await
+    }
+
+    /// A thin event becomes its snapshot when a processor handles its type
+    /// and snapshots can be fetched; otherwise it is recorded as ignored.
+    async fn take(
         &self,
         provider: Provider,
         env: &Envelope<'_>,
         body: &str,
         now_millis: i64,
-    ) -> Answer {
-        let claim = ClaimRequest {
+    ) -> Result<Intaken, AdmitError> {
+        if !env.thin {
+            return Ok(self.take_event(provider, env, body, now_millis).await?);
+        }
+        let routed = matches!(self.route(provider, env), Route::To(_));
+        let Some(api) = self.snapshots.as_ref().filter(|_| routed) else {
+            if routed {
+                tracing::warn!(
+                    event_id = %env.id,
+                    event_type = %env.event_type,
+                    "a routed thin event is ignored: set STRIPE_API_KEY to fetch its snapshot"
+                );
+            }
+            return Ok(self
+                .intake
+                .take(
+                    &self.claim(provider, env, now_millis),
+                    Disposition::Ignore(IgnoreReason::ThinEvent),
+                )
+                .await?);
+        };
+        let snapshot = api.snapshot(&env.id).await?;
+        let verified = Verified {
+            body: &snapshot,
+            delivery_id: None,
+            timestamp: 0,
+        };
+        let full =
+            event::parse(provider, &verified).map_err(|e| ApiError::Decode(e.to_string()))?;
+        if full.thin || full.id != env.id {
+            return Err(ApiError::Decode(format!(
+                "the snapshot of {} is not a snapshot event",
+                env.id
+            ))
+            .into());
+        }
+        Ok(self
+            .take_event(provider, &full, &snapshot, now_millis)
+            .await?)
+    }
+
+    fn claim(&self, provider: Provider, env: &Envelope<'_>, now_millis: i64) -> ClaimRequest {
+        ClaimRequest {
             key: LedgerKey::new(provider, env.id.as_ref()),
             event_type: env.event_type.to_string(),
             created: env.created,
@@ -271,15 +356,28 @@ where
             lease_until_millis: now_millis + self.settings.lease_millis,
             expires_at: now_millis.div_euclid(1000) + self.settings.ledger_ttl_secs,
             token: uuid::Uuid::new_v4().simple().to_string(),
-        };
+        }
+    }
+
+    fn route(&self, provider: Provider, env: &Envelope<'_>) -> Route {
         // Live and test mode are Stripe's: other providers' events have no mode.
-        let route = if provider != Provider::Stripe || self.settings.livemode.admits(env.livemode) {
+        if provider != Provider::Stripe || self.settings.livemode.admits(env.livemode) {
             self.settings.routes.route(provider, &env.event_type)
         } else {
             Route::Ignored(IgnoreReason::LivemodeMismatch)
-        };
+        }
+    }
+
+    async fn take_event(
+        &self,
+        provider: Provider,
+        env: &Envelope<'_>,
+        body: &str,
+        now_millis: i64,
+    ) -> Result<Intaken, IntakeError> {
+        let claim = self.claim(provider, env, now_millis);
         let message;
-        let disposition = match route {
+        let disposition = match self.route(provider, env) {
             Route::To(processor) => {
                 let payload =
                     if EventMessage::needs_reference(body, self.intake.max_message_bytes()) {
@@ -304,36 +402,41 @@ where
             }
             Route::Ignored(reason) => Disposition::Ignore(reason),
         };
-        match self.intake.take(&claim, disposition).await {
-            Ok(Intaken::Enqueued { processor, .. }) => enqueued(env, processor),
-            Ok(Intaken::Ignored(reason)) => {
-                telemetry::emit("receive", &[(Metric::Ignored, 1.0)]);
-                accepted(
-                    env,
-                    "ignored",
-                    json!({ "duplicate": false, "ignored": reason.as_str() }),
-                )
-            }
-            Ok(Intaken::Duplicate(status)) => duplicate(env, status),
-            Ok(Intaken::InFlight { lease_until_millis }) => {
-                in_flight(env, lease_until_millis, now_millis)
-            }
-            Err(err) => {
-                tracing::error!(event = %claim.key, error = %err, "store or queue failed");
-                telemetry::emit("receive", &[(Metric::BackendError, 1.0)]);
-                Answer::refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!("{err}; nothing was lost, retry the delivery"),
-                )
-            }
-        }
+        self.intake.take(&claim, disposition).await
     }
 
     fn reject(&self, status: StatusCode, error: &str, message: impl std::fmt::Display) -> Answer {
         tracing::warn!(status = status.as_u16(), error, message = %message, "delivery refused");
         telemetry::emit("receive", &[(Metric::Rejected, 1.0)]);
         Answer::refuse(status, error, message)
+    }
+}
+
+/// The webhook's answer to what became of its event.
+fn answer_of(env: &Envelope<'_>, taken: Result<Intaken, AdmitError>, now_millis: i64) -> Answer {
+    match taken {
+        Ok(Intaken::Enqueued { processor, .. }) => enqueued(env, processor),
+        Ok(Intaken::Ignored(reason)) => {
+            telemetry::emit("receive", &[(Metric::Ignored, 1.0)]);
+            accepted(
+                env,
+                "ignored",
+                json!({ "duplicate": false, "ignored": reason.as_str() }),
+            )
+        }
+        Ok(Intaken::Duplicate(status)) => duplicate(env, status),
+        Ok(Intaken::InFlight { lease_until_millis }) => {
+            in_flight(env, lease_until_millis, now_millis)
+        }
+        Err(err) => {
+            tracing::error!(event_id = %env.id, error = %err, "store, queue or Stripe's API failed");
+            telemetry::emit("receive", &[(Metric::BackendError, 1.0)]);
+            Answer::refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{err}; nothing was lost, retry the delivery"),
+            )
+        }
     }
 }
 

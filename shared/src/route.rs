@@ -137,6 +137,9 @@ pub enum IgnoreReason {
     LivemodeMismatch,
     /// A provider other than Stripe, and no `STANDARD_ROUTES` entry for its type.
     NotRouted,
+    /// A Stripe thin event that no processor handles, or whose snapshot
+    /// cannot be fetched (no API key is configured).
+    ThinEvent,
 }
 
 impl IgnoreReason {
@@ -147,6 +150,7 @@ impl IgnoreReason {
             Self::NotEnabled => "not_enabled",
             Self::LivemodeMismatch => "livemode_mismatch",
             Self::NotRouted => "not_routed",
+            Self::ThinEvent => "thin_event",
         }
     }
 }

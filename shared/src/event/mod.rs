@@ -49,6 +49,10 @@ pub struct Envelope<'a> {
     pub object_kind: Option<Cow<'a, str>>,
     /// `data.previous_attributes` as raw JSON, on `*.updated` events.
     pub previous_attributes: Option<&'a str>,
+    /// A Stripe thin event (`"object": "v2.core.event"`): `object` is the
+    /// `related_object` reference (`object_id`, `object_kind` its id and
+    /// type), and a processor needs the event's snapshot instead.
+    pub thin: bool,
 }
 
 /// The request that caused an event: an object on current API versions, a bare
@@ -98,12 +102,6 @@ pub enum EventError {
     /// copy the provider meant (and so that no later reader sees the other).
     #[error("`{0}` appears more than once in the event")]
     DuplicateField(&'static str),
-    /// A Stripe thin event (`"object": "v2.core.event"`), which carries no object.
-    #[error(
-        "thin events (\"object\": \"v2.core.event\") are not supported on this endpoint; \
-         configure a snapshot event destination"
-    )]
-    ThinEvent,
     /// A Stripe payload whose `object` is not `"event"`.
     #[error(
         "`object` is {found:?}, not \"event\": this endpoint receives event notifications, \
@@ -148,7 +146,6 @@ impl EventError {
             Self::MissingField(_) => "missing_field",
             Self::WrongType { .. } => "wrong_type",
             Self::DuplicateField(_) => "duplicate_field",
-            Self::ThinEvent => "thin_event",
             Self::NotAnEvent { .. } => "not_an_event",
             Self::MissingDeliveryId => "missing_delivery_id",
             Self::InvalidTimestamp => "invalid_timestamp",
@@ -290,6 +287,17 @@ enum Problem {
         found: Kind,
     },
     InvalidTimestamp,
+}
+
+impl Problem {
+    /// A snapshot event's `created` that is not unix seconds.
+    fn created_not_integer(found: Kind) -> Self {
+        Problem::WrongType {
+            field: "created",
+            expected: "an integer (unix seconds)",
+            found,
+        }
+    }
 }
 
 impl From<Problem> for EventError {

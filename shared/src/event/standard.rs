@@ -58,6 +58,7 @@ pub(super) fn parse<'a>(verified: &Verified<'a>) -> Result<Envelope<'a>, Fail> {
         object_id: data.id,
         object_kind: data.kind,
         previous_attributes: None,
+        thin: false,
     })
 }
 

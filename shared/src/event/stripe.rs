@@ -3,10 +3,13 @@
 
 use std::borrow::Cow;
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use super::scan::{Cursor, Kind, Scan};
 use super::{
-    Envelope, EventError, EventRequest, Fail, Notes, ObjectHead, close_top, cut, non_empty,
-    open_top,
+    Envelope, EventError, EventRequest, Fail, Notes, ObjectHead, Problem, close_top, cut,
+    non_empty, open_top,
 };
 
 /// The `object` of Stripe's v2 thin events, which carry no `data.object`.
@@ -25,6 +28,9 @@ const DATA_OBJECT: u32 = 1 << 9;
 const PREVIOUS: u32 = 1 << 10;
 const REQUEST_ID: u32 = 1 << 11;
 const IDEMPOTENCY_KEY: u32 = 1 << 12;
+const RELATED_OBJECT: u32 = 1 << 13;
+const RELATED_ID: u32 = 1 << 14;
+const RELATED_TYPE: u32 = 1 << 15;
 
 /// What the scan found, checked once the whole body is read (so that a thin
 /// event is recognised whatever the order of its fields).
@@ -35,15 +41,26 @@ struct Found<'a> {
     object: Option<Cow<'a, str>>,
     event_type: Option<Cow<'a, str>>,
     created: Option<i64>,
+    /// `created` as an RFC 3339 string: a thin event's, an error otherwise.
+    created_text: Option<Cow<'a, str>>,
     livemode: Option<bool>,
     account: Option<Cow<'a, str>>,
     api_version: Option<Cow<'a, str>>,
     request: Option<EventRequest<'a>>,
     data_object: Option<ObjectHead<'a>>,
     previous_attributes: Option<&'a str>,
+    related_object: Option<Related<'a>>,
 }
 
-/// Parses a Stripe snapshot event.
+/// A thin event's `related_object`: the object the event is about.
+struct Related<'a> {
+    raw: &'a str,
+    id: Option<Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
+}
+
+/// Parses a Stripe event: a snapshot (`"object": "event"`) or a thin event
+/// (`"object": "v2.core.event"`), whose object is only referred to.
 pub(super) fn parse(body: &str) -> Result<Envelope<'_>, Fail> {
     let mut c = Cursor::new(body);
     let mut f = Found::default();
@@ -72,6 +89,7 @@ fn member<'a>(c: &mut Cursor<'a>, key: &str, f: &mut Found<'a>) -> Scan<()> {
         "api_version" => (API_VERSION, "api_version"),
         "request" => (REQUEST, "request"),
         "data" => (DATA, "data"),
+        "related_object" => (RELATED_OBJECT, "related_object"),
         _ => return c.skip().map(drop),
     };
     if !f.notes.first_time(bit, field) {
@@ -85,7 +103,7 @@ fn member<'a>(c: &mut Cursor<'a>, key: &str, f: &mut Found<'a>) -> Scan<()> {
         ACCOUNT => f.account = n.string(c, field)?,
         API_VERSION => f.api_version = n.string(c, field)?,
         CREATED => {
-            // Thin events carry an RFC 3339 string here: noted, and reported
+            // Thin events carry an RFC 3339 string here: kept, and reported
             // only if the event is not thin.
             const EXPECTED: &str = "an integer (unix seconds)";
             f.created = match c.kind()? {
@@ -94,6 +112,10 @@ fn member<'a>(c: &mut Cursor<'a>, key: &str, f: &mut Found<'a>) -> Scan<()> {
                     None => n.wrong_at(field, EXPECTED, Kind::Number),
                 },
                 Kind::Null => c.null().map(|_| None)?,
+                Kind::String => {
+                    f.created_text = Some(c.string()?);
+                    None
+                }
                 other => n.wrong(c, field, EXPECTED, other)?,
             };
         }
@@ -104,6 +126,7 @@ fn member<'a>(c: &mut Cursor<'a>, key: &str, f: &mut Found<'a>) -> Scan<()> {
             };
         }
         REQUEST => f.request = request(c, n)?,
+        RELATED_OBJECT => f.related_object = related(c, n)?,
         // DATA, the only bit left.
         _ => data(c, f)?,
     }
@@ -152,6 +175,42 @@ fn request<'a>(c: &mut Cursor<'a>, n: &mut Notes) -> Scan<Option<EventRequest<'a
     }
 }
 
+/// `related_object`: `{"id", "type", "url"}` or `null`.
+fn related<'a>(c: &mut Cursor<'a>, n: &mut Notes) -> Scan<Option<Related<'a>>> {
+    match c.kind()? {
+        Kind::Object => {}
+        Kind::Null => return c.null().map(|_| None),
+        other => return n.wrong(c, "related_object", "an object", other),
+    }
+    c.peek();
+    let start = c.pos();
+    let (mut id, mut kind) = (None, None);
+    if c.open_object()? {
+        loop {
+            let key = c.key()?;
+            match &*key {
+                "id" if n.first_time(RELATED_ID, "related_object.id") => {
+                    id = n.string(c, "related_object.id")?;
+                }
+                "type" if n.first_time(RELATED_TYPE, "related_object.type") => {
+                    kind = n.string(c, "related_object.type")?;
+                }
+                _ => {
+                    c.skip()?;
+                }
+            }
+            if !c.next_member()? {
+                break;
+            }
+        }
+    }
+    Ok(Some(Related {
+        raw: c.slice(start, c.pos())?,
+        id,
+        kind,
+    }))
+}
+
 /// `data`: `object` (kept raw, with its `id` / `object`) and
 /// `previous_attributes` (kept raw); anything else is skipped.
 fn data<'a>(c: &mut Cursor<'a>, f: &mut Found<'a>) -> Scan<()> {
@@ -185,11 +244,14 @@ fn data<'a>(c: &mut Cursor<'a>, f: &mut Found<'a>) -> Scan<()> {
 }
 
 /// Checks what was found, most specific problem first.
-fn finish(f: Found<'_>) -> Result<Envelope<'_>, EventError> {
+fn finish(mut f: Found<'_>) -> Result<Envelope<'_>, EventError> {
     match f.object.as_deref() {
-        Some(THIN_EVENT) => return Err(EventError::ThinEvent),
+        Some(THIN_EVENT) => return thin(f),
         Some("event") | None => {}
         Some(other) => return Err(EventError::NotAnEvent { found: cut(other) }),
+    }
+    if f.created_text.is_some() {
+        f.notes.note(Problem::created_not_integer(Kind::String));
     }
     f.notes.check()?;
     let id = non_empty(f.id).ok_or(EventError::MissingField("id"))?;
@@ -210,5 +272,39 @@ fn finish(f: Found<'_>) -> Result<Envelope<'_>, EventError> {
         object_id: object.id,
         object_kind: object.kind,
         previous_attributes: f.previous_attributes,
+        thin: false,
+    })
+}
+
+/// A thin event: `created` is an RFC 3339 string, and the object is the
+/// `related_object` it refers to (its id and type), not a snapshot.
+fn thin(f: Found<'_>) -> Result<Envelope<'_>, EventError> {
+    f.notes.check()?;
+    let id = non_empty(f.id).ok_or(EventError::MissingField("id"))?;
+    let event_type = non_empty(f.event_type).ok_or(EventError::MissingField("type"))?;
+    let created = match (f.created, f.created_text) {
+        (Some(secs), _) => secs,
+        (None, Some(text)) => OffsetDateTime::parse(&text, &Rfc3339)
+            .map_err(|_| EventError::InvalidTimestamp)?
+            .unix_timestamp(),
+        (None, None) => return Err(EventError::MissingField("created")),
+    };
+    let (object, object_id, object_kind) = match f.related_object {
+        Some(r) => (r.raw, r.id, r.kind),
+        None => ("null", None, None),
+    };
+    Ok(Envelope {
+        id,
+        event_type,
+        created,
+        livemode: f.livemode,
+        account: None,
+        api_version: None,
+        request: None,
+        object,
+        object_id,
+        object_kind,
+        previous_attributes: None,
+        thin: true,
     })
 }

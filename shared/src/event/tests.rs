@@ -345,18 +345,55 @@ fn request_is_an_object_a_legacy_string_or_null() {
 }
 
 #[test]
-fn thin_events_are_refused_with_guidance() {
-    // GIVEN a v2 thin event (no data, created as a string)
+fn a_thin_event_is_read_with_its_related_object() {
+    // GIVEN a v2 thin event (no data, created as a string, fields in any order)
     let body = r#"{"id":"evt_test_65R","object":"v2.core.event","type":"v1.billing.meter.error_report_triggered",
-        "livemode":false,"created":"2024-09-26T16:45:28.139Z","related_object":{"id":"mtr_1","type":"billing.meter"}}"#;
+        "livemode":false,"created":"2024-09-26T16:45:28.139Z","related_object":{"id":"mtr_1","type":"billing.meter","url":"/v1/billing/meters/mtr_1"}}"#;
     // WHEN parsed
-    let err = stripe(body).unwrap_err();
-    // THEN the error says what to configure instead
-    assert_eq!(err, EventError::ThinEvent);
+    let env = stripe(body).unwrap();
+    // THEN it is a thin event about its related object, created at the given instant
+    assert!(env.thin);
+    assert_eq!(env.id, "evt_test_65R");
+    assert_eq!(env.event_type, "v1.billing.meter.error_report_triggered");
+    assert_eq!(env.created, 1_727_369_128);
+    assert_eq!(env.livemode, Some(false));
+    assert_eq!(env.object_id.as_deref(), Some("mtr_1"));
+    assert_eq!(env.object_kind.as_deref(), Some("billing.meter"));
+    assert!(env.object.starts_with('{') && env.object.ends_with('}'));
+    // AND a snapshot event is not thin
     assert!(
-        err.to_string()
-            .contains("configure a snapshot event destination")
+        !stripe(&EventBuilder::new("payment_intent.succeeded").body())
+            .unwrap()
+            .thin
     );
+}
+
+#[test]
+fn a_thin_event_needs_an_id_a_type_and_a_valid_created() {
+    let thin = |fields: &str| format!(r#"{{"object":"v2.core.event",{fields}}}"#);
+    assert_eq!(
+        stripe(&thin(r#""type":"v2.x","created":"2024-09-26T16:45:28Z""#)).unwrap_err(),
+        EventError::MissingField("id")
+    );
+    assert_eq!(
+        stripe(&thin(r#""id":"evt_1","created":"2024-09-26T16:45:28Z""#)).unwrap_err(),
+        EventError::MissingField("type")
+    );
+    assert_eq!(
+        stripe(&thin(r#""id":"evt_1","type":"v2.x","created":"yesterday""#)).unwrap_err(),
+        EventError::InvalidTimestamp
+    );
+    assert_eq!(
+        stripe(&thin(r#""id":"evt_1","type":"v2.x""#)).unwrap_err(),
+        EventError::MissingField("created")
+    );
+    // AND a snapshot event with a string `created` is still refused
+    let err = stripe(
+        r#"{"id":"evt_1","object":"event","type":"a.b","created":"2024-09-26T16:45:28Z","data":{"object":{}}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "wrong_type");
+    assert!(err.to_string().contains("`created`"), "{err}");
 }
 
 #[test]
@@ -859,7 +896,6 @@ fn every_truncation_of_an_event_fails_cleanly() {
 
 #[test]
 fn error_codes_are_stable_snake_case() {
-    assert_eq!(EventError::ThinEvent.code(), "thin_event");
     assert_eq!(EventError::MissingField("id").code(), "missing_field");
     assert_eq!(
         EventError::NotAnObject { found: "an array" }.code(),

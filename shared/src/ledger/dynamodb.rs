@@ -28,7 +28,9 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::try_join_all;
 
-use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior};
+use super::{
+    BodyStore, Claim, ClaimRequest, HighWater, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior,
+};
 use crate::aws::item::{self, Item, ItemExt, PK, n, s};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
@@ -59,6 +61,13 @@ mod a {
     pub const GENERATION: &str = "generation";
     pub const BYTES: &str = "bytes";
     pub const CLAIM_TOKEN: &str = "claim_token";
+    pub const HIGH_WATER: &str = "high_water";
+}
+
+/// The item of a reconcile high-water mark: `high_water#<name>`, apart from
+/// every event (`<provider>#…`) and body (`body#…`) key.
+fn high_water_key(name: &str) -> String {
+    format!("high_water#{name}")
 }
 
 /// The ledger and body store over one DynamoDB table keyed by `pk` (S).
@@ -344,6 +353,42 @@ impl Ledger for DynamoLedger {
                 Ok(())
             }
             Err(err) => Err(item::unavailable("release", err)),
+        }
+    }
+}
+
+impl HighWater for DynamoLedger {
+    async fn high_water(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let pk = high_water_key(name);
+        match self.get(&pk, "high_water").await? {
+            Some(item) => Ok(Some(item.req_i64(&pk, a::HIGH_WATER)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn raise_high_water(&self, name: &str, at_secs: i64) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(high_water_key(name)))
+            .update_expression("SET #m = :m")
+            .condition_expression("attribute_not_exists(#m) OR #m < :m")
+            .expression_attribute_names("#m", a::HIGH_WATER)
+            .expression_attribute_values(":m", n(at_secs))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already higher: a newer run got there first.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(item::unavailable("high_water", err)),
         }
     }
 }

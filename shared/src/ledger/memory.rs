@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior};
+use super::{
+    BodyStore, Claim, ClaimRequest, HighWater, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior,
+};
 use crate::error::StoreError;
 use crate::route::IgnoreReason;
 
@@ -27,6 +29,7 @@ impl Record {
 pub struct MemoryLedger {
     records: Mutex<HashMap<LedgerKey, Record>>,
     bodies: Mutex<HashMap<LedgerKey, String>>,
+    marks: Mutex<HashMap<String, i64>>,
     failing: Mutex<Option<&'static str>>,
 }
 
@@ -165,6 +168,21 @@ fn held<'a>(
             key: key.to_string(),
         }),
         None => Err(StoreError::corrupt(key, "no claim to mark")),
+    }
+}
+
+impl HighWater for MemoryLedger {
+    async fn high_water(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.check("high_water")?;
+        Ok(lock(&self.marks).get(name).copied())
+    }
+
+    async fn raise_high_water(&self, name: &str, at_secs: i64) -> Result<(), StoreError> {
+        self.check("high_water")?;
+        let mut marks = lock(&self.marks);
+        let mark = marks.entry(name.to_owned()).or_insert(at_secs);
+        *mark = (*mark).max(at_secs);
+        Ok(())
     }
 }
 

@@ -252,6 +252,42 @@ pub trait BodyStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }
 
+/// How far reconcile has listed a provider's events (unix seconds): kept in
+/// the ledger's table, one small item beside the events it claims, so that
+/// each run continues from the last complete one wherever it runs.
+pub trait HighWater: Send + Sync {
+    /// The mark named `name`, if one was ever set.
+    fn high_water(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Raises the mark to `at_secs`; a mark never moves back, so that a slow
+    /// run finishing after a newer one cannot undo it.
+    fn raise_high_water(
+        &self,
+        name: &str,
+        at_secs: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<T: HighWater> HighWater for std::sync::Arc<T> {
+    fn high_water(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send {
+        (**self).high_water(name)
+    }
+
+    fn raise_high_water(
+        &self,
+        name: &str,
+        at_secs: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).raise_high_water(name, at_secs)
+    }
+}
+
 impl<T: Ledger> Ledger for std::sync::Arc<T> {
     fn claim(&self, req: &ClaimRequest) -> impl Future<Output = Result<Claim, StoreError>> + Send {
         (**self).claim(req)

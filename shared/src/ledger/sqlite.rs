@@ -6,7 +6,9 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior};
+use super::{
+    BodyStore, Claim, ClaimRequest, HighWater, Ledger, LedgerEntry, LedgerKey, LedgerStatus, Prior,
+};
 use crate::error::StoreError;
 use crate::route::IgnoreReason;
 use crate::sqlite::{Db, OpError, OpResult};
@@ -89,6 +91,43 @@ impl SqliteLedger {
                         row.get(0)
                     })
                     .optional()?)
+            })
+            .await
+    }
+}
+
+/// Marks live in the `meta` table, under `high_water:<name>`.
+impl HighWater for SqliteLedger {
+    async fn high_water(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let key = format!("high_water:{name}");
+        self.db
+            .read("high_water", move |conn| {
+                let value: Option<String> = conn
+                    .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                    .query_row([&key], |row| row.get(0))
+                    .optional()?;
+                value
+                    .map(|v| {
+                        v.parse().map_err(|_| {
+                            OpError::corrupt(key.clone(), format!("{v:?} is not a time"))
+                        })
+                    })
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn raise_high_water(&self, name: &str, at_secs: i64) -> Result<(), StoreError> {
+        let key = format!("high_water:{name}");
+        self.db
+            .write("high_water", move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE
+                     SET value = excluded.value
+                     WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                )?
+                .execute(params![key, at_secs.to_string()])?;
+                Ok(())
             })
             .await
     }

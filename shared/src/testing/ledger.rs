@@ -8,7 +8,8 @@ use std::future::Future;
 
 use crate::error::StoreError;
 use crate::ledger::{
-    BodyStore, Claim, ClaimRequest, Ledger, LedgerEntry, LedgerKey, LedgerStatus, MemoryLedger,
+    BodyStore, Claim, ClaimRequest, HighWater, Ledger, LedgerEntry, LedgerKey, LedgerStatus,
+    MemoryLedger,
 };
 use crate::route::IgnoreReason;
 use crate::verify::Provider;
@@ -19,7 +20,7 @@ pub const NOW: i64 = 1_750_000_000_000;
 pub const LEASE: i64 = 30_000;
 
 /// A ledger the cases can read back, whatever the backend.
-pub trait LedgerProbe: Ledger + BodyStore {
+pub trait LedgerProbe: Ledger + BodyStore + HighWater {
     /// The stored record for `key`.
     fn entry(&self, key: &LedgerKey) -> impl Future<Output = Option<LedgerEntry>>;
 }
@@ -354,6 +355,24 @@ pub async fn bodies_round_trip_exactly<L: LedgerProbe>(l: &L, ns: &str) {
     }
 }
 
+/// A reconcile high-water mark starts unset, rises, never falls, and is
+/// its own per name.
+pub async fn a_high_water_mark_only_rises<L: LedgerProbe>(l: &L, ns: &str) {
+    let (a, b) = (format!("{ns}stripe"), format!("{ns}other"));
+    assert_eq!(l.high_water(&a).await.unwrap(), None);
+    l.raise_high_water(&a, 1_700_000_000).await.unwrap();
+    assert_eq!(l.high_water(&a).await.unwrap(), Some(1_700_000_000));
+    // WHEN an older run finishes late THEN the mark stays
+    l.raise_high_water(&a, 1_600_000_000).await.unwrap();
+    assert_eq!(l.high_water(&a).await.unwrap(), Some(1_700_000_000));
+    l.raise_high_water(&a, 1_700_000_900).await.unwrap();
+    assert_eq!(l.high_water(&a).await.unwrap(), Some(1_700_000_900));
+    assert_eq!(l.high_water(&b).await.unwrap(), None);
+    // AND the mark is no event: claiming an id that looks like it is unaffected
+    let claim = l.claim(&request(ns, "stripe", NOW)).await.unwrap();
+    assert!(matches!(claim, Claim::Claimed { attempts: 1 }), "{claim:?}");
+}
+
 /// Every ledger case, each as a test of its own, over the backend an async
 /// expression makes: it yields `(guard, ledger)`, the guard kept alive for
 /// the test (a temporary database, say).
@@ -377,6 +396,7 @@ macro_rules! ledger_conformance {
                 providers_do_not_share_event_ids,
                 bodies_are_kept_and_replaced,
                 bodies_round_trip_exactly,
+                a_high_water_mark_only_rises,
             ]
         );
     };

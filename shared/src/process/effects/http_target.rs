@@ -112,7 +112,7 @@ impl HttpEffects {
 
 /// An error and its causes, on one line (the connector's own message is
 /// terse: the cause says "connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
