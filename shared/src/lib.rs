@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod process;
 pub mod queue;
 pub mod receive;
+pub mod reconcile;
 pub mod route;
 pub mod state;
 pub mod stripe_api;

@@ -45,6 +45,10 @@ pub enum Metric {
     /// How long the processor's oldest undelivered effect has waited, seconds
     /// (0: every effect delivered), from each sweep.
     OldestUndeliveredEffectAge,
+    /// Events a reconcile run listed from the provider's API.
+    Listed,
+    /// Events a reconcile run found the webhook path had never taken, and took.
+    Recovered,
 }
 
 impl Metric {
@@ -67,6 +71,8 @@ impl Metric {
             Self::EffectParked => "EffectParked",
             Self::LagMillis => "Lag",
             Self::OldestUndeliveredEffectAge => "OldestUndeliveredEffectAge",
+            Self::Listed => "Listed",
+            Self::Recovered => "Recovered",
         }
     }
 

@@ -14,7 +14,7 @@ pub mod ordering;
 pub mod payout;
 pub mod subscription;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
