@@ -1,4 +1,4 @@
-"""The five real Lambda binaries, end to end, under cargo-lambda's runtime
+"""The six real Lambda binaries, end to end, under cargo-lambda's runtime
 emulator (`cargo lambda watch`) against moto server.
 
     scripts/e2e_lambda.sh      (starts moto through scripts/moto.sh, then this)
