@@ -35,7 +35,7 @@ SQS_DEFAULT_VISIBILITY = 30
 SQS_DEFAULT_RETENTION = 4 * 24 * 3600
 SAM_DEFAULT_TIMEOUT = 3
 API_GATEWAY_TIMEOUT = 30
-SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET", "EFFECTS_SIGNING_SECRET"}
+SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET", "EFFECTS_SIGNING_SECRET", "STRIPE_API_KEY"}
 # The secrets that let receive verify a provider (the others sign what payhook sends).
 WEBHOOK_SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET"}
 
@@ -54,6 +54,25 @@ WRITE_STATE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "d
 WRITE_STATE_MAY = WRITE_STATE
 READ_BODIES = {"dynamodb:GetItem"}
 READ_BODIES_MAY = READ_BODIES
+# receive drains the EventBridge ingress queue through an event source mapping
+# (which polls with receive's role) and may return a record for a later retry.
+DRAIN_INGRESS = CONSUME_QUEUE
+DRAIN_INGRESS_MAY = CONSUME_QUEUE | {"sqs:ChangeMessageVisibility"}
+# reconcile: receive's claim path (ledger and processor queues) and the API key.
+RECONCILE_LEDGER = RECEIVE_LEDGER
+# Issue 15: the names the template gives the Rust side. Until shared/src/config.rs
+# reads them (RECONCILE_ENTRY exists, receive reads STRIPE_EVENT_SOURCE), the
+# environment check holds the template to these; from then on to the code.
+RECONCILE_ENTRY = "ReconcileConfig::from_env"
+RECEIVE_ISSUE_15_ENV = {"STRIPE_EVENT_SOURCE", "STRIPE_API_KEY_ARN", "STRIPE_API_BASE"}
+RECONCILE_ENV_REQUIRED = {
+    "LEDGER_TABLE", "FULFILL_QUEUE_URL", "SUBSCRIPTION_QUEUE_URL", "DISPUTE_QUEUE_URL", "PAYOUT_QUEUE_URL",
+}
+RECONCILE_ENV = RECONCILE_ENV_REQUIRED | {
+    "WEBHOOK_LIVEMODE", "HANDLED_EVENT_TYPES", "STANDARD_ROUTES", "MAX_BODY_BYTES",
+    "LEDGER_LEASE_SECONDS", "LEDGER_TTL_DAYS", "STRIPE_API_KEY", "STRIPE_API_KEY_ARN", "STRIPE_API_BASE",
+    "RECONCILE_OVERLAP_SECONDS", "RECONCILE_LOOKBACK_SECONDS",
+}
 # Actions AWS only authorises on `*`.
 STAR_ONLY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"}
 
@@ -68,6 +87,15 @@ class Code:
         self.binaries = cfn.workspace_binaries(root)
         self.receive_reads, self.receive_requires = cfn.entry_point_env_vars(config, "ReceiveConfig::from_env")
         self.processor_reads, self.processor_requires = cfn.entry_point_env_vars(config, "ProcessorConfig::from_env")
+        # Issue 15's Rust side lands separately: until then, the agreed names.
+        self.reconcile_from_code = RECONCILE_ENTRY in cfn._functions(config)
+        if self.reconcile_from_code:
+            self.reconcile_reads, self.reconcile_requires = cfn.entry_point_env_vars(config, RECONCILE_ENTRY)
+        else:
+            self.reconcile_reads, self.reconcile_requires = set(RECONCILE_ENV), set(RECONCILE_ENV_REQUIRED)
+        if "STRIPE_EVENT_SOURCE" not in self.receive_reads:
+            self.receive_reads = self.receive_reads | RECEIVE_ISSUE_15_ENV
+        self.routed_types = _routed_types((root / "shared/src/route.rs").read_text())
         self.everyone_reads = cfn.direct_env_reads((root / "shared/src/telemetry.rs").read_text())
         route = (root / "shared/src/route.rs").read_text()
         self.processors = _processor_names(route)
@@ -75,20 +103,26 @@ class Code:
         self.metrics = set(re.findall(r'Self::\w+\s*=>\s*"([A-Z]\w*)"', _fn_source(telemetry, "Metric::name")))
 
     def kind(self, binary):
-        """`receive`, `processor`, or None for a binary payhook does not know."""
-        if binary == "receive":
-            return "receive"
+        """`receive`, `reconcile`, `processor`, or None for a binary payhook does not know."""
+        if binary in ("receive", "reconcile"):
+            return binary
         return "processor" if binary in self.processors else None
 
     def reads(self, binary):
-        base = self.receive_reads if self.kind(binary) == "receive" else self.processor_reads
+        base = {
+            "receive": self.receive_reads,
+            "reconcile": self.reconcile_reads,
+        }.get(self.kind(binary), self.processor_reads)
         crate = self.binaries.get(binary)
         main = crate / "src/main.rs" if crate else None
         direct = cfn.direct_env_reads(main.read_text()) if main and main.exists() else set()
         return base | self.everyone_reads | direct
 
     def requires(self, binary):
-        return self.receive_requires if self.kind(binary) == "receive" else self.processor_requires
+        return {
+            "receive": self.receive_requires,
+            "reconcile": self.reconcile_requires,
+        }.get(self.kind(binary), self.processor_requires)
 
 
 def _fn_source(src, key):
@@ -98,6 +132,13 @@ def _fn_source(src, key):
 
 def _processor_names(route_src):
     return set(re.findall(r'Self::\w+\s*=>\s*"([a-z]+)"', _fn_source(route_src, "Processor::as_str")))
+
+
+def _routed_types(route_src):
+    """The Stripe event types `ROUTES` sends to a processor."""
+    start = route_src.index("pub const ROUTES")
+    block = route_src[start:route_src.index("};", start)]
+    return re.findall(r'\(\s*"([a-z_.]+)"\s*,\s*\w+\s*\)', block)
 
 
 # ---------------------------------------------------------------- helpers
@@ -129,15 +170,57 @@ def _sqs_events(props):
     ]
 
 
+def _mappings(template):
+    """`[(mapping logical id, function logical id, properties)]`: explicit
+    event source mappings (a conditional event source cannot be a SAM event)."""
+    return [
+        (name, cfn.ref_target(res.get("Properties", {}).get("FunctionName")), res.get("Properties", {}))
+        for name, res in cfn.resources(template, "AWS::Lambda::EventSourceMapping").items()
+    ]
+
+
+def _event_sources(template):
+    """`[(where, function logical id, binary, properties with `Queue`)]`: SAM SQS events and mappings."""
+    functions = _functions(template)
+    out = []
+    for fn, (binary, props) in functions.items():
+        for ev_name, ev in _sqs_events(props):
+            out.append((f"{fn}.Events.{ev_name}", fn, binary, ev))
+    for name, fn, props in _mappings(template):
+        binary = functions.get(fn, (None, {}))[0]
+        out.append((name, fn, binary, {**props, "Queue": props.get("EventSourceArn")}))
+    return out
+
+
 def _consumers(template):
     """`{queue logical id: [(function logical id, binary, timeout)]}`."""
+    functions = _functions(template)
     out = {}
-    for fn, (binary, props) in _functions(template).items():
-        for _, ev in _sqs_events(props):
-            queue = cfn.ref_target(ev.get("Queue"))
-            timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
-            out.setdefault(queue, []).append((fn, binary, timeout))
+    for _, fn, binary, ev in _event_sources(template):
+        queue = cfn.ref_target(ev.get("Queue"))
+        props = functions.get(fn, (None, {}))[1]
+        timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
+        out.setdefault(queue, []).append((fn, binary, timeout))
     return out
+
+
+def _dead_letter_queues(template):
+    """Queues that are a dead-letter queue: a redrive target, or an EventBridge
+    target's `DeadLetterConfig` (events EventBridge could not deliver)."""
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    dead = {_dead_letter_target(q) for q in queues.values()}
+    for _, target in _rule_targets(template):
+        dead.add(cfn.ref_target((target.get("DeadLetterConfig") or {}).get("Arn")))
+    return dead - {None}
+
+
+def _rule_targets(template):
+    """`[(rule logical id, target)]` of every EventBridge rule."""
+    return [
+        (name, target)
+        for name, rule in cfn.resources(template, "AWS::Events::Rule").items()
+        for target in rule.get("Properties", {}).get("Targets", [])
+    ]
 
 
 def _dead_letter_target(queue):
@@ -168,7 +251,7 @@ def check_functions(template, code):
             problems.append(f"{fn}: BuildProperties.Binary {binary!r} is no binary of functions/*/Cargo.toml")
             continue
         if code.kind(binary) is None:
-            problems.append(f"{fn}: binary {binary!r} is neither receive nor a processor in shared/src/route.rs")
+            problems.append(f"{fn}: binary {binary!r} is neither receive, reconcile nor a processor in shared/src/route.rs")
         deployed.setdefault(binary, []).append(fn)
         log_group = cfn.ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
         group = template["Resources"].get(log_group, {})
@@ -194,7 +277,7 @@ def check_functions(template, code):
 def check_queues(template, code):
     problems = []
     queues = cfn.resources(template, "AWS::SQS::Queue")
-    dead_letter_queues = {_dead_letter_target(q) for q in queues.values()} - {None}
+    dead_letter_queues = _dead_letter_queues(template)
     consumers = _consumers(template)
     for name, queue in queues.items():
         props = queue.get("Properties", {})
@@ -240,35 +323,36 @@ def check_event_sources(template, code):
         events = _sqs_events(props)
         if code.kind(binary) == "processor" and len(events) != 1:
             problems.append(f"{fn}: a processor needs exactly one SQS event source, has {len(events)}")
-        for ev_name, ev in events:
-            where = f"{fn}.Events.{ev_name}"
-            if ev.get("FunctionResponseTypes") != PARTIAL_FAILURES:
-                problems.append(
-                    f"{where}: FunctionResponseTypes is {ev.get('FunctionResponseTypes')!r}, not {PARTIAL_FAILURES}"
-                )
-            size = _value(template, ev.get("BatchSize", 10))
-            window = _value(template, ev.get("MaximumBatchingWindowInSeconds", 0))
-            if not (isinstance(size, int) and 1 <= size <= 10000):
-                problems.append(f"{where}: BatchSize {size!r} is outside SQS's 1..10000")
-            elif size > 10 and not window:
-                problems.append(f"{where}: BatchSize {size} above 10 needs MaximumBatchingWindowInSeconds >= 1")
-            if not (isinstance(window, int) and 0 <= window <= 300):
-                problems.append(f"{where}: MaximumBatchingWindowInSeconds {window!r} is outside 0..300")
-            concurrency = _value(template, ev.get("ScalingConfig", {}).get("MaximumConcurrency"))
-            if not (isinstance(concurrency, int) and 2 <= concurrency <= 1000):
-                problems.append(f"{where}: ScalingConfig.MaximumConcurrency {concurrency!r} is outside 2..1000")
-            # A parameter must not admit what SQS refuses either.
-            for key, low, high in [("BatchSize", 1, 10000), ("MaximumBatchingWindowInSeconds", 0, 300)]:
-                param = cfn.ref_target(ev.get(key))
-                if param in params:
-                    p = params[param]
-                    if int(p.get("MinValue", -1)) < low or int(p.get("MaxValue", high + 1)) > high:
-                        problems.append(f"parameter {param}: MinValue/MaxValue must lie within {low}..{high}")
-            size_param = cfn.ref_target(ev.get("BatchSize"))
-            if size_param in params and int(params[size_param].get("MaxValue", 10001)) > 10:
-                rules = json.dumps(template.get("Rules", {}))
-                if f'"Ref": "{size_param}"' not in rules:
-                    problems.append(f"parameter {size_param} may exceed 10: a Rules assertion must require a batching window")
+    for where, fn, binary, ev in _event_sources(template):
+        if fn not in template["Resources"]:
+            problems.append(f"{where}: FunctionName names no function of this template")
+        if ev.get("FunctionResponseTypes") != PARTIAL_FAILURES:
+            problems.append(
+                f"{where}: FunctionResponseTypes is {ev.get('FunctionResponseTypes')!r}, not {PARTIAL_FAILURES}"
+            )
+        size = _value(template, ev.get("BatchSize", 10))
+        window = _value(template, ev.get("MaximumBatchingWindowInSeconds", 0))
+        if not (isinstance(size, int) and 1 <= size <= 10000):
+            problems.append(f"{where}: BatchSize {size!r} is outside SQS's 1..10000")
+        elif size > 10 and not window:
+            problems.append(f"{where}: BatchSize {size} above 10 needs MaximumBatchingWindowInSeconds >= 1")
+        if not (isinstance(window, int) and 0 <= window <= 300):
+            problems.append(f"{where}: MaximumBatchingWindowInSeconds {window!r} is outside 0..300")
+        concurrency = _value(template, ev.get("ScalingConfig", {}).get("MaximumConcurrency"))
+        if not (isinstance(concurrency, int) and 2 <= concurrency <= 1000):
+            problems.append(f"{where}: ScalingConfig.MaximumConcurrency {concurrency!r} is outside 2..1000")
+        # A parameter must not admit what SQS refuses either.
+        for key, low, high in [("BatchSize", 1, 10000), ("MaximumBatchingWindowInSeconds", 0, 300)]:
+            param = cfn.ref_target(ev.get(key))
+            if param in params:
+                p = params[param]
+                if int(p.get("MinValue", -1)) < low or int(p.get("MaxValue", high + 1)) > high:
+                    problems.append(f"parameter {param}: MinValue/MaxValue must lie within {low}..{high}")
+        size_param = cfn.ref_target(ev.get("BatchSize"))
+        if size_param in params and int(params[size_param].get("MaxValue", 10001)) > 10:
+            rules = json.dumps(template.get("Rules", {}))
+            if f'"Ref": "{size_param}"' not in rules:
+                problems.append(f"parameter {size_param} may exceed 10: a Rules assertion must require a batching window")
     return problems
 
 
@@ -288,17 +372,25 @@ def check_environment(template, code):
             problems.append(f"{fn}: environment sets {name}, which nothing in {binary} reads")
         for name in sorted(names & SECRETS):
             problems.append(f"{fn}: {name} puts a secret in the environment; give {name}_ARN")
-        for name in sorted(n for n in names if n.endswith("_SECRET_ARN")):
-            target = cfn.ref_target(env[name])
-            if template["Resources"].get(target, {}).get("Type") != "AWS::SecretsManager::Secret":
+        for name in sorted(n for n in names if _is_secret_arn(n)):
+            targets = _secret_targets(env[name])
+            if not targets or any(
+                template["Resources"].get(target, {}).get("Type") != "AWS::SecretsManager::Secret" for target in targets
+            ):
                 problems.append(f"{fn}: {name} must Ref an AWS::SecretsManager::Secret")
-        if code.kind(binary) == "receive":
-            if not any(f"{s}_ARN" in names for s in WEBHOOK_SECRETS):
-                problems.append(f"{fn}: no webhook secret ARN: no provider could be verified")
+        if code.kind(binary) == "receive" and not any(f"{s}_ARN" in names for s in WEBHOOK_SECRETS):
+            problems.append(f"{fn}: no webhook secret ARN: no provider could be verified")
+        if code.kind(binary) == "reconcile":
+            for name in sorted(names & {f"{s}_ARN" for s in WEBHOOK_SECRETS}):
+                problems.append(f"{fn}: {name}: reconcile verifies no signature and needs no webhook secret")
+            if "STRIPE_API_KEY_ARN" not in names:
+                problems.append(f"{fn}: no STRIPE_API_KEY_ARN: reconcile could not list events")
+        if code.kind(binary) in ("receive", "reconcile"):
             for processor in code.processors:
                 var = f"{processor.upper()}_QUEUE_URL"
                 if var in names and cfn.ref_target(env[var]) != consumed_by.get(processor):
                     problems.append(f"{fn}: {var} does not Ref the queue the {processor} function consumes")
+            # A claim must outlive the invocation holding it (a reconcile run too).
             lease = _value(template, env.get("LEDGER_LEASE_SECONDS", 30))
             timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
             if isinstance(lease, int) and isinstance(timeout, int) and lease < 2 * timeout:
@@ -339,6 +431,20 @@ def _role_statements(template, fn, props):
     # A statement under a condition grants what it says when the condition holds.
     statements = [b for s in statements for b in _if_branches(s) if isinstance(b, dict)]
     return statements, None
+
+
+def _is_secret_arn(name):
+    """Whether an environment variable names a secret by ARN (`*_SECRET_ARN`, `STRIPE_API_KEY_ARN`)."""
+    return name.endswith("_SECRET_ARN") or name.endswith("_KEY_ARN")
+
+
+def _secret_targets(value):
+    """The logical ids an ARN variable Refs, through both branches of an `Fn::If`
+    (a branch may be "" when the secret is conditional)."""
+    return {
+        target for branch in _if_branches(value)
+        if (target := cfn.ref_target(branch)) and not target.startswith("AWS::")
+    }
 
 
 def _if_branches(value):
@@ -400,13 +506,19 @@ def check_iam(template, code):
         ledger = cfn.ref_target(env.get("LEDGER_TABLE"))
         log_group = cfn.ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
         # (may, must) per resource this function uses.
-        if kind == "receive":
+        if kind in ("receive", "reconcile"):
+            # The same claim path: claim, mark, release and large bodies in
+            # the ledger, a send to each processor's queue.
             allowed = {ledger: (RECEIVE_LEDGER, RECEIVE_LEDGER), log_group: (LOGS, LOGS)}
             for p in code.processors:
                 allowed[consumed_by.get(p)] = (RECEIVE_QUEUE, RECEIVE_QUEUE)
             for name, value in env.items():
-                if name.endswith("_SECRET_ARN"):
-                    allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
+                if _is_secret_arn(name):
+                    for secret in _secret_targets(value):
+                        allowed[secret] = (READ_SECRET, READ_SECRET)
+            for queue, fns in _consumers(template).items():
+                if any(consumer == fn for consumer, _, _ in fns):
+                    allowed[queue] = (DRAIN_INGRESS_MAY, DRAIN_INGRESS)
         else:
             state = cfn.ref_target(env.get("STATE_TABLE"))
             allowed = {
@@ -416,8 +528,9 @@ def check_iam(template, code):
                 log_group: (LOGS, LOGS),
             }
             for name, value in env.items():
-                if name.endswith("_SECRET_ARN"):
-                    allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
+                if _is_secret_arn(name):
+                    for secret in _secret_targets(value):
+                        allowed[secret] = (READ_SECRET, READ_SECRET)
             for bus in _bus_targets(env.get("EFFECTS_TARGET")):
                 allowed[bus] = (PUT_EVENTS, PUT_EVENTS)
         allowed.pop(None, None)
@@ -483,7 +596,7 @@ def _alarmed(template, namespace, metric, dimension, value):
 def check_alarms(template, code):
     problems = []
     queues = cfn.resources(template, "AWS::SQS::Queue")
-    dead = {_dead_letter_target(q) for q in queues.values()} - {None}
+    dead = _dead_letter_queues(template)
     for dlq in sorted(dead):
         if not _alarmed(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq):
             problems.append(f"{dlq}: no alarm on ApproximateNumberOfMessagesVisible")
@@ -505,9 +618,81 @@ def check_alarms(template, code):
                 problems.append(f"{fn}: no alarm on payhook Failed (Function={binary})")
             if not _alarmed(template, "payhook", "EffectParked", "Function", binary):
                 problems.append(f"{fn}: no alarm on payhook EffectParked (Function={binary})")
+        if code.kind(binary) == "reconcile":
+            if not _alarmed(template, "AWS/Lambda", "Errors", "FunctionName", fn):
+                problems.append(f"{fn}: no alarm on AWS/Lambda Errors")
+            if not _alarmed(template, "payhook", "Recovered", "Function", binary):
+                problems.append(f"{fn}: no alarm on payhook Recovered (Function={binary}): lost webhooks would go unnoticed")
     for a in _alarms(template):
         if "AlarmActions" not in a:
             problems.append(f"alarm on {a.get('MetricName')} notifies no one (AlarmActions)")
+    return problems
+
+
+def _queue_policy_statements(template, queue):
+    """Every statement of every queue policy that applies to `queue`."""
+    out = []
+    for policy in cfn.resources(template, "AWS::SQS::QueuePolicy").values():
+        props = policy.get("Properties", {})
+        if queue in cfn.sub_targets(props.get("Queues", [])):
+            out += _as_list(props.get("PolicyDocument", {}).get("Statement", []))
+    return out
+
+
+def check_event_bridge_ingress(template, code):
+    """Stripe's EventBridge destination: partner bus → rule → queue → receive."""
+    problems = []
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    buses = cfn.resources(template, "AWS::Events::EventBus")
+    consumers = _consumers(template)
+    for rule_name, rule in cfn.resources(template, "AWS::Events::Rule").items():
+        props = rule.get("Properties", {})
+        bus = cfn.ref_target(props.get("EventBusName"))
+        if bus not in buses or "EventSourceName" not in buses[bus].get("Properties", {}):
+            continue  # not a partner (Stripe) bus's rule
+        bus_props = buses[bus]["Properties"]
+        if bus_props.get("Name") != bus_props.get("EventSourceName"):
+            problems.append(f"{bus}: a partner event bus is named as its EventSourceName")
+        pattern = props.get("EventPattern", {})
+        if pattern.get("source") != [bus_props.get("EventSourceName")]:
+            problems.append(f"{rule_name}: EventPattern.source must be exactly the partner event source")
+        types = pattern.get("detail-type", [])
+        missing, extra = set(code.routed_types) - set(types), set(types) - set(code.routed_types)
+        if missing:
+            problems.append(f"{rule_name}: detail-type lacks routed types {sorted(missing)}")
+        if extra:
+            problems.append(f"{rule_name}: detail-type has {sorted(extra)}, which shared/src/route.rs ROUTES does not route")
+        if len(types) != len(set(types)):
+            problems.append(f"{rule_name}: detail-type lists a type twice")
+        rule_arn = {"Fn::GetAtt": [rule_name, "Arn"]}
+        for target in props.get("Targets", []):
+            queue = cfn.ref_target(target.get("Arn"))
+            if queue not in queues:
+                problems.append(f"{rule_name}: target {target.get('Id')!r} is not a queue of this template")
+                continue
+            if not any(code.kind(binary) == "receive" for _, binary, _ in consumers.get(queue, [])):
+                problems.append(f"{queue}: receive must drain it (the same claim path as a webhook)")
+            dead = cfn.ref_target((target.get("DeadLetterConfig") or {}).get("Arn"))
+            if dead not in queues:
+                problems.append(f"{rule_name}: target {target.get('Id')!r} needs a DeadLetterConfig queue")
+            if "RetryPolicy" not in target:
+                problems.append(f"{rule_name}: target {target.get('Id')!r} needs a RetryPolicy")
+            for q in (queue, dead):
+                if q not in queues:
+                    continue
+                allows = [
+                    s for s in _queue_policy_statements(template, q)
+                    if s.get("Effect") == "Allow" and "sqs:SendMessage" in _as_list(s.get("Action", []))
+                ]
+                if not allows:
+                    problems.append(f"{q}: no queue policy lets {rule_name} send to it")
+                for s in allows:
+                    if s.get("Principal") != {"Service": "events.amazonaws.com"}:
+                        problems.append(f"{q}: queue policy allows {s.get('Principal')!r}, not only EventBridge")
+                    if _as_list(s.get("Action")) != ["sqs:SendMessage"]:
+                        problems.append(f"{q}: queue policy allows {s.get('Action')!r}, more than sqs:SendMessage")
+                    if (s.get("Condition") or {}).get("ArnEquals", {}).get("aws:SourceArn") != rule_arn:
+                        problems.append(f"{q}: queue policy must limit aws:SourceArn (ArnEquals) to {rule_name}")
     return problems
 
 
@@ -533,6 +718,7 @@ CHECKS = [
     check_iam,
     check_tables,
     check_alarms,
+    check_event_bridge_ingress,
     check_dashboard,
 ]
 
@@ -559,7 +745,10 @@ class TemplateWiring(unittest.TestCase):
 
     def test_code_is_read_as_expected(self):
         # GIVEN the Rust sources THEN the parse finds what config.rs plainly says
-        self.assertEqual(len(self.code.binaries), 5)
+        self.assertEqual(len(self.code.binaries), 6)
+        self.assertEqual(self.code.kind("reconcile"), "reconcile")
+        self.assertEqual(len(self.code.routed_types), 55)
+        self.assertIn("account.external_account.deleted", self.code.routed_types)
         self.assertEqual(self.code.processors, {"fulfill", "subscription", "dispute", "payout"})
         self.assertLessEqual({"LEDGER_TABLE", "FULFILL_QUEUE_URL", "PAYOUT_QUEUE_URL"}, self.code.receive_requires)
         self.assertIn("STRIPE_WEBHOOK_SECRET_ARN", self.code.receive_reads)
@@ -591,6 +780,9 @@ class TemplateWiring(unittest.TestCase):
 
     def test_dashboard_shows_every_emf_metric(self):
         self.assertNoProblems(check_dashboard)
+
+    def test_stripe_event_bus_rule_queue_and_receive_are_one_chain(self):
+        self.assertNoProblems(check_event_bridge_ingress)
 
     def test_outputs_give_a_webhook_url_per_provider(self):
         outputs = json.dumps(self.template.get("Outputs", {}))
@@ -779,7 +971,11 @@ class LocalResourcesMatchTemplate(unittest.TestCase):
             )
 
     def test_same_queues_and_dead_letter_queues(self):
-        queues = cfn.resources(self.template, "AWS::SQS::Queue")
+        # The EventBridge ingress queues exist only with StripeEventSourceName,
+        # which local runs have no use for.
+        queues = {
+            k: v for k, v in cfn.resources(self.template, "AWS::SQS::Queue").items() if "Condition" not in v
+        }
         local = self.local.RESOURCES["queues"]
         dead = {spec["dead_letter"]["logical_id"] for spec in local.values()}
         self.assertEqual(set(local) | dead, set(queues))
