@@ -696,6 +696,96 @@ def check_event_bridge_ingress(template, code):
     return problems
 
 
+# Parameter values that switch the optional parts on and off, every combination.
+OPTIONAL_PARAMETERS = {
+    "StripeApiKeyValue": ["", "rk_test_x"],
+    "StripeEventSourceName": ["", "aws.partner/stripe.com/ed_test_61RcExample"],
+    "ReconcileSchedule": ["rate(15 minutes)", "off"],
+}
+
+
+def _parameter_sets():
+    sets = [{}]
+    for name, values in OPTIONAL_PARAMETERS.items():
+        sets = [{**s, name: v} for s in sets for v in values]
+    return sets
+
+
+def _conditions(template, parameters):
+    """`{condition: bool}` with these parameter values (the rest at their defaults)."""
+    params = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    params.update(parameters)
+    definitions, done = template.get("Conditions", {}), {}
+
+    def value(x):
+        return params[x["Ref"]] if isinstance(x, dict) and "Ref" in x else str(x)
+
+    def holds(x):
+        (fn, args), = x.items()
+        if fn == "Condition":
+            return condition(args)
+        if fn == "Fn::Equals":
+            return value(args[0]) == value(args[1])
+        if fn == "Fn::Not":
+            return not holds(args[0])
+        if fn == "Fn::And":
+            return all(holds(a) for a in args)
+        if fn == "Fn::Or":
+            return any(holds(a) for a in args)
+        raise ValueError(f"condition function {fn}")
+
+    def condition(name):
+        if name not in done:
+            done[name] = holds(definitions[name])
+        return done[name]
+
+    return {name: condition(name) for name in definitions}
+
+
+def _deployed(template, parameters):
+    """The logical ids a stack creates with these parameter values."""
+    c = _conditions(template, parameters)
+    return {name for name, res in template["Resources"].items() if c.get(res.get("Condition"), True)}
+
+
+def _live_refs(value, c):
+    """The logical ids a value refers to once each `Fn::If` takes its branch."""
+    if isinstance(value, list):
+        return set().union(*(_live_refs(v, c) for v in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    if "Fn::If" in value:
+        name, yes, no = value["Fn::If"]
+        return _live_refs(yes if c[name] else no, c)
+    if "Fn::Sub" in value and isinstance(value["Fn::Sub"], list):
+        return cfn.sub_targets({"Fn::Sub": value["Fn::Sub"][0]}) | _live_refs(value["Fn::Sub"][1], c)
+    if "Ref" in value or "Fn::GetAtt" in value or "Fn::Sub" in value:
+        return cfn.sub_targets(value)
+    return set().union(*(_live_refs(v, c) for v in value.values())) if value else set()
+
+
+def check_conditional_references(template, code):
+    """With every combination of the optional parameters, nothing deployed (nor
+    an output) refers to something that is not: an optional part is either
+    wholly there or wholly absent."""
+    problems = []
+    for parameters in _parameter_sets():
+        c = _conditions(template, parameters)
+        deployed = _deployed(template, parameters)
+        where = ", ".join(f"{k}={v!r}" for k, v in parameters.items())
+        items = [(name, template["Resources"][name]) for name in sorted(deployed)]
+        items += [
+            (f"output {name}", out) for name, out in template.get("Outputs", {}).items()
+            if c.get(out.get("Condition"), True)
+        ]
+        for name, item in items:
+            body = {k: v for k, v in item.items() if k != "Condition"}
+            for target in sorted(_live_refs(body, c)):
+                if target in template["Resources"] and target not in deployed:
+                    problems.append(f"{name} refers to {target}, which {where} does not create")
+    return problems
+
+
 def check_dashboard(template, code):
     bodies = [
         json.dumps(d.get("Properties", {}).get("DashboardBody"))
@@ -719,6 +809,7 @@ CHECKS = [
     check_tables,
     check_alarms,
     check_event_bridge_ingress,
+    check_conditional_references,
     check_dashboard,
 ]
 
@@ -783,6 +874,9 @@ class TemplateWiring(unittest.TestCase):
 
     def test_stripe_event_bus_rule_queue_and_receive_are_one_chain(self):
         self.assertNoProblems(check_event_bridge_ingress)
+
+    def test_optional_parts_are_wholly_there_or_wholly_absent(self):
+        self.assertNoProblems(check_conditional_references)
 
     def test_outputs_give_a_webhook_url_per_provider(self):
         outputs = json.dumps(self.template.get("Outputs", {}))
@@ -927,10 +1021,275 @@ class CheckerCatchesMistakes(unittest.TestCase):
         del t["Resources"]["SubscriptionDeadLetterAlarm"]
         self.assertIn("SubscriptionDeadLetterQueue: no alarm", self.found(t))
 
+    def ingress_statement(self, t):
+        return t["Resources"]["IngressQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+
+    def test_stripe_rule_missing_a_routed_type(self):
+        t = self.template()
+        t["Resources"]["StripeEventRule"]["Properties"]["EventPattern"]["detail-type"].remove("invoice.paid")
+        self.assertIn("StripeEventRule: detail-type lacks routed types ['invoice.paid']", self.found(t))
+
+    def test_stripe_rule_matching_an_unrouted_type(self):
+        t = self.template()
+        t["Resources"]["StripeEventRule"]["Properties"]["EventPattern"]["detail-type"].append("customer.created")
+        self.assertIn("['customer.created'], which shared/src/route.rs ROUTES does not route", self.found(t))
+
+    def test_ingress_queue_policy_without_source_arn(self):
+        t = self.template()
+        del self.ingress_statement(t)["Condition"]
+        self.assertIn("IngressQueue: queue policy must limit aws:SourceArn", self.found(t))
+
+    def test_ingress_queue_policy_for_anyone(self):
+        t = self.template()
+        self.ingress_statement(t)["Principal"] = "*"
+        self.assertIn("IngressQueue: queue policy allows '*', not only EventBridge", self.found(t))
+
+    def test_stripe_rule_target_without_dead_letter_queue(self):
+        t = self.template()
+        del t["Resources"]["StripeEventRule"]["Properties"]["Targets"][0]["DeadLetterConfig"]
+        self.assertIn("StripeEventRule: target 'ingress' needs a DeadLetterConfig queue", self.found(t))
+
+    def test_ingress_mapping_without_partial_failures(self):
+        t = self.template()
+        del t["Resources"]["ReceiveIngress"]["Properties"]["FunctionResponseTypes"]
+        self.assertIn("ReceiveIngress: FunctionResponseTypes is None", self.found(t))
+
+    def test_receive_that_cannot_drain_the_ingress_queue(self):
+        t = self.template()
+        statements = t["Resources"]["ReceiveRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[:] = [s for s in statements if not ("Fn::If" in s and s["Fn::If"][0] == "HasStripeEventSource")]
+        self.assertIn("ReceiveFunction: role lacks ['sqs:DeleteMessage', 'sqs:GetQueueAttributes', "
+                      "'sqs:ReceiveMessage'] on IngressQueue", self.found(t))
+
+    def test_ingress_delivery_dead_letter_queue_without_alarm(self):
+        t = self.template()
+        del t["Resources"]["IngressDeliveryDeadLetterAlarm"]
+        self.assertIn("IngressDeliveryDeadLetterQueue: no alarm", self.found(t))
+
+    def test_reconcile_granted_the_webhook_secret(self):
+        t = self.template()
+        statements = t["Resources"]["ReconcileRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[-1]["Resource"] = [statements[-1]["Resource"], {"Ref": "StripeWebhookSecret"}]
+        self.assertIn("ReconcileFunction: role grants ['secretsmanager:GetSecretValue'] on StripeWebhookSecret, "
+                      "which reconcile does not use", self.found(t))
+
+    def test_reconcile_that_cannot_enqueue(self):
+        t = self.template()
+        statements = t["Resources"]["ReconcileRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[:] = [s for s in statements if s.get("Sid") != "Enqueue"]
+        self.assertIn("ReconcileFunction: role lacks ['sqs:SendMessage'] on FulfillQueue", self.found(t))
+
+    def test_reconcile_given_a_webhook_secret(self):
+        t = self.template()
+        env = t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"]
+        env["STRIPE_WEBHOOK_SECRET_ARN"] = {"Ref": "StripeWebhookSecret"}
+        self.assertIn("STRIPE_WEBHOOK_SECRET_ARN: reconcile verifies no signature", self.found(t))
+
+    def test_reconcile_lease_shorter_than_its_run(self):
+        t = self.template()
+        t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"]["LEDGER_LEASE_SECONDS"] = "300"
+        self.assertIn("ReconcileFunction: LEDGER_LEASE_SECONDS 300 must be at least twice its Timeout 300", self.found(t))
+
+    def test_reconcile_without_recovered_alarm(self):
+        t = self.template()
+        del t["Resources"]["ReconcileRecoveredAlarm"]
+        self.assertIn("ReconcileFunction: no alarm on payhook Recovered", self.found(t))
+
+    def test_optional_resource_without_its_condition(self):
+        t = self.template()
+        del t["Resources"]["ReconcileErrorsAlarm"]["Condition"]
+        self.assertIn("ReconcileErrorsAlarm refers to ReconcileFunction, which StripeApiKeyValue=''", self.found(t))
+
+    def test_unguarded_reference_to_the_api_key(self):
+        t = self.template()
+        t["Resources"]["ReceiveFunction"]["Properties"]["Environment"]["Variables"]["STRIPE_API_KEY_ARN"] = {"Ref": "StripeApiKey"}
+        self.assertIn("ReceiveFunction refers to StripeApiKey", self.found(t))
+
     def test_state_table_without_point_in_time_recovery(self):
         t = self.template()
         del t["Resources"]["StateTable"]["Properties"]["PointInTimeRecoverySpecification"]
         self.assertIn("StateTable: the state table needs point-in-time recovery", self.found(t))
+
+
+RECONCILE_RESOURCES = {
+    "StripeApiKey", "ReconcileFunction", "ReconcileRole", "ReconcileLogGroup",
+    "ReconcileTimer", "ReconcileTimerRole", "ReconcileRecoveredAlarm", "ReconcileErrorsAlarm",
+}
+INGRESS_RESOURCES = {
+    "StripeEventBus", "StripeEventRule", "IngressQueue", "IngressDeadLetterQueue",
+    "IngressDeliveryDeadLetterQueue", "IngressQueuePolicy", "ReceiveIngress",
+    "IngressQueueAgeAlarm", "IngressDeadLetterAlarm", "IngressDeliveryDeadLetterAlarm",
+}
+KEY = {"StripeApiKeyValue": "rk_test_x"}
+SOURCE = {"StripeEventSourceName": "aws.partner/stripe.com/ed_test_61RcExample"}
+
+
+class OptionalWaysIn(unittest.TestCase):
+    """Issue 15: reconcile (with an API key) and Stripe's EventBridge destination
+    (with a partner event source), each created only when configured."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.template = cfn.load_file()
+        cls.resources = cls.template["Resources"]
+
+    def env(self, fn):
+        return cfn.function_properties(self.template, fn)["Environment"]["Variables"]
+
+    def statements(self, role):
+        return [
+            s for p in self.resources[role]["Properties"]["Policies"]
+            for s in _as_list(p["PolicyDocument"]["Statement"])
+        ]
+
+    def test_defaults_create_neither(self):
+        # GIVEN no API key and no event source THEN none of their resources exist
+        deployed = _deployed(self.template, {})
+        self.assertEqual(deployed & (RECONCILE_RESOURCES | INGRESS_RESOURCES), set())
+        self.assertIn("ReceiveFunction", deployed)
+
+    def test_api_key_creates_reconcile_and_its_schedule(self):
+        self.assertLessEqual(RECONCILE_RESOURCES, _deployed(self.template, KEY))
+        self.assertEqual(_deployed(self.template, KEY) & INGRESS_RESOURCES, set())
+
+    def test_schedule_off_keeps_the_function_without_a_timer(self):
+        deployed = _deployed(self.template, {**KEY, "ReconcileSchedule": "off"})
+        self.assertIn("ReconcileFunction", deployed)
+        self.assertEqual(deployed & {"ReconcileTimer", "ReconcileTimerRole"}, set())
+
+    def test_event_source_creates_the_ingress_chain(self):
+        deployed = _deployed(self.template, SOURCE)
+        self.assertLessEqual(INGRESS_RESOURCES, deployed)
+        self.assertEqual(deployed & RECONCILE_RESOURCES, set())
+
+    def test_every_optional_resource_is_one_of_the_two(self):
+        everything = _deployed(self.template, {**KEY, **SOURCE})
+        optional = everything - _deployed(self.template, {})
+        self.assertEqual(optional, RECONCILE_RESOURCES | INGRESS_RESOURCES)
+
+    def test_outputs_follow_their_resources(self):
+        outputs = self.template["Outputs"]
+        for name in ("ReconcileFunctionName", "StripeApiKeyArn"):
+            self.assertEqual(outputs[name]["Condition"], "HasStripeApiKey")
+        for name in ("StripeEventBusArn", "IngressQueueUrl"):
+            self.assertEqual(outputs[name]["Condition"], "HasStripeEventSource")
+        self.assertEqual(cfn.ref_target(outputs["IngressQueueUrl"]["Value"]), "IngressQueue")
+
+    def test_schedule_invokes_reconcile_with_its_input(self):
+        timer = self.resources["ReconcileTimer"]
+        self.assertEqual(timer["Type"], "AWS::Scheduler::Schedule")
+        self.assertEqual(timer["Condition"], "SchedulesReconcile")
+        props = timer["Properties"]
+        self.assertEqual(cfn.ref_target(props["ScheduleExpression"]), "ReconcileSchedule")
+        target = props["Target"]
+        self.assertEqual(target["Arn"], {"Fn::GetAtt": ["ReconcileFunction", "Arn"]})
+        self.assertEqual(json.loads(target["Input"]), {"reconcile": {}})
+        self.assertEqual(target["RoleArn"], {"Fn::GetAtt": ["ReconcileTimerRole", "Arn"]})
+        # The sweeps' habit: no retries, the next run covers the window again.
+        self.assertEqual(target["RetryPolicy"], {"MaximumRetryAttempts": 0})
+
+    def test_schedule_role_may_only_invoke_reconcile(self):
+        role = self.resources["ReconcileTimerRole"]["Properties"]
+        principals = [s["Principal"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
+        self.assertEqual(principals, [{"Service": "scheduler.amazonaws.com"}])
+        grants = [(s["Effect"], _as_list(s["Action"]), s["Resource"]) for s in self.statements("ReconcileTimerRole")]
+        self.assertEqual(grants, [("Allow", ["lambda:InvokeFunction"], {"Fn::GetAtt": ["ReconcileFunction", "Arn"]})])
+
+    def test_reconcile_role_is_receive_claim_path_and_the_api_key(self):
+        # Exact actions per resource (check_iam proves "no more than it uses").
+        grants, problems = _grants(self.template, "ReconcileFunction", self.statements("ReconcileRole"))
+        self.assertEqual(problems, [])
+        queue = {"sqs:SendMessage"}
+        self.assertEqual(grants, {
+            "ReconcileLogGroup": LOGS,
+            "LedgerTable": RECEIVE_LEDGER,
+            "FulfillQueue": queue, "SubscriptionQueue": queue, "DisputeQueue": queue, "PayoutQueue": queue,
+            "StripeApiKey": READ_SECRET,
+        })
+
+    def test_receive_role_adds_the_ingress_queue_and_api_key_only_when_they_exist(self):
+        statements = self.resources["ReceiveRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        guarded = {
+            s["Fn::If"][0]: s["Fn::If"][1] for s in statements if isinstance(s, dict) and "Fn::If" in s
+        }
+        self.assertEqual(set(guarded), {"HasStripeApiKey", "HasStripeEventSource"})
+        self.assertEqual(guarded["HasStripeApiKey"]["Resource"], {"Ref": "StripeApiKey"})
+        self.assertEqual(_as_list(guarded["HasStripeApiKey"]["Action"]), ["secretsmanager:GetSecretValue"])
+        self.assertEqual(guarded["HasStripeEventSource"]["Resource"], {"Fn::GetAtt": ["IngressQueue", "Arn"]})
+        self.assertEqual(set(guarded["HasStripeEventSource"]["Action"]), DRAIN_INGRESS_MAY)
+
+    def test_reconcile_runs_like_receive_without_webhook_secrets(self):
+        receive = cfn.function_properties(self.template, "ReceiveFunction")
+        reconcile = cfn.function_properties(self.template, "ReconcileFunction")
+        self.assertEqual(self.resources["ReconcileFunction"]["Condition"], "HasStripeApiKey")
+        self.assertEqual(reconcile["Timeout"], 300)
+        self.assertEqual(reconcile["MemorySize"], receive["MemorySize"])
+        env, receive_env = self.env("ReconcileFunction"), self.env("ReceiveFunction")
+        shared = {
+            "LEDGER_TABLE", "FULFILL_QUEUE_URL", "SUBSCRIPTION_QUEUE_URL", "DISPUTE_QUEUE_URL",
+            "PAYOUT_QUEUE_URL", "WEBHOOK_LIVEMODE", "HANDLED_EVENT_TYPES", "LEDGER_TTL_DAYS", "STRIPE_API_BASE",
+        }
+        for name in sorted(shared):
+            self.assertEqual(env[name], receive_env[name], name)
+        self.assertEqual(set(env) & {"STRIPE_WEBHOOK_SECRET_ARN", "STANDARD_WEBHOOK_SECRET_ARN",
+                                     "WEBHOOK_TOLERANCE_SECONDS"}, set())
+        self.assertEqual(env["STRIPE_API_KEY_ARN"], {"Ref": "StripeApiKey"})
+        self.assertEqual(env["RECONCILE_OVERLAP_SECONDS"], "300")
+        self.assertEqual(env["RECONCILE_LOOKBACK_SECONDS"], "259200")
+        # The first run's window must lie inside the ledger's memory of events,
+        # or an event a webhook brought would be claimed again.
+        self.assertLess(int(env["RECONCILE_LOOKBACK_SECONDS"]), int(env["LEDGER_TTL_DAYS"]) * 86400)
+
+    def test_receive_knows_the_source_and_the_key(self):
+        env = self.env("ReceiveFunction")
+        self.assertEqual(env["STRIPE_EVENT_SOURCE"], {"Ref": "StripeEventSourceName"})
+        self.assertEqual(env["STRIPE_API_KEY_ARN"], {"Fn::If": ["HasStripeApiKey", {"Ref": "StripeApiKey"}, ""]})
+        self.assertEqual(env["STRIPE_API_BASE"], {"Ref": "StripeApiBase"})
+
+    def test_receive_drains_the_ingress_queue_in_batches(self):
+        mapping = self.resources["ReceiveIngress"]
+        self.assertEqual(mapping["Condition"], "HasStripeEventSource")
+        props = mapping["Properties"]
+        self.assertEqual(cfn.ref_target(props["FunctionName"]), "ReceiveFunction")
+        self.assertEqual(props["EventSourceArn"], {"Fn::GetAtt": ["IngressQueue", "Arn"]})
+        self.assertEqual(props["BatchSize"], 10)
+        self.assertEqual(props["FunctionResponseTypes"], PARTIAL_FAILURES)
+        queue = self.resources["IngressQueue"]["Properties"]
+        self.assertEqual(_dead_letter_target(self.resources["IngressQueue"]), "IngressDeadLetterQueue")
+        self.assertGreaterEqual(queue["VisibilityTimeout"], 6 * cfn.function_properties(self.template, "ReceiveFunction")["Timeout"])
+
+    def test_stripe_rule_sends_to_the_ingress_queue_only_from_its_arn(self):
+        rule = self.resources["StripeEventRule"]["Properties"]
+        self.assertEqual(cfn.ref_target(rule["EventBusName"]), "StripeEventBus")
+        (target,) = rule["Targets"]
+        self.assertEqual(target["Arn"], {"Fn::GetAtt": ["IngressQueue", "Arn"]})
+        self.assertEqual(target["DeadLetterConfig"]["Arn"], {"Fn::GetAtt": ["IngressDeliveryDeadLetterQueue", "Arn"]})
+        (statement,) = _queue_policy_statements(self.template, "IngressQueue")
+        self.assertEqual(statement["Condition"], {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StripeEventRule", "Arn"]}}})
+        bus = self.resources["StripeEventBus"]["Properties"]
+        self.assertEqual(bus, {"Name": {"Ref": "StripeEventSourceName"}, "EventSourceName": {"Ref": "StripeEventSourceName"}})
+
+    def test_parameters_accept_what_they_should(self):
+        params = self.template["Parameters"]
+
+        def accepts(name, value):
+            return re.fullmatch(params[name]["AllowedPattern"], value) is not None
+
+        for ok in ("rate(15 minutes)", "off", "cron(0/15 * * * ? *)"):
+            self.assertTrue(accepts("ReconcileSchedule", ok), ok)
+        for bad in ("", "15 minutes", "Off"):
+            self.assertFalse(accepts("ReconcileSchedule", bad), bad)
+        self.assertTrue(accepts("ReconcileSchedule", params["ReconcileSchedule"]["Default"]))
+        for ok in ("", "aws.partner/stripe.com/ed_test_61RcExample", "aws.partner/stripe.com/ed_61RcLive"):
+            self.assertTrue(accepts("StripeEventSourceName", ok), ok)
+        for bad in ("ed_61Rc", "aws.partner/example.com/x", "aws.partner/stripe.com/"):
+            self.assertFalse(accepts("StripeEventSourceName", bad), bad)
+        self.assertTrue(accepts("StripeApiBase", "https://api.stripe.com"))
+        self.assertFalse(accepts("StripeApiBase", "https://api.stripe.com/"))
+        key = params["StripeApiKeyValue"]
+        self.assertIs(key["NoEcho"], True)
+        self.assertEqual(key["Default"], "")
+        self.assertIn("restricted key with read access to Events", " ".join(key["Description"].split()))
 
 
 class LocalResourcesMatchTemplate(unittest.TestCase):
