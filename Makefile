@@ -55,7 +55,7 @@ test-template: tools ## cfn-lint, sam validate --lint and our own wiring test of
 	scripts/check_template.sh
 
 .PHONY: test-lambda
-test-lambda: tools ## The five real binaries under cargo lambda watch against moto
+test-lambda: tools ## The six real binaries under cargo lambda watch against moto
 	scripts/e2e_lambda.sh
 
 .PHONY: fuzz
@@ -92,7 +92,7 @@ local-aws: tools ## Start moto server with the deployment's tables and queues; p
 	scripts/moto.sh -- scripts/local_aws.py --hold
 
 .PHONY: build
-build: tools ## The five arm64 Lambda artifacts (target/lambda/<fn>/bootstrap) via cargo-lambda
+build: tools ## The six arm64 Lambda artifacts (target/lambda/<fn>/bootstrap) via cargo-lambda
 	scripts/build.sh
 
 .PHONY: sam-build
@@ -108,7 +108,7 @@ logs: ## Tail a deployed function's CloudWatch logs (FN=receive)
 	sam logs --cw-log-group /aws/lambda/$(STACK)-$(or $(FN),receive) --region $(REGION) --tail
 
 .PHONY: watch
-watch: tools ## Run the five functions under cargo lambda watch against moto (for `make invoke`)
+watch: tools ## Run the six functions under cargo lambda watch against moto (for `make invoke`)
 	scripts/moto.sh -- bash -c 'eval "$$(.venv/bin/python scripts/local_aws.py)"; STRIPE_WEBHOOK_SECRET=$${STRIPE_WEBHOOK_SECRET:-whsec_payhook_local_test_secret} cargo-lambda lambda watch --invoke-address 127.0.0.1 --invoke-port 9000'
 
 .PHONY: invoke

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cold-start benchmark of the five Lambda functions: binary size, init time
+# Cold-start benchmark of the six Lambda functions: binary size, init time
 # (process start to its first Runtime API request) and peak RSS, each binary
 # run with its real configuration against moto. See bench/coldstart/coldstart.py.
 #

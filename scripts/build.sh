@@ -2,7 +2,7 @@
 # Builds the Lambda functions (every crate under functions/) for arm64 with
 # cargo-lambda: target/lambda/<name>/bootstrap, the artifacts SAM deploys.
 #
-#   scripts/build.sh                 all five
+#   scripts/build.sh                 all six
 #   scripts/build.sh receive payout  some of them
 #
 # The release profile (LTO, one codegen unit, stripped, panic = "unwind") comes

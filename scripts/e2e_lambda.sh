@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End to end: the five real Lambda binaries under cargo-lambda's runtime emulator
+# End to end: the six real Lambda binaries under cargo-lambda's runtime emulator
 # (`cargo lambda watch`) against moto server. See tests/e2e/test_lambda_e2e.py.
 #
 # scripts/moto.sh starts moto and stops it on exit; the test stops the emulator.

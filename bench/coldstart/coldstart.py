@@ -10,7 +10,9 @@ which:
 - timestamps the first `GET /2018-06-01/runtime/invocation/next`: init time is
   process start to that request (configuration, SDK clients, runtime set-up);
 - answers it with a real event (a signed delivery for receive, an SQS batch for
-  a processor; from events/) and times the first invocation to its response;
+  a processor; from events/; `{"reconcile": {}}` for reconcile, whose Stripe
+  Events API is a fake here listing one fresh event) and times the first
+  invocation to its response;
 - on the next `next`, reads the process's peak RSS (VmHWM) and stops it.
 """
 
@@ -22,14 +24,16 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 from fake_runtime import FakeRuntime  # noqa: E402
 
-FUNCTIONS = ["receive", "fulfill", "subscription", "dispute", "payout"]
+FUNCTIONS = ["receive", "fulfill", "subscription", "dispute", "payout", "reconcile"]
 SECRET = "whsec_coldstart_" + os.urandom(8).hex()
 TARGETS = {"init_ms": 20.0, "rss_mb": 32.0, "size_mb": 8.0}
 
@@ -56,6 +60,8 @@ def cold_start(binary, function, env, event):
 
 def invocation_ok(function, response):
     answer = json.loads(response or b"null")
+    if function == "reconcile":
+        return True  # any answer that is not an invocation error
     if function == "receive":
         return answer.get("statusCode") == 200
     return answer.get("batchItemFailures") == []
@@ -63,6 +69,8 @@ def invocation_ok(function, response):
 
 def sample_event(function, n):
     """A fresh event for the n-th cold start (new event ids, so none is a duplicate)."""
+    if function == "reconcile":
+        return {"reconcile": {}}
     if function == "receive":
         event = json.loads((ROOT / "events/receive-payment-intent-succeeded.json").read_text())
         body = json.loads(event["body"])
@@ -80,6 +88,35 @@ def sample_event(function, n):
         record["body"] = json.dumps(body)
         record["messageAttributes"]["event_id"]["stringValue"] = body["id"]
     return event
+
+
+class FakeStripeEvents:
+    """`GET /v1/events` for reconcile: each request lists one fresh
+    payment_intent.succeeded (so a run claims and enqueues one event), no more pages."""
+
+    def __init__(self):
+        detail = json.loads(json.loads((ROOT / "events/receive-payment-intent-succeeded.json").read_text())["body"])
+        served = iter(range(1 << 30))
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if not self.path.startswith("/v1/events"):
+                    self.send_error(404)
+                    return
+                event = {**detail, "id": f"{detail['id']}rc{next(served)}", "created": int(time.time()) - 60}
+                body = json.dumps({"object": "list", "url": "/v1/events", "has_more": False, "data": [event]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
 def size_mb(path):
@@ -105,6 +142,9 @@ def main():
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "RUST_LOG": "warn",
     }
+    if "reconcile" in args.functions:
+        # An inline key, as the webhook secret is; the API is the fake above.
+        env.update({"STRIPE_API_KEY": "rk_test_coldstart", "STRIPE_API_BASE": FakeStripeEvents().base})
 
     rows = []
     for function in args.functions:

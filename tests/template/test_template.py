@@ -35,7 +35,7 @@ SQS_DEFAULT_VISIBILITY = 30
 SQS_DEFAULT_RETENTION = 4 * 24 * 3600
 SAM_DEFAULT_TIMEOUT = 3
 API_GATEWAY_TIMEOUT = 30
-SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET", "EFFECTS_SIGNING_SECRET"}
+SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET", "EFFECTS_SIGNING_SECRET", "STRIPE_API_KEY"}
 # The secrets that let receive verify a provider (the others sign what payhook sends).
 WEBHOOK_SECRETS = {"STRIPE_WEBHOOK_SECRET", "STANDARD_WEBHOOK_SECRET"}
 
@@ -54,6 +54,25 @@ WRITE_STATE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "d
 WRITE_STATE_MAY = WRITE_STATE
 READ_BODIES = {"dynamodb:GetItem"}
 READ_BODIES_MAY = READ_BODIES
+# receive drains the EventBridge ingress queue through an event source mapping
+# (which polls with receive's role) and may return a record for a later retry.
+DRAIN_INGRESS = CONSUME_QUEUE
+DRAIN_INGRESS_MAY = CONSUME_QUEUE | {"sqs:ChangeMessageVisibility"}
+# reconcile: receive's claim path (ledger and processor queues) and the API key.
+RECONCILE_LEDGER = RECEIVE_LEDGER
+# Issue 15: the names the template gives the Rust side. Until shared/src/config.rs
+# reads them (RECONCILE_ENTRY exists, receive reads STRIPE_EVENT_SOURCE), the
+# environment check holds the template to these; from then on to the code.
+RECONCILE_ENTRY = "ReconcileConfig::from_env"
+RECEIVE_ISSUE_15_ENV = {"STRIPE_EVENT_SOURCE", "STRIPE_API_KEY_ARN", "STRIPE_API_BASE"}
+RECONCILE_ENV_REQUIRED = {
+    "LEDGER_TABLE", "FULFILL_QUEUE_URL", "SUBSCRIPTION_QUEUE_URL", "DISPUTE_QUEUE_URL", "PAYOUT_QUEUE_URL",
+}
+RECONCILE_ENV = RECONCILE_ENV_REQUIRED | {
+    "WEBHOOK_LIVEMODE", "HANDLED_EVENT_TYPES", "STANDARD_ROUTES", "MAX_BODY_BYTES",
+    "LEDGER_LEASE_SECONDS", "LEDGER_TTL_DAYS", "STRIPE_API_KEY", "STRIPE_API_KEY_ARN", "STRIPE_API_BASE",
+    "RECONCILE_OVERLAP_SECONDS", "RECONCILE_LOOKBACK_SECONDS",
+}
 # Actions AWS only authorises on `*`.
 STAR_ONLY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"}
 
@@ -68,6 +87,15 @@ class Code:
         self.binaries = cfn.workspace_binaries(root)
         self.receive_reads, self.receive_requires = cfn.entry_point_env_vars(config, "ReceiveConfig::from_env")
         self.processor_reads, self.processor_requires = cfn.entry_point_env_vars(config, "ProcessorConfig::from_env")
+        # Issue 15's Rust side lands separately: until then, the agreed names.
+        self.reconcile_from_code = RECONCILE_ENTRY in cfn._functions(config)
+        if self.reconcile_from_code:
+            self.reconcile_reads, self.reconcile_requires = cfn.entry_point_env_vars(config, RECONCILE_ENTRY)
+        else:
+            self.reconcile_reads, self.reconcile_requires = set(RECONCILE_ENV), set(RECONCILE_ENV_REQUIRED)
+        if "STRIPE_EVENT_SOURCE" not in self.receive_reads:
+            self.receive_reads = self.receive_reads | RECEIVE_ISSUE_15_ENV
+        self.routed_types = _routed_types((root / "shared/src/route.rs").read_text())
         self.everyone_reads = cfn.direct_env_reads((root / "shared/src/telemetry.rs").read_text())
         route = (root / "shared/src/route.rs").read_text()
         self.processors = _processor_names(route)
@@ -75,20 +103,26 @@ class Code:
         self.metrics = set(re.findall(r'Self::\w+\s*=>\s*"([A-Z]\w*)"', _fn_source(telemetry, "Metric::name")))
 
     def kind(self, binary):
-        """`receive`, `processor`, or None for a binary payhook does not know."""
-        if binary == "receive":
-            return "receive"
+        """`receive`, `reconcile`, `processor`, or None for a binary payhook does not know."""
+        if binary in ("receive", "reconcile"):
+            return binary
         return "processor" if binary in self.processors else None
 
     def reads(self, binary):
-        base = self.receive_reads if self.kind(binary) == "receive" else self.processor_reads
+        base = {
+            "receive": self.receive_reads,
+            "reconcile": self.reconcile_reads,
+        }.get(self.kind(binary), self.processor_reads)
         crate = self.binaries.get(binary)
         main = crate / "src/main.rs" if crate else None
         direct = cfn.direct_env_reads(main.read_text()) if main and main.exists() else set()
         return base | self.everyone_reads | direct
 
     def requires(self, binary):
-        return self.receive_requires if self.kind(binary) == "receive" else self.processor_requires
+        return {
+            "receive": self.receive_requires,
+            "reconcile": self.reconcile_requires,
+        }.get(self.kind(binary), self.processor_requires)
 
 
 def _fn_source(src, key):
@@ -98,6 +132,13 @@ def _fn_source(src, key):
 
 def _processor_names(route_src):
     return set(re.findall(r'Self::\w+\s*=>\s*"([a-z]+)"', _fn_source(route_src, "Processor::as_str")))
+
+
+def _routed_types(route_src):
+    """The Stripe event types `ROUTES` sends to a processor."""
+    start = route_src.index("pub const ROUTES")
+    block = route_src[start:route_src.index("};", start)]
+    return re.findall(r'\(\s*"([a-z_.]+)"\s*,\s*\w+\s*\)', block)
 
 
 # ---------------------------------------------------------------- helpers
@@ -129,15 +170,57 @@ def _sqs_events(props):
     ]
 
 
+def _mappings(template):
+    """`[(mapping logical id, function logical id, properties)]`: explicit
+    event source mappings (a conditional event source cannot be a SAM event)."""
+    return [
+        (name, cfn.ref_target(res.get("Properties", {}).get("FunctionName")), res.get("Properties", {}))
+        for name, res in cfn.resources(template, "AWS::Lambda::EventSourceMapping").items()
+    ]
+
+
+def _event_sources(template):
+    """`[(where, function logical id, binary, properties with `Queue`)]`: SAM SQS events and mappings."""
+    functions = _functions(template)
+    out = []
+    for fn, (binary, props) in functions.items():
+        for ev_name, ev in _sqs_events(props):
+            out.append((f"{fn}.Events.{ev_name}", fn, binary, ev))
+    for name, fn, props in _mappings(template):
+        binary = functions.get(fn, (None, {}))[0]
+        out.append((name, fn, binary, {**props, "Queue": props.get("EventSourceArn")}))
+    return out
+
+
 def _consumers(template):
     """`{queue logical id: [(function logical id, binary, timeout)]}`."""
+    functions = _functions(template)
     out = {}
-    for fn, (binary, props) in _functions(template).items():
-        for _, ev in _sqs_events(props):
-            queue = cfn.ref_target(ev.get("Queue"))
-            timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
-            out.setdefault(queue, []).append((fn, binary, timeout))
+    for _, fn, binary, ev in _event_sources(template):
+        queue = cfn.ref_target(ev.get("Queue"))
+        props = functions.get(fn, (None, {}))[1]
+        timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
+        out.setdefault(queue, []).append((fn, binary, timeout))
     return out
+
+
+def _dead_letter_queues(template):
+    """Queues that are a dead-letter queue: a redrive target, or an EventBridge
+    target's `DeadLetterConfig` (events EventBridge could not deliver)."""
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    dead = {_dead_letter_target(q) for q in queues.values()}
+    for _, target in _rule_targets(template):
+        dead.add(cfn.ref_target((target.get("DeadLetterConfig") or {}).get("Arn")))
+    return dead - {None}
+
+
+def _rule_targets(template):
+    """`[(rule logical id, target)]` of every EventBridge rule."""
+    return [
+        (name, target)
+        for name, rule in cfn.resources(template, "AWS::Events::Rule").items()
+        for target in rule.get("Properties", {}).get("Targets", [])
+    ]
 
 
 def _dead_letter_target(queue):
@@ -168,7 +251,7 @@ def check_functions(template, code):
             problems.append(f"{fn}: BuildProperties.Binary {binary!r} is no binary of functions/*/Cargo.toml")
             continue
         if code.kind(binary) is None:
-            problems.append(f"{fn}: binary {binary!r} is neither receive nor a processor in shared/src/route.rs")
+            problems.append(f"{fn}: binary {binary!r} is neither receive, reconcile nor a processor in shared/src/route.rs")
         deployed.setdefault(binary, []).append(fn)
         log_group = cfn.ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
         group = template["Resources"].get(log_group, {})
@@ -194,7 +277,7 @@ def check_functions(template, code):
 def check_queues(template, code):
     problems = []
     queues = cfn.resources(template, "AWS::SQS::Queue")
-    dead_letter_queues = {_dead_letter_target(q) for q in queues.values()} - {None}
+    dead_letter_queues = _dead_letter_queues(template)
     consumers = _consumers(template)
     for name, queue in queues.items():
         props = queue.get("Properties", {})
@@ -240,35 +323,36 @@ def check_event_sources(template, code):
         events = _sqs_events(props)
         if code.kind(binary) == "processor" and len(events) != 1:
             problems.append(f"{fn}: a processor needs exactly one SQS event source, has {len(events)}")
-        for ev_name, ev in events:
-            where = f"{fn}.Events.{ev_name}"
-            if ev.get("FunctionResponseTypes") != PARTIAL_FAILURES:
-                problems.append(
-                    f"{where}: FunctionResponseTypes is {ev.get('FunctionResponseTypes')!r}, not {PARTIAL_FAILURES}"
-                )
-            size = _value(template, ev.get("BatchSize", 10))
-            window = _value(template, ev.get("MaximumBatchingWindowInSeconds", 0))
-            if not (isinstance(size, int) and 1 <= size <= 10000):
-                problems.append(f"{where}: BatchSize {size!r} is outside SQS's 1..10000")
-            elif size > 10 and not window:
-                problems.append(f"{where}: BatchSize {size} above 10 needs MaximumBatchingWindowInSeconds >= 1")
-            if not (isinstance(window, int) and 0 <= window <= 300):
-                problems.append(f"{where}: MaximumBatchingWindowInSeconds {window!r} is outside 0..300")
-            concurrency = _value(template, ev.get("ScalingConfig", {}).get("MaximumConcurrency"))
-            if not (isinstance(concurrency, int) and 2 <= concurrency <= 1000):
-                problems.append(f"{where}: ScalingConfig.MaximumConcurrency {concurrency!r} is outside 2..1000")
-            # A parameter must not admit what SQS refuses either.
-            for key, low, high in [("BatchSize", 1, 10000), ("MaximumBatchingWindowInSeconds", 0, 300)]:
-                param = cfn.ref_target(ev.get(key))
-                if param in params:
-                    p = params[param]
-                    if int(p.get("MinValue", -1)) < low or int(p.get("MaxValue", high + 1)) > high:
-                        problems.append(f"parameter {param}: MinValue/MaxValue must lie within {low}..{high}")
-            size_param = cfn.ref_target(ev.get("BatchSize"))
-            if size_param in params and int(params[size_param].get("MaxValue", 10001)) > 10:
-                rules = json.dumps(template.get("Rules", {}))
-                if f'"Ref": "{size_param}"' not in rules:
-                    problems.append(f"parameter {size_param} may exceed 10: a Rules assertion must require a batching window")
+    for where, fn, binary, ev in _event_sources(template):
+        if fn not in template["Resources"]:
+            problems.append(f"{where}: FunctionName names no function of this template")
+        if ev.get("FunctionResponseTypes") != PARTIAL_FAILURES:
+            problems.append(
+                f"{where}: FunctionResponseTypes is {ev.get('FunctionResponseTypes')!r}, not {PARTIAL_FAILURES}"
+            )
+        size = _value(template, ev.get("BatchSize", 10))
+        window = _value(template, ev.get("MaximumBatchingWindowInSeconds", 0))
+        if not (isinstance(size, int) and 1 <= size <= 10000):
+            problems.append(f"{where}: BatchSize {size!r} is outside SQS's 1..10000")
+        elif size > 10 and not window:
+            problems.append(f"{where}: BatchSize {size} above 10 needs MaximumBatchingWindowInSeconds >= 1")
+        if not (isinstance(window, int) and 0 <= window <= 300):
+            problems.append(f"{where}: MaximumBatchingWindowInSeconds {window!r} is outside 0..300")
+        concurrency = _value(template, ev.get("ScalingConfig", {}).get("MaximumConcurrency"))
+        if not (isinstance(concurrency, int) and 2 <= concurrency <= 1000):
+            problems.append(f"{where}: ScalingConfig.MaximumConcurrency {concurrency!r} is outside 2..1000")
+        # A parameter must not admit what SQS refuses either.
+        for key, low, high in [("BatchSize", 1, 10000), ("MaximumBatchingWindowInSeconds", 0, 300)]:
+            param = cfn.ref_target(ev.get(key))
+            if param in params:
+                p = params[param]
+                if int(p.get("MinValue", -1)) < low or int(p.get("MaxValue", high + 1)) > high:
+                    problems.append(f"parameter {param}: MinValue/MaxValue must lie within {low}..{high}")
+        size_param = cfn.ref_target(ev.get("BatchSize"))
+        if size_param in params and int(params[size_param].get("MaxValue", 10001)) > 10:
+            rules = json.dumps(template.get("Rules", {}))
+            if f'"Ref": "{size_param}"' not in rules:
+                problems.append(f"parameter {size_param} may exceed 10: a Rules assertion must require a batching window")
     return problems
 
 
@@ -288,17 +372,25 @@ def check_environment(template, code):
             problems.append(f"{fn}: environment sets {name}, which nothing in {binary} reads")
         for name in sorted(names & SECRETS):
             problems.append(f"{fn}: {name} puts a secret in the environment; give {name}_ARN")
-        for name in sorted(n for n in names if n.endswith("_SECRET_ARN")):
-            target = cfn.ref_target(env[name])
-            if template["Resources"].get(target, {}).get("Type") != "AWS::SecretsManager::Secret":
+        for name in sorted(n for n in names if _is_secret_arn(n)):
+            targets = _secret_targets(env[name])
+            if not targets or any(
+                template["Resources"].get(target, {}).get("Type") != "AWS::SecretsManager::Secret" for target in targets
+            ):
                 problems.append(f"{fn}: {name} must Ref an AWS::SecretsManager::Secret")
-        if code.kind(binary) == "receive":
-            if not any(f"{s}_ARN" in names for s in WEBHOOK_SECRETS):
-                problems.append(f"{fn}: no webhook secret ARN: no provider could be verified")
+        if code.kind(binary) == "receive" and not any(f"{s}_ARN" in names for s in WEBHOOK_SECRETS):
+            problems.append(f"{fn}: no webhook secret ARN: no provider could be verified")
+        if code.kind(binary) == "reconcile":
+            for name in sorted(names & {f"{s}_ARN" for s in WEBHOOK_SECRETS}):
+                problems.append(f"{fn}: {name}: reconcile verifies no signature and needs no webhook secret")
+            if "STRIPE_API_KEY_ARN" not in names:
+                problems.append(f"{fn}: no STRIPE_API_KEY_ARN: reconcile could not list events")
+        if code.kind(binary) in ("receive", "reconcile"):
             for processor in code.processors:
                 var = f"{processor.upper()}_QUEUE_URL"
                 if var in names and cfn.ref_target(env[var]) != consumed_by.get(processor):
                     problems.append(f"{fn}: {var} does not Ref the queue the {processor} function consumes")
+            # A claim must outlive the invocation holding it (a reconcile run too).
             lease = _value(template, env.get("LEDGER_LEASE_SECONDS", 30))
             timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
             if isinstance(lease, int) and isinstance(timeout, int) and lease < 2 * timeout:
@@ -339,6 +431,20 @@ def _role_statements(template, fn, props):
     # A statement under a condition grants what it says when the condition holds.
     statements = [b for s in statements for b in _if_branches(s) if isinstance(b, dict)]
     return statements, None
+
+
+def _is_secret_arn(name):
+    """Whether an environment variable names a secret by ARN (`*_SECRET_ARN`, `STRIPE_API_KEY_ARN`)."""
+    return name.endswith("_SECRET_ARN") or name.endswith("_KEY_ARN")
+
+
+def _secret_targets(value):
+    """The logical ids an ARN variable Refs, through both branches of an `Fn::If`
+    (a branch may be "" when the secret is conditional)."""
+    return {
+        target for branch in _if_branches(value)
+        if (target := cfn.ref_target(branch)) and not target.startswith("AWS::")
+    }
 
 
 def _if_branches(value):
@@ -400,13 +506,19 @@ def check_iam(template, code):
         ledger = cfn.ref_target(env.get("LEDGER_TABLE"))
         log_group = cfn.ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
         # (may, must) per resource this function uses.
-        if kind == "receive":
+        if kind in ("receive", "reconcile"):
+            # The same claim path: claim, mark, release and large bodies in
+            # the ledger, a send to each processor's queue.
             allowed = {ledger: (RECEIVE_LEDGER, RECEIVE_LEDGER), log_group: (LOGS, LOGS)}
             for p in code.processors:
                 allowed[consumed_by.get(p)] = (RECEIVE_QUEUE, RECEIVE_QUEUE)
             for name, value in env.items():
-                if name.endswith("_SECRET_ARN"):
-                    allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
+                if _is_secret_arn(name):
+                    for secret in _secret_targets(value):
+                        allowed[secret] = (READ_SECRET, READ_SECRET)
+            for queue, fns in _consumers(template).items():
+                if any(consumer == fn for consumer, _, _ in fns):
+                    allowed[queue] = (DRAIN_INGRESS_MAY, DRAIN_INGRESS)
         else:
             state = cfn.ref_target(env.get("STATE_TABLE"))
             allowed = {
@@ -416,8 +528,9 @@ def check_iam(template, code):
                 log_group: (LOGS, LOGS),
             }
             for name, value in env.items():
-                if name.endswith("_SECRET_ARN"):
-                    allowed[cfn.ref_target(value)] = (READ_SECRET, READ_SECRET)
+                if _is_secret_arn(name):
+                    for secret in _secret_targets(value):
+                        allowed[secret] = (READ_SECRET, READ_SECRET)
             for bus in _bus_targets(env.get("EFFECTS_TARGET")):
                 allowed[bus] = (PUT_EVENTS, PUT_EVENTS)
         allowed.pop(None, None)
@@ -483,7 +596,7 @@ def _alarmed(template, namespace, metric, dimension, value):
 def check_alarms(template, code):
     problems = []
     queues = cfn.resources(template, "AWS::SQS::Queue")
-    dead = {_dead_letter_target(q) for q in queues.values()} - {None}
+    dead = _dead_letter_queues(template)
     for dlq in sorted(dead):
         if not _alarmed(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq):
             problems.append(f"{dlq}: no alarm on ApproximateNumberOfMessagesVisible")
@@ -505,9 +618,171 @@ def check_alarms(template, code):
                 problems.append(f"{fn}: no alarm on payhook Failed (Function={binary})")
             if not _alarmed(template, "payhook", "EffectParked", "Function", binary):
                 problems.append(f"{fn}: no alarm on payhook EffectParked (Function={binary})")
+        if code.kind(binary) == "reconcile":
+            if not _alarmed(template, "AWS/Lambda", "Errors", "FunctionName", fn):
+                problems.append(f"{fn}: no alarm on AWS/Lambda Errors")
+            if not _alarmed(template, "payhook", "Recovered", "Function", binary):
+                problems.append(f"{fn}: no alarm on payhook Recovered (Function={binary}): lost webhooks would go unnoticed")
     for a in _alarms(template):
         if "AlarmActions" not in a:
             problems.append(f"alarm on {a.get('MetricName')} notifies no one (AlarmActions)")
+    return problems
+
+
+def _queue_policy_statements(template, queue):
+    """Every statement of every queue policy that applies to `queue`."""
+    out = []
+    for policy in cfn.resources(template, "AWS::SQS::QueuePolicy").values():
+        props = policy.get("Properties", {})
+        if queue in cfn.sub_targets(props.get("Queues", [])):
+            out += _as_list(props.get("PolicyDocument", {}).get("Statement", []))
+    return out
+
+
+def check_event_bridge_ingress(template, code):
+    """Stripe's EventBridge destination: partner bus → rule → queue → receive."""
+    problems = []
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    buses = cfn.resources(template, "AWS::Events::EventBus")
+    consumers = _consumers(template)
+    for rule_name, rule in cfn.resources(template, "AWS::Events::Rule").items():
+        props = rule.get("Properties", {})
+        bus = cfn.ref_target(props.get("EventBusName"))
+        if bus not in buses or "EventSourceName" not in buses[bus].get("Properties", {}):
+            continue  # not a partner (Stripe) bus's rule
+        bus_props = buses[bus]["Properties"]
+        if bus_props.get("Name") != bus_props.get("EventSourceName"):
+            problems.append(f"{bus}: a partner event bus is named as its EventSourceName")
+        pattern = props.get("EventPattern", {})
+        if pattern.get("source") != [bus_props.get("EventSourceName")]:
+            problems.append(f"{rule_name}: EventPattern.source must be exactly the partner event source")
+        types = pattern.get("detail-type", [])
+        missing, extra = set(code.routed_types) - set(types), set(types) - set(code.routed_types)
+        if missing:
+            problems.append(f"{rule_name}: detail-type lacks routed types {sorted(missing)}")
+        if extra:
+            problems.append(f"{rule_name}: detail-type has {sorted(extra)}, which shared/src/route.rs ROUTES does not route")
+        if len(types) != len(set(types)):
+            problems.append(f"{rule_name}: detail-type lists a type twice")
+        rule_arn = {"Fn::GetAtt": [rule_name, "Arn"]}
+        for target in props.get("Targets", []):
+            queue = cfn.ref_target(target.get("Arn"))
+            if queue not in queues:
+                problems.append(f"{rule_name}: target {target.get('Id')!r} is not a queue of this template")
+                continue
+            if not any(code.kind(binary) == "receive" for _, binary, _ in consumers.get(queue, [])):
+                problems.append(f"{queue}: receive must drain it (the same claim path as a webhook)")
+            dead = cfn.ref_target((target.get("DeadLetterConfig") or {}).get("Arn"))
+            if dead not in queues:
+                problems.append(f"{rule_name}: target {target.get('Id')!r} needs a DeadLetterConfig queue")
+            if "RetryPolicy" not in target:
+                problems.append(f"{rule_name}: target {target.get('Id')!r} needs a RetryPolicy")
+            for q in (queue, dead):
+                if q not in queues:
+                    continue
+                allows = [
+                    s for s in _queue_policy_statements(template, q)
+                    if s.get("Effect") == "Allow" and "sqs:SendMessage" in _as_list(s.get("Action", []))
+                ]
+                if not allows:
+                    problems.append(f"{q}: no queue policy lets {rule_name} send to it")
+                for s in allows:
+                    if s.get("Principal") != {"Service": "events.amazonaws.com"}:
+                        problems.append(f"{q}: queue policy allows {s.get('Principal')!r}, not only EventBridge")
+                    if _as_list(s.get("Action")) != ["sqs:SendMessage"]:
+                        problems.append(f"{q}: queue policy allows {s.get('Action')!r}, more than sqs:SendMessage")
+                    if (s.get("Condition") or {}).get("ArnEquals", {}).get("aws:SourceArn") != rule_arn:
+                        problems.append(f"{q}: queue policy must limit aws:SourceArn (ArnEquals) to {rule_name}")
+    return problems
+
+
+# Parameter values that switch the optional parts on and off, every combination.
+OPTIONAL_PARAMETERS = {
+    "StripeApiKeyValue": ["", "rk_test_x"],
+    "StripeEventSourceName": ["", "aws.partner/stripe.com/ed_test_61RcExample"],
+    "ReconcileSchedule": ["rate(15 minutes)", "off"],
+}
+
+
+def _parameter_sets():
+    sets = [{}]
+    for name, values in OPTIONAL_PARAMETERS.items():
+        sets = [{**s, name: v} for s in sets for v in values]
+    return sets
+
+
+def _conditions(template, parameters):
+    """`{condition: bool}` with these parameter values (the rest at their defaults)."""
+    params = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    params.update(parameters)
+    definitions, done = template.get("Conditions", {}), {}
+
+    def value(x):
+        return params[x["Ref"]] if isinstance(x, dict) and "Ref" in x else str(x)
+
+    def holds(x):
+        (fn, args), = x.items()
+        if fn == "Condition":
+            return condition(args)
+        if fn == "Fn::Equals":
+            return value(args[0]) == value(args[1])
+        if fn == "Fn::Not":
+            return not holds(args[0])
+        if fn == "Fn::And":
+            return all(holds(a) for a in args)
+        if fn == "Fn::Or":
+            return any(holds(a) for a in args)
+        raise ValueError(f"condition function {fn}")
+
+    def condition(name):
+        if name not in done:
+            done[name] = holds(definitions[name])
+        return done[name]
+
+    return {name: condition(name) for name in definitions}
+
+
+def _deployed(template, parameters):
+    """The logical ids a stack creates with these parameter values."""
+    c = _conditions(template, parameters)
+    return {name for name, res in template["Resources"].items() if c.get(res.get("Condition"), True)}
+
+
+def _live_refs(value, c):
+    """The logical ids a value refers to once each `Fn::If` takes its branch."""
+    if isinstance(value, list):
+        return set().union(*(_live_refs(v, c) for v in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    if "Fn::If" in value:
+        name, yes, no = value["Fn::If"]
+        return _live_refs(yes if c[name] else no, c)
+    if "Fn::Sub" in value and isinstance(value["Fn::Sub"], list):
+        return cfn.sub_targets({"Fn::Sub": value["Fn::Sub"][0]}) | _live_refs(value["Fn::Sub"][1], c)
+    if "Ref" in value or "Fn::GetAtt" in value or "Fn::Sub" in value:
+        return cfn.sub_targets(value)
+    return set().union(*(_live_refs(v, c) for v in value.values())) if value else set()
+
+
+def check_conditional_references(template, code):
+    """With every combination of the optional parameters, nothing deployed (nor
+    an output) refers to something that is not: an optional part is either
+    wholly there or wholly absent."""
+    problems = []
+    for parameters in _parameter_sets():
+        c = _conditions(template, parameters)
+        deployed = _deployed(template, parameters)
+        where = ", ".join(f"{k}={v!r}" for k, v in parameters.items())
+        items = [(name, template["Resources"][name]) for name in sorted(deployed)]
+        items += [
+            (f"output {name}", out) for name, out in template.get("Outputs", {}).items()
+            if c.get(out.get("Condition"), True)
+        ]
+        for name, item in items:
+            body = {k: v for k, v in item.items() if k != "Condition"}
+            for target in sorted(_live_refs(body, c)):
+                if target in template["Resources"] and target not in deployed:
+                    problems.append(f"{name} refers to {target}, which {where} does not create")
     return problems
 
 
@@ -533,6 +808,8 @@ CHECKS = [
     check_iam,
     check_tables,
     check_alarms,
+    check_event_bridge_ingress,
+    check_conditional_references,
     check_dashboard,
 ]
 
@@ -559,7 +836,10 @@ class TemplateWiring(unittest.TestCase):
 
     def test_code_is_read_as_expected(self):
         # GIVEN the Rust sources THEN the parse finds what config.rs plainly says
-        self.assertEqual(len(self.code.binaries), 5)
+        self.assertEqual(len(self.code.binaries), 6)
+        self.assertEqual(self.code.kind("reconcile"), "reconcile")
+        self.assertEqual(len(self.code.routed_types), 55)
+        self.assertIn("account.external_account.deleted", self.code.routed_types)
         self.assertEqual(self.code.processors, {"fulfill", "subscription", "dispute", "payout"})
         self.assertLessEqual({"LEDGER_TABLE", "FULFILL_QUEUE_URL", "PAYOUT_QUEUE_URL"}, self.code.receive_requires)
         self.assertIn("STRIPE_WEBHOOK_SECRET_ARN", self.code.receive_reads)
@@ -591,6 +871,12 @@ class TemplateWiring(unittest.TestCase):
 
     def test_dashboard_shows_every_emf_metric(self):
         self.assertNoProblems(check_dashboard)
+
+    def test_stripe_event_bus_rule_queue_and_receive_are_one_chain(self):
+        self.assertNoProblems(check_event_bridge_ingress)
+
+    def test_optional_parts_are_wholly_there_or_wholly_absent(self):
+        self.assertNoProblems(check_conditional_references)
 
     def test_outputs_give_a_webhook_url_per_provider(self):
         outputs = json.dumps(self.template.get("Outputs", {}))
@@ -735,10 +1021,275 @@ class CheckerCatchesMistakes(unittest.TestCase):
         del t["Resources"]["SubscriptionDeadLetterAlarm"]
         self.assertIn("SubscriptionDeadLetterQueue: no alarm", self.found(t))
 
+    def ingress_statement(self, t):
+        return t["Resources"]["IngressQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+
+    def test_stripe_rule_missing_a_routed_type(self):
+        t = self.template()
+        t["Resources"]["StripeEventRule"]["Properties"]["EventPattern"]["detail-type"].remove("invoice.paid")
+        self.assertIn("StripeEventRule: detail-type lacks routed types ['invoice.paid']", self.found(t))
+
+    def test_stripe_rule_matching_an_unrouted_type(self):
+        t = self.template()
+        t["Resources"]["StripeEventRule"]["Properties"]["EventPattern"]["detail-type"].append("customer.created")
+        self.assertIn("['customer.created'], which shared/src/route.rs ROUTES does not route", self.found(t))
+
+    def test_ingress_queue_policy_without_source_arn(self):
+        t = self.template()
+        del self.ingress_statement(t)["Condition"]
+        self.assertIn("IngressQueue: queue policy must limit aws:SourceArn", self.found(t))
+
+    def test_ingress_queue_policy_for_anyone(self):
+        t = self.template()
+        self.ingress_statement(t)["Principal"] = "*"
+        self.assertIn("IngressQueue: queue policy allows '*', not only EventBridge", self.found(t))
+
+    def test_stripe_rule_target_without_dead_letter_queue(self):
+        t = self.template()
+        del t["Resources"]["StripeEventRule"]["Properties"]["Targets"][0]["DeadLetterConfig"]
+        self.assertIn("StripeEventRule: target 'ingress' needs a DeadLetterConfig queue", self.found(t))
+
+    def test_ingress_mapping_without_partial_failures(self):
+        t = self.template()
+        del t["Resources"]["ReceiveIngress"]["Properties"]["FunctionResponseTypes"]
+        self.assertIn("ReceiveIngress: FunctionResponseTypes is None", self.found(t))
+
+    def test_receive_that_cannot_drain_the_ingress_queue(self):
+        t = self.template()
+        statements = t["Resources"]["ReceiveRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[:] = [s for s in statements if not ("Fn::If" in s and s["Fn::If"][0] == "HasStripeEventSource")]
+        self.assertIn("ReceiveFunction: role lacks ['sqs:DeleteMessage', 'sqs:GetQueueAttributes', "
+                      "'sqs:ReceiveMessage'] on IngressQueue", self.found(t))
+
+    def test_ingress_delivery_dead_letter_queue_without_alarm(self):
+        t = self.template()
+        del t["Resources"]["IngressDeliveryDeadLetterAlarm"]
+        self.assertIn("IngressDeliveryDeadLetterQueue: no alarm", self.found(t))
+
+    def test_reconcile_granted_the_webhook_secret(self):
+        t = self.template()
+        statements = t["Resources"]["ReconcileRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[-1]["Resource"] = [statements[-1]["Resource"], {"Ref": "StripeWebhookSecret"}]
+        self.assertIn("ReconcileFunction: role grants ['secretsmanager:GetSecretValue'] on StripeWebhookSecret, "
+                      "which reconcile does not use", self.found(t))
+
+    def test_reconcile_that_cannot_enqueue(self):
+        t = self.template()
+        statements = t["Resources"]["ReconcileRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements[:] = [s for s in statements if s.get("Sid") != "Enqueue"]
+        self.assertIn("ReconcileFunction: role lacks ['sqs:SendMessage'] on FulfillQueue", self.found(t))
+
+    def test_reconcile_given_a_webhook_secret(self):
+        t = self.template()
+        env = t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"]
+        env["STRIPE_WEBHOOK_SECRET_ARN"] = {"Ref": "StripeWebhookSecret"}
+        self.assertIn("STRIPE_WEBHOOK_SECRET_ARN: reconcile verifies no signature", self.found(t))
+
+    def test_reconcile_lease_shorter_than_its_run(self):
+        t = self.template()
+        t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"]["LEDGER_LEASE_SECONDS"] = "300"
+        self.assertIn("ReconcileFunction: LEDGER_LEASE_SECONDS 300 must be at least twice its Timeout 300", self.found(t))
+
+    def test_reconcile_without_recovered_alarm(self):
+        t = self.template()
+        del t["Resources"]["ReconcileRecoveredAlarm"]
+        self.assertIn("ReconcileFunction: no alarm on payhook Recovered", self.found(t))
+
+    def test_optional_resource_without_its_condition(self):
+        t = self.template()
+        del t["Resources"]["ReconcileErrorsAlarm"]["Condition"]
+        self.assertIn("ReconcileErrorsAlarm refers to ReconcileFunction, which StripeApiKeyValue=''", self.found(t))
+
+    def test_unguarded_reference_to_the_api_key(self):
+        t = self.template()
+        t["Resources"]["ReceiveFunction"]["Properties"]["Environment"]["Variables"]["STRIPE_API_KEY_ARN"] = {"Ref": "StripeApiKey"}
+        self.assertIn("ReceiveFunction refers to StripeApiKey", self.found(t))
+
     def test_state_table_without_point_in_time_recovery(self):
         t = self.template()
         del t["Resources"]["StateTable"]["Properties"]["PointInTimeRecoverySpecification"]
         self.assertIn("StateTable: the state table needs point-in-time recovery", self.found(t))
+
+
+RECONCILE_RESOURCES = {
+    "StripeApiKey", "ReconcileFunction", "ReconcileRole", "ReconcileLogGroup",
+    "ReconcileTimer", "ReconcileTimerRole", "ReconcileRecoveredAlarm", "ReconcileErrorsAlarm",
+}
+INGRESS_RESOURCES = {
+    "StripeEventBus", "StripeEventRule", "IngressQueue", "IngressDeadLetterQueue",
+    "IngressDeliveryDeadLetterQueue", "IngressQueuePolicy", "ReceiveIngress",
+    "IngressQueueAgeAlarm", "IngressDeadLetterAlarm", "IngressDeliveryDeadLetterAlarm",
+}
+KEY = {"StripeApiKeyValue": "rk_test_x"}
+SOURCE = {"StripeEventSourceName": "aws.partner/stripe.com/ed_test_61RcExample"}
+
+
+class OptionalWaysIn(unittest.TestCase):
+    """Issue 15: reconcile (with an API key) and Stripe's EventBridge destination
+    (with a partner event source), each created only when configured."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.template = cfn.load_file()
+        cls.resources = cls.template["Resources"]
+
+    def env(self, fn):
+        return cfn.function_properties(self.template, fn)["Environment"]["Variables"]
+
+    def statements(self, role):
+        return [
+            s for p in self.resources[role]["Properties"]["Policies"]
+            for s in _as_list(p["PolicyDocument"]["Statement"])
+        ]
+
+    def test_defaults_create_neither(self):
+        # GIVEN no API key and no event source THEN none of their resources exist
+        deployed = _deployed(self.template, {})
+        self.assertEqual(deployed & (RECONCILE_RESOURCES | INGRESS_RESOURCES), set())
+        self.assertIn("ReceiveFunction", deployed)
+
+    def test_api_key_creates_reconcile_and_its_schedule(self):
+        self.assertLessEqual(RECONCILE_RESOURCES, _deployed(self.template, KEY))
+        self.assertEqual(_deployed(self.template, KEY) & INGRESS_RESOURCES, set())
+
+    def test_schedule_off_keeps_the_function_without_a_timer(self):
+        deployed = _deployed(self.template, {**KEY, "ReconcileSchedule": "off"})
+        self.assertIn("ReconcileFunction", deployed)
+        self.assertEqual(deployed & {"ReconcileTimer", "ReconcileTimerRole"}, set())
+
+    def test_event_source_creates_the_ingress_chain(self):
+        deployed = _deployed(self.template, SOURCE)
+        self.assertLessEqual(INGRESS_RESOURCES, deployed)
+        self.assertEqual(deployed & RECONCILE_RESOURCES, set())
+
+    def test_every_optional_resource_is_one_of_the_two(self):
+        everything = _deployed(self.template, {**KEY, **SOURCE})
+        optional = everything - _deployed(self.template, {})
+        self.assertEqual(optional, RECONCILE_RESOURCES | INGRESS_RESOURCES)
+
+    def test_outputs_follow_their_resources(self):
+        outputs = self.template["Outputs"]
+        for name in ("ReconcileFunctionName", "StripeApiKeyArn"):
+            self.assertEqual(outputs[name]["Condition"], "HasStripeApiKey")
+        for name in ("StripeEventBusArn", "IngressQueueUrl"):
+            self.assertEqual(outputs[name]["Condition"], "HasStripeEventSource")
+        self.assertEqual(cfn.ref_target(outputs["IngressQueueUrl"]["Value"]), "IngressQueue")
+
+    def test_schedule_invokes_reconcile_with_its_input(self):
+        timer = self.resources["ReconcileTimer"]
+        self.assertEqual(timer["Type"], "AWS::Scheduler::Schedule")
+        self.assertEqual(timer["Condition"], "SchedulesReconcile")
+        props = timer["Properties"]
+        self.assertEqual(cfn.ref_target(props["ScheduleExpression"]), "ReconcileSchedule")
+        target = props["Target"]
+        self.assertEqual(target["Arn"], {"Fn::GetAtt": ["ReconcileFunction", "Arn"]})
+        self.assertEqual(json.loads(target["Input"]), {"reconcile": {}})
+        self.assertEqual(target["RoleArn"], {"Fn::GetAtt": ["ReconcileTimerRole", "Arn"]})
+        # The sweeps' habit: no retries, the next run covers the window again.
+        self.assertEqual(target["RetryPolicy"], {"MaximumRetryAttempts": 0})
+
+    def test_schedule_role_may_only_invoke_reconcile(self):
+        role = self.resources["ReconcileTimerRole"]["Properties"]
+        principals = [s["Principal"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
+        self.assertEqual(principals, [{"Service": "scheduler.amazonaws.com"}])
+        grants = [(s["Effect"], _as_list(s["Action"]), s["Resource"]) for s in self.statements("ReconcileTimerRole")]
+        self.assertEqual(grants, [("Allow", ["lambda:InvokeFunction"], {"Fn::GetAtt": ["ReconcileFunction", "Arn"]})])
+
+    def test_reconcile_role_is_receive_claim_path_and_the_api_key(self):
+        # Exact actions per resource (check_iam proves "no more than it uses").
+        grants, problems = _grants(self.template, "ReconcileFunction", self.statements("ReconcileRole"))
+        self.assertEqual(problems, [])
+        queue = {"sqs:SendMessage"}
+        self.assertEqual(grants, {
+            "ReconcileLogGroup": LOGS,
+            "LedgerTable": RECEIVE_LEDGER,
+            "FulfillQueue": queue, "SubscriptionQueue": queue, "DisputeQueue": queue, "PayoutQueue": queue,
+            "StripeApiKey": READ_SECRET,
+        })
+
+    def test_receive_role_adds_the_ingress_queue_and_api_key_only_when_they_exist(self):
+        statements = self.resources["ReceiveRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        guarded = {
+            s["Fn::If"][0]: s["Fn::If"][1] for s in statements if isinstance(s, dict) and "Fn::If" in s
+        }
+        self.assertEqual(set(guarded), {"HasStripeApiKey", "HasStripeEventSource"})
+        self.assertEqual(guarded["HasStripeApiKey"]["Resource"], {"Ref": "StripeApiKey"})
+        self.assertEqual(_as_list(guarded["HasStripeApiKey"]["Action"]), ["secretsmanager:GetSecretValue"])
+        self.assertEqual(guarded["HasStripeEventSource"]["Resource"], {"Fn::GetAtt": ["IngressQueue", "Arn"]})
+        self.assertEqual(set(guarded["HasStripeEventSource"]["Action"]), DRAIN_INGRESS_MAY)
+
+    def test_reconcile_runs_like_receive_without_webhook_secrets(self):
+        receive = cfn.function_properties(self.template, "ReceiveFunction")
+        reconcile = cfn.function_properties(self.template, "ReconcileFunction")
+        self.assertEqual(self.resources["ReconcileFunction"]["Condition"], "HasStripeApiKey")
+        self.assertEqual(reconcile["Timeout"], 300)
+        self.assertEqual(reconcile["MemorySize"], receive["MemorySize"])
+        env, receive_env = self.env("ReconcileFunction"), self.env("ReceiveFunction")
+        shared = {
+            "LEDGER_TABLE", "FULFILL_QUEUE_URL", "SUBSCRIPTION_QUEUE_URL", "DISPUTE_QUEUE_URL",
+            "PAYOUT_QUEUE_URL", "WEBHOOK_LIVEMODE", "HANDLED_EVENT_TYPES", "LEDGER_TTL_DAYS", "STRIPE_API_BASE",
+        }
+        for name in sorted(shared):
+            self.assertEqual(env[name], receive_env[name], name)
+        self.assertEqual(set(env) & {"STRIPE_WEBHOOK_SECRET_ARN", "STANDARD_WEBHOOK_SECRET_ARN",
+                                     "WEBHOOK_TOLERANCE_SECONDS"}, set())
+        self.assertEqual(env["STRIPE_API_KEY_ARN"], {"Ref": "StripeApiKey"})
+        self.assertEqual(env["RECONCILE_OVERLAP_SECONDS"], "300")
+        self.assertEqual(env["RECONCILE_LOOKBACK_SECONDS"], "259200")
+        # The first run's window must lie inside the ledger's memory of events,
+        # or an event a webhook brought would be claimed again.
+        self.assertLess(int(env["RECONCILE_LOOKBACK_SECONDS"]), int(env["LEDGER_TTL_DAYS"]) * 86400)
+
+    def test_receive_knows_the_source_and_the_key(self):
+        env = self.env("ReceiveFunction")
+        self.assertEqual(env["STRIPE_EVENT_SOURCE"], {"Ref": "StripeEventSourceName"})
+        self.assertEqual(env["STRIPE_API_KEY_ARN"], {"Fn::If": ["HasStripeApiKey", {"Ref": "StripeApiKey"}, ""]})
+        self.assertEqual(env["STRIPE_API_BASE"], {"Ref": "StripeApiBase"})
+
+    def test_receive_drains_the_ingress_queue_in_batches(self):
+        mapping = self.resources["ReceiveIngress"]
+        self.assertEqual(mapping["Condition"], "HasStripeEventSource")
+        props = mapping["Properties"]
+        self.assertEqual(cfn.ref_target(props["FunctionName"]), "ReceiveFunction")
+        self.assertEqual(props["EventSourceArn"], {"Fn::GetAtt": ["IngressQueue", "Arn"]})
+        self.assertEqual(props["BatchSize"], 10)
+        self.assertEqual(props["FunctionResponseTypes"], PARTIAL_FAILURES)
+        queue = self.resources["IngressQueue"]["Properties"]
+        self.assertEqual(_dead_letter_target(self.resources["IngressQueue"]), "IngressDeadLetterQueue")
+        self.assertGreaterEqual(queue["VisibilityTimeout"], 6 * cfn.function_properties(self.template, "ReceiveFunction")["Timeout"])
+
+    def test_stripe_rule_sends_to_the_ingress_queue_only_from_its_arn(self):
+        rule = self.resources["StripeEventRule"]["Properties"]
+        self.assertEqual(cfn.ref_target(rule["EventBusName"]), "StripeEventBus")
+        (target,) = rule["Targets"]
+        self.assertEqual(target["Arn"], {"Fn::GetAtt": ["IngressQueue", "Arn"]})
+        self.assertEqual(target["DeadLetterConfig"]["Arn"], {"Fn::GetAtt": ["IngressDeliveryDeadLetterQueue", "Arn"]})
+        (statement,) = _queue_policy_statements(self.template, "IngressQueue")
+        self.assertEqual(statement["Condition"], {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StripeEventRule", "Arn"]}}})
+        bus = self.resources["StripeEventBus"]["Properties"]
+        self.assertEqual(bus, {"Name": {"Ref": "StripeEventSourceName"}, "EventSourceName": {"Ref": "StripeEventSourceName"}})
+
+    def test_parameters_accept_what_they_should(self):
+        params = self.template["Parameters"]
+
+        def accepts(name, value):
+            return re.fullmatch(params[name]["AllowedPattern"], value) is not None
+
+        for ok in ("rate(15 minutes)", "off", "cron(0/15 * * * ? *)"):
+            self.assertTrue(accepts("ReconcileSchedule", ok), ok)
+        for bad in ("", "15 minutes", "Off"):
+            self.assertFalse(accepts("ReconcileSchedule", bad), bad)
+        self.assertTrue(accepts("ReconcileSchedule", params["ReconcileSchedule"]["Default"]))
+        for ok in ("", "aws.partner/stripe.com/ed_test_61RcExample", "aws.partner/stripe.com/ed_61RcLive"):
+            self.assertTrue(accepts("StripeEventSourceName", ok), ok)
+        for bad in ("ed_61Rc", "aws.partner/example.com/x", "aws.partner/stripe.com/"):
+            self.assertFalse(accepts("StripeEventSourceName", bad), bad)
+        self.assertTrue(accepts("StripeApiBase", "https://api.stripe.com"))
+        self.assertFalse(accepts("StripeApiBase", "https://api.stripe.com/"))
+        key = params["StripeApiKeyValue"]
+        self.assertIs(key["NoEcho"], True)
+        self.assertEqual(key["Default"], "")
+        self.assertIn("restricted key with read access to Events", " ".join(key["Description"].split()))
 
 
 class LocalResourcesMatchTemplate(unittest.TestCase):
@@ -779,7 +1330,11 @@ class LocalResourcesMatchTemplate(unittest.TestCase):
             )
 
     def test_same_queues_and_dead_letter_queues(self):
-        queues = cfn.resources(self.template, "AWS::SQS::Queue")
+        # The EventBridge ingress queues exist only with StripeEventSourceName,
+        # which local runs have no use for.
+        queues = {
+            k: v for k, v in cfn.resources(self.template, "AWS::SQS::Queue").items() if "Condition" not in v
+        }
         local = self.local.RESOURCES["queues"]
         dead = {spec["dead_letter"]["logical_id"] for spec in local.values()}
         self.assertEqual(set(local) | dead, set(queues))
