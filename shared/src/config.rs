@@ -70,6 +70,126 @@ impl Default for ReceiveSettings {
     }
 }
 
+/// How a reconcile run chooses its window and what it lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReconcileSettings {
+    /// How far before the last run's start a run begins (seconds): Stripe
+    /// may list an event later than ones created after it.
+    pub overlap_secs: i64,
+    /// How far back the first run looks (seconds).
+    pub lookback_secs: i64,
+    /// Only events some endpoint failed to take (`delivery_success=false`).
+    /// Off by default: an event Stripe counts as delivered may still have
+    /// been answered by something that lost it.
+    pub undelivered_only: bool,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            overlap_secs: 300,
+            lookback_secs: 3 * 86_400,
+            undelivered_only: false,
+        }
+    }
+}
+
+/// Stripe's API (reconcile, thin events): the key and where to call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StripeApiConfig {
+    /// `STRIPE_API_KEY` or `STRIPE_API_KEY_ARN`: a restricted key with read
+    /// access to events is enough.
+    pub key: SecretSource,
+    /// `STRIPE_API_BASE` (default Stripe's API).
+    pub base: String,
+}
+
+/// `STRIPE_API_KEY` / `STRIPE_API_KEY_ARN` and `STRIPE_API_BASE`, if a key is set.
+pub fn stripe_api(env: &impl Env) -> Result<Option<StripeApiConfig>, ConfigError> {
+    let Some(key) = secret_source(env, "STRIPE_API_KEY", "STRIPE_API_KEY_ARN")? else {
+        return Ok(None);
+    };
+    let base = env
+        .var("STRIPE_API_BASE")
+        .unwrap_or_else(|| crate::stripe_api::DEFAULT_BASE.to_owned());
+    if !(base.starts_with("https://") || base.starts_with("http://")) {
+        return Err(ConfigError::new(
+            "STRIPE_API_BASE",
+            format!("{base:?} is not an http(s) URL"),
+        ));
+    }
+    Ok(Some(StripeApiConfig { key, base }))
+}
+
+/// The reconcile function's configuration: receive's claim path (ledger,
+/// queues, routes) without webhook secrets, and Stripe's API.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// `LEDGER_TABLE`.
+    pub ledger_table: String,
+    /// The processor queues, in [`Processor::ALL`] order.
+    pub queue_urls: [String; 4],
+    /// Stripe's API (required).
+    pub api: StripeApiConfig,
+    /// Routing, livemode, leases, as receive has them.
+    pub settings: ReceiveSettings,
+    /// The window.
+    pub reconcile: ReconcileSettings,
+}
+
+impl ReconcileConfig {
+    /// Reads and validates every reconcile setting.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let [f, s, d, p] = Processor::ALL.map(|p| required(env, queue_url_variable(p)));
+        let api = stripe_api(env)?.ok_or_else(|| {
+            ConfigError::new(
+                "STRIPE_API_KEY",
+                "is not set (nor STRIPE_API_KEY_ARN): reconcile lists Stripe's events with it",
+            )
+        })?;
+        Ok(Self {
+            ledger_table: required(env, "LEDGER_TABLE")?,
+            queue_urls: [f?, s?, d?, p?],
+            api,
+            settings: receive_settings(env)?,
+            reconcile: reconcile_settings(env)?,
+        })
+    }
+}
+
+/// `RECONCILE_OVERLAP_SECONDS`, `RECONCILE_LOOKBACK_SECONDS`, `RECONCILE_UNDELIVERED_ONLY`.
+pub fn reconcile_settings(env: &impl Env) -> Result<ReconcileSettings, ConfigError> {
+    let defaults = ReconcileSettings::default();
+    let undelivered_only = match env.var("RECONCILE_UNDELIVERED_ONLY").as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "RECONCILE_UNDELIVERED_ONLY",
+                format!("{other:?} is not true or false"),
+            ));
+        }
+    };
+    Ok(ReconcileSettings {
+        overlap_secs: number(
+            env,
+            "RECONCILE_OVERLAP_SECONDS",
+            defaults.overlap_secs as u64,
+            0,
+            86_400,
+        )? as i64,
+        // Stripe keeps events 30 days.
+        lookback_secs: number(
+            env,
+            "RECONCILE_LOOKBACK_SECONDS",
+            defaults.lookback_secs as u64,
+            60,
+            30 * 86_400,
+        )? as i64,
+        undelivered_only,
+    })
+}
+
 /// A setting is missing or invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {message}")]
@@ -160,6 +280,11 @@ pub struct ReceiveConfig {
     pub tolerance_secs: u64,
     /// Everything else the handler needs.
     pub settings: ReceiveSettings,
+    /// Stripe's API, to fetch routed thin events' snapshots (optional).
+    pub stripe_api: Option<StripeApiConfig>,
+    /// `STRIPE_EVENT_SOURCE`: the partner event source whose EventBridge
+    /// events the ingress queue carries (any Stripe source when unset).
+    pub event_source: Option<String>,
 }
 
 /// The environment variable holding each processor's queue URL.
@@ -197,6 +322,8 @@ impl ReceiveConfig {
             standard_secret,
             tolerance_secs: tolerance(env)?,
             settings: receive_settings(env)?,
+            stripe_api: stripe_api(env)?,
+            event_source: env.var("STRIPE_EVENT_SOURCE").map(|s| s.trim().to_owned()),
         })
     }
 

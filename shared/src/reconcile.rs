@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+pub use crate::config::ReconcileSettings;
 use crate::intake::{Intake, Intaken};
 use crate::ledger::HighWater;
 use crate::receive::{AdmitError, Receiver};
@@ -39,29 +40,6 @@ const CONCURRENCY: usize = 8;
 
 /// Recovered event ids kept in a report (the count is always exact).
 const RECOVERED_LISTED: usize = 100;
-
-/// How a run chooses its window and what it lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReconcileSettings {
-    /// How far before the last run's start a run begins (seconds).
-    pub overlap_secs: i64,
-    /// How far back the first run looks (seconds).
-    pub lookback_secs: i64,
-    /// Only events some endpoint failed to take (`delivery_success=false`).
-    /// Off by default: an event Stripe counts as delivered may still have
-    /// been answered by something that lost it.
-    pub undelivered_only: bool,
-}
-
-impl Default for ReconcileSettings {
-    fn default() -> Self {
-        Self {
-            overlap_secs: 300,
-            lookback_secs: 3 * 86_400,
-            undelivered_only: false,
-        }
-    }
-}
 
 /// What one run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,16 +9,22 @@
 //!
 //! - [`run_receive`]: API Gateway (HTTP API payload 2.0 or REST API) or a
 //!   Function URL → [`Receiver::handle`] → JSON response.
+//!   The same function drains the queue Stripe's EventBridge destination
+//!   feeds (an SQS batch, handed over by `lambda_http` as a pass-through
+//!   event) → [`Receiver::admit_partner_event`] per record.
 //! - [`run_processor`]: an SQS batch → [`Runner::run_batch`] →
 //!   `batchItemFailures` (the event source mapping must enable
 //!   `ReportBatchItemFailures`).
+//! - [`run_reconcile`]: `{"reconcile": {…}}` on a schedule →
+//!   [`Reconciler::run`] over Stripe's Events API.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
@@ -27,11 +33,12 @@ use crate::aws::secrets::{self, SecretError};
 use crate::aws::{AwsClients, Timeouts};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    ConfigError, EffectsTarget, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, SecretSource,
+    ConfigError, EffectsTarget, Env, ProcessEnv, ProcessorConfig, ReceiveConfig, ReconcileConfig,
+    ReconcileSettings, SecretSource, StripeApiConfig,
 };
 use crate::error::StoreError;
 use crate::intake::split::Budget;
-use crate::intake::{Intake, SplitIntake};
+use crate::intake::{Intake, Intaken, SplitIntake};
 use crate::ledger::BodyStore;
 use crate::ledger::dynamodb::DynamoLedger;
 use crate::process::effects::eventbridge::EventBridgeEffects;
@@ -39,8 +46,10 @@ use crate::process::effects::http_target::{self, HttpEffects, HttpTargetError};
 use crate::process::{Domain, Effects, LogEffects, Runner, Swept, Target};
 use crate::queue::sqs::{self, SqsQueue};
 use crate::receive::{Receiver, SecretReload};
+use crate::reconcile::{Reconciler, Report};
 use crate::state::StateStore;
 use crate::state::dynamodb::DynamoStateStore;
+use crate::stripe_api::http::{ClientError, Retry, StripeApi};
 use crate::telemetry;
 use crate::verify::{self, StandardVerifier, StripeVerifier, Tolerance, Verifiers};
 
@@ -156,12 +165,22 @@ pub async fn receiver_from_env(
     let by_arn = [&config.stripe_secret, &config.standard_secret]
         .into_iter()
         .any(|s| matches!(s, Some(SecretSource::SecretsManager(_))));
-    let receiver = Receiver::new(
+    let mut receiver = Receiver::new(
         verifiers,
         SplitIntake::new(ledger, queue).with_budget(RECEIVE_BUDGET),
         SystemClock,
         config.settings.clone(),
     );
+    if let Some(api) = &config.stripe_api {
+        // Inside the receive budget: two tries of 3 s at most.
+        let retry = Retry {
+            attempts: 2,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_millis(500),
+            timeout: Duration::from_secs(3),
+        };
+        receiver = receiver.with_snapshots(Box::new(stripe_client(clients, api, retry).await?));
+    }
     Ok(if by_arn {
         receiver.with_secret_reload(Box::new(ArnSecrets {
             clients: clients.clone(),
@@ -189,6 +208,115 @@ impl SecretReload for ArnSecrets {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+/// A client of Stripe's API, reading its key once if it is configured by ARN.
+async fn stripe_client(
+    clients: &AwsClients,
+    config: &StripeApiConfig,
+    retry: Retry,
+) -> Result<StripeApi, StartupError> {
+    let (keys, variable) = secrets_of(
+        clients,
+        Some(&config.key),
+        "STRIPE_API_KEY",
+        "STRIPE_API_KEY_ARN",
+    )
+    .await?
+    .unwrap_or_default();
+    let key = keys.first().map(String::as_str).unwrap_or_default();
+    StripeApi::new(&config.base, key, retry).map_err(|err| {
+        let variable = match err {
+            ClientError::Key => variable,
+            ClientError::Base(_) => "STRIPE_API_BASE",
+        };
+        ConfigError::new(variable, err.to_string()).into()
+    })
+}
+
+/// Everything a reconcile invocation needs, built once per cold start.
+pub struct AwsReconcile {
+    receiver: Receiver<SplitIntake<DynamoLedger, SqsQueue>, SystemClock>,
+    api: StripeApi,
+    marks: DynamoLedger,
+    settings: ReconcileSettings,
+}
+
+/// The reconcile function's parts over DynamoDB, SQS and Stripe's API.
+pub async fn reconcile_from_env(
+    env: &impl Env,
+    clients: &AwsClients,
+) -> Result<AwsReconcile, StartupError> {
+    let config = ReconcileConfig::from_env(env)?;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger_table)
+        .with_body_ttl_secs(config.settings.ledger_ttl_secs);
+    let queue = SqsQueue::new(clients.sqs(), config.queue_urls.clone());
+    let api = stripe_client(clients, &config.api, Retry::DEFAULT).await?;
+    tracing::info!(ledger_table = %config.ledger_table, api = %config.api.base, "reconcile configured");
+    Ok(AwsReconcile {
+        // No webhook secrets: every event it takes comes from the API.
+        receiver: Receiver::new(
+            Verifiers::default(),
+            SplitIntake::new(ledger.clone(), queue).with_budget(RECEIVE_BUDGET),
+            SystemClock,
+            config.settings,
+        ),
+        api,
+        marks: ledger,
+        settings: config.reconcile,
+    })
+}
+
+/// A reconcile invocation: `{"reconcile": {"since_seconds": 86400}}` looks
+/// back that far instead of from the high-water mark.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct ReconcileEvent {
+    /// The run's options.
+    #[serde(default)]
+    pub reconcile: ReconcileRequest,
+}
+
+/// The options of one run.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct ReconcileRequest {
+    /// Look back this many seconds (capped at Stripe's 30 days).
+    pub since_seconds: Option<i64>,
+}
+
+/// A reconcile run that did not complete fails the invocation, so that
+/// `ReconcileErrorsAlarm` shows it; the report is logged either way.
+#[derive(Debug, thiserror::Error)]
+#[error("reconcile did not complete: {0}")]
+pub struct ReconcileFailed(String);
+
+/// Runs one reconcile, stopping in time for `deadline_millis` (unix ms).
+pub async fn handle_reconcile_event(
+    parts: &AwsReconcile,
+    event: ReconcileEvent,
+    deadline_millis: Option<i64>,
+) -> Result<Report, ReconcileFailed> {
+    let now_millis = SystemClock.now_millis();
+    // Leave 20 s to finish the page in hand and report.
+    let deadline = deadline_millis.map(|d| {
+        Instant::now() + Duration::from_millis(u64::try_from(d - now_millis - 20_000).unwrap_or(0))
+    });
+    let since = event
+        .reconcile
+        .since_seconds
+        .map(|back| SystemClock.now_secs() - back.max(0));
+    let report = Reconciler::new(
+        &parts.receiver,
+        parts.api.clone(),
+        parts.marks.clone(),
+        SystemClock,
+        parts.settings,
+    )
+    .run(since, deadline)
+    .await;
+    match report.failure.clone() {
+        None => Ok(report),
+        Some(failure) => Err(ReconcileFailed(failure)),
     }
 }
 
@@ -292,11 +420,25 @@ fn provider_segment(request: &Request) -> String {
 
 /// Answers one HTTP request with the receive handler. The body is taken as
 /// the runtime gives it: already base64-decoded when the gateway encoded it.
-pub async fn respond<I, C>(receiver: &Receiver<I, C>, request: Request) -> Response<Body>
+/// An event that is no HTTP request (`lambda_http` passes it through) is the
+/// ingress queue's batch of EventBridge events from `partner_source`.
+pub async fn respond<I, C>(
+    receiver: &Receiver<I, C>,
+    partner_source: Option<&str>,
+    request: Request,
+) -> Response<Body>
 where
     I: Intake,
     C: Clock,
 {
+    if matches!(
+        request.request_context_ref(),
+        Some(RequestContext::PassThrough)
+    ) {
+        let batch = ingress(receiver, partner_source, request.body().as_ref()).await;
+        let body = serde_json::to_string(&batch).unwrap_or_else(|_| "{}".into());
+        return Response::new(Body::Text(body));
+    }
     let provider = provider_segment(&request);
     let answer = receiver
         .handle(
@@ -311,6 +453,55 @@ where
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Takes each record of an ingress batch (an EventBridge event from Stripe's
+/// partner bus) and reports the records to retry: a transient failure
+/// (store, queue, Stripe's API) or an event another delivery holds comes
+/// back later; a malformed record comes back too, until the queue's redrive
+/// policy moves it to its dead-letter queue, where nothing is lost.
+pub async fn ingress<I, C>(
+    receiver: &Receiver<I, C>,
+    partner_source: Option<&str>,
+    payload: &[u8],
+) -> SqsBatchResponse
+where
+    I: Intake,
+    C: Clock,
+{
+    let mut response = SqsBatchResponse::default();
+    let event: SqsEvent = match serde_json::from_slice(payload) {
+        Ok(event) => event,
+        Err(err) => {
+            tracing::error!(error = %err, "the receive function got an event that is neither HTTP nor an SQS batch");
+            return response;
+        }
+    };
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.as_deref().unwrap_or_default();
+        let retry = match receiver.admit_partner_event(partner_source, body).await {
+            Ok(Intaken::InFlight { .. }) => true,
+            Ok(taken) => {
+                tracing::info!(message_id = %id, outcome = ?taken, "EventBridge event taken");
+                false
+            }
+            Err(err) => {
+                if err.is_transient() {
+                    tracing::warn!(message_id = %id, error = %err, "EventBridge event will be retried");
+                } else {
+                    tracing::error!(message_id = %id, error = %err, "EventBridge event refused; it goes to the dead-letter queue after its retries");
+                }
+                true
+            }
+        };
+        if retry {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
     response
 }
 
@@ -420,10 +611,30 @@ pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
     let receiver = receiver_from_env(&ProcessEnv, &clients)
         .await
         .map_err(fail_start)?;
-    let receiver = &receiver;
+    let source = ProcessEnv.var("STRIPE_EVENT_SOURCE");
+    let (receiver, source) = (&receiver, source.as_deref());
     lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, Infallible>(respond(receiver, request).await)
+        Ok::<_, Infallible>(respond(receiver, source, request).await)
     }))
+    .await
+}
+
+/// The reconcile function: `{"reconcile": {}}` from its schedule.
+pub async fn run_reconcile() -> Result<(), lambda_runtime::Error> {
+    telemetry::init_json_logs();
+    let clients = AwsClients::load(Timeouts::RECEIVE).await;
+    let parts = reconcile_from_env(&ProcessEnv, &clients)
+        .await
+        .map_err(fail_start)?;
+    let parts = &parts;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ReconcileEvent>| async move {
+            let deadline = i64::try_from(event.context.deadline).ok();
+            handle_reconcile_event(parts, event.payload, deadline)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
     .await
 }
 

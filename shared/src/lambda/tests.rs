@@ -78,7 +78,7 @@ fn gateway_event(fixture: &str, body: &str, base64: bool) -> String {
 
 async fn call(r: &TestReceiver, raw_event: &str) -> (StatusCode, String, Value) {
     let request = lambda_http::request::from_str(raw_event).unwrap();
-    let response = respond(r, request).await;
+    let response = respond(r, None, request).await;
     let content_type = response.headers()[CONTENT_TYPE]
         .to_str()
         .unwrap()
@@ -259,6 +259,86 @@ fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
         })
         .collect();
     serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+/// `detail` as Stripe's EventBridge destination puts it on the partner bus.
+fn partner_event(source: &str, detail: &str) -> String {
+    format!(
+        r#"{{"version":"0","id":"6a7e8feb-b491-4cf7-a9f1-bf3703467718","detail-type":"payment_intent.succeeded",
+        "source":"{source}","account":"123456789012","time":"2025-03-10T19:03:58Z","region":"us-east-1",
+        "resources":[],"detail":{detail}}}"#
+    )
+}
+
+const SOURCE: &str = "aws.partner/stripe.com/ed_test_61RcLdWcN0DlNpcf016RcLdWcN0DlNp";
+
+#[tokio::test]
+async fn eventbridge_events_from_the_ingress_queue_are_taken_like_webhooks() {
+    // GIVEN a receiver that already took evt_webhook by webhook
+    let r = receiver();
+    let (status, _, _) = call(
+        &r,
+        &gateway_event(HTTP_API_V2, &event("evt_webhook"), false),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // WHEN the ingress queue delivers a batch: a new event, the webhook's
+    // event again, one from a foreign source, and a message that is no event
+    let sqs = serde_json::to_string(&sqs_event(&[
+        ("m_new", &partner_event(SOURCE, &event("evt_bridge"))),
+        ("m_dup", &partner_event(SOURCE, &event("evt_webhook"))),
+        (
+            "m_foreign",
+            &partner_event("aws.partner/other.com/x", &event("evt_foreign")),
+        ),
+        ("m_garbage", "{\"detail\": 5"),
+    ]))
+    .unwrap();
+    let request = lambda_http::request::from_str(&sqs).unwrap();
+    let response = respond(&r, Some(SOURCE), request).await;
+    // THEN the new one is enqueued, the duplicate costs nothing, and only the
+    // two unusable records go back (to reach the dead-letter queue)
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m_foreign"}, {"itemIdentifier": "m_garbage"}]})
+    );
+    let sent: Vec<String> = r
+        .intake()
+        .queue()
+        .sent()
+        .into_iter()
+        .map(|(_, m)| m.event_id)
+        .collect();
+    assert_eq!(sent, ["evt_webhook", "evt_bridge"]);
+    let entry = r
+        .intake()
+        .ledger()
+        .entry(&LedgerKey::new(Provider::Stripe, "evt_foreign"));
+    assert!(entry.is_none());
+}
+
+#[tokio::test]
+async fn an_ingress_record_the_queue_cannot_take_is_retried() {
+    // GIVEN processor queues that fail
+    let r = receiver();
+    r.intake().queue().fail(true);
+    let batch = sqs_event(&[("m_1", &partner_event(SOURCE, &event("evt_1")))]);
+    let payload = serde_json::to_vec(&batch).unwrap();
+    // WHEN the batch is handled THEN the record comes back for a retry, unclaimed
+    let response = ingress(&r, Some(SOURCE), &payload).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(
+        r.intake()
+            .ledger()
+            .entry(&LedgerKey::new(Provider::Stripe, "evt_1"))
+            .is_none()
+    );
+    // AND once the queue is back, the retry is taken (any Stripe source, none configured)
+    r.intake().queue().fail(false);
+    let response = ingress(&r, None, &payload).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(r.intake().queue().sent().len(), 1);
 }
 
 #[tokio::test]

@@ -225,7 +225,9 @@ fn api(addr: SocketAddr) -> StripeApi {
     StripeApi::new(&format!("http://{addr}"), "rk_test_reconcile", FAST).unwrap()
 }
 
-type TestReceiver = Receiver<SplitIntake<Arc<MemoryLedger>, Arc<MemoryQueue>>, ManualClock>;
+type TestIntake = SplitIntake<Arc<MemoryLedger>, Arc<MemoryQueue>>;
+type TestReceiver = Receiver<TestIntake, ManualClock>;
+type TestReconciler<'r> = Reconciler<'r, TestIntake, ManualClock, StripeApi, Arc<MemoryLedger>>;
 
 struct World {
     fake: Arc<Fake>,
@@ -265,28 +267,11 @@ async fn world() -> World {
 }
 
 impl World {
-    fn reconciler(
-        &self,
-    ) -> Reconciler<
-        '_,
-        SplitIntake<Arc<MemoryLedger>, Arc<MemoryQueue>>,
-        ManualClock,
-        StripeApi,
-        Arc<MemoryLedger>,
-    > {
+    fn reconciler(&self) -> TestReconciler<'_> {
         self.reconciler_with(ReconcileSettings::default())
     }
 
-    fn reconciler_with(
-        &self,
-        settings: ReconcileSettings,
-    ) -> Reconciler<
-        '_,
-        SplitIntake<Arc<MemoryLedger>, Arc<MemoryQueue>>,
-        ManualClock,
-        StripeApi,
-        Arc<MemoryLedger>,
-    > {
+    fn reconciler_with(&self, settings: ReconcileSettings) -> TestReconciler<'_> {
         Reconciler::new(
             &self.receiver,
             api(self.addr),

@@ -26,6 +26,8 @@ use crate::stripe_api::{ApiError, EventsApi};
 use crate::telemetry::{self, Metric};
 use crate::verify::{Provider, Verified, Verifiers, VerifyError};
 
+pub mod partner;
+
 /// An HTTP answer: status and JSON body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
