@@ -29,6 +29,7 @@ use payhook_shared::sqlite::{Db, DbOptions, Durability};
 use payhook_shared::verify::{Tolerance, Verifiers};
 
 use crate::api::{self, AppState};
+use crate::reconcile;
 use crate::serve::{self, AllowedHosts, Limits};
 
 /// The whole binary's allocator. The pipeline hands many short-lived buffers
@@ -82,6 +83,10 @@ pub struct DevArgs {
     /// else a secret generated for this database and printed).
     #[arg(long, env = "EFFECTS_TARGET", default_value = "log")]
     effects: String,
+    /// With `STRIPE_API_KEY` set: how often to reconcile from Stripe's
+    /// Events API (once at start, then at this interval).
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "15m", value_parser = humantime::parse_duration)]
+    reconcile_every: Duration,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -150,6 +155,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .saturating_mul(READ_LIMIT_FACTOR)
         .max(settings.max_body_bytes + 1);
     let (effects, effects_line) = effects_target(&args.effects, &db).await?;
+    let stripe_api = reconcile::api_from_env()?;
+    let reconcile_settings = config::reconcile_settings(&env)?;
+    let pipeline_db = db.clone();
     let pipeline = Pipeline::start_with_effects(
         db,
         verifiers.clone(),
@@ -168,11 +176,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             },
             effects_max_attempts: config::effects_max_attempts(&env)?,
             domain: config::DomainSettings::from_env(&env),
+            stripe_api: stripe_api.clone(),
             ..PipelineSettings::default()
         },
         effects,
     )
     .await?;
+    let mut reconciling = None;
     let recovery = pipeline.recovery();
     if recovery.released_messages + recovery.ended_leases > 0 {
         tracing::info!(
@@ -181,7 +191,35 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             "resumed what the previous run left in flight"
         );
     }
-    banner(&args, addr, &stripe, &origin, &verifiers, &effects_line);
+    let reconcile_line = match stripe_api {
+        Some(api) => {
+            let line = format!(
+                "every {} from {} (and thin events' snapshots)",
+                humantime::format_duration(args.reconcile_every),
+                config::stripe_api(&env)?.map_or_else(String::new, |a| a.base)
+            );
+            reconciling = Some(reconcile::spawn_periodic(
+                pipeline.receiver(),
+                pipeline_db,
+                api,
+                reconcile_settings,
+                args.reconcile_every,
+            ));
+            line
+        }
+        None => {
+            "off (set STRIPE_API_KEY to recover missed events from Stripe's Events API)".to_owned()
+        }
+    };
+    banner(
+        &args,
+        addr,
+        &stripe,
+        &origin,
+        &verifiers,
+        &effects_line,
+        &reconcile_line,
+    );
 
     let app = api::router(AppState {
         receiver: pipeline.receiver(),
@@ -194,6 +232,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     ));
     serve::serve(listener, app, Limits::default(), stop_signal()).await;
     tracing::info!("stopping: finishing the batches in hand; the rest stays queued");
+    if let Some(task) = reconciling {
+        task.abort();
+    }
     pipeline.shutdown().await;
     eprintln!("payhook dev stopped");
     Ok(ExitCode::SUCCESS)
@@ -263,6 +304,7 @@ fn banner(
     origin: &SecretOrigin,
     verifiers: &Verifiers,
     effects: &str,
+    reconcile: &str,
 ) {
     let base = format!("http://{addr}");
     let port = addr.port();
@@ -284,6 +326,7 @@ fn banner(
     println!("  secret     {secret_line}");
     println!("  standard   {standard}");
     println!("  effects    {effects}");
+    println!("  reconcile  {reconcile}");
     println!("  stripe     stripe listen --forward-to localhost:{port}/webhooks/stripe");
     println!(
         "             (stripe listen signs with its own whsec_…: restart with STRIPE_WEBHOOK_SECRET=<it>)"

@@ -3,12 +3,14 @@
 //! `payhook dev` runs the receiver and all four processors in one process on
 //! an embedded SQLite store; `trigger`, `sign` and `send` produce signed,
 //! realistic deliveries; `dlq` lists and redrives dead letters, locally or on
-//! SQS; `effects` lists undelivered side effects and releases parked outboxes.
+//! SQS; `effects` lists undelivered side effects and releases parked outboxes;
+//! `reconcile` recovers events the webhooks missed from Stripe's Events API.
 
 mod api;
 mod dev;
 mod dlq;
 mod effects;
+mod reconcile;
 mod send;
 mod serve;
 mod trigger;
@@ -44,6 +46,8 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// List undelivered side effects, or release a parked outbox (local database).
     Effects(effects::EffectsArgs),
+    /// Recover events the webhook path missed, from Stripe's Events API (local database).
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[tokio::main]
@@ -57,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Events(args) => trigger::events(args),
         Command::Dlq(args) => dlq::run(args).await,
         Command::Effects(args) => effects::run(args).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -56,6 +56,9 @@ pub struct ReceiveSettings {
     pub livemode: Livemode,
     /// Which types are processed.
     pub routes: Routes,
+    /// `STRIPE_EVENT_SOURCE`: the partner event source whose EventBridge
+    /// events are taken (any Stripe source when unset).
+    pub partner_source: Option<String>,
 }
 
 impl Default for ReceiveSettings {
@@ -66,6 +69,7 @@ impl Default for ReceiveSettings {
             ledger_ttl_secs: 30 * 24 * 3600,
             livemode: Livemode::Any,
             routes: Routes::all(),
+            partner_source: None,
         }
     }
 }
@@ -282,9 +286,6 @@ pub struct ReceiveConfig {
     pub settings: ReceiveSettings,
     /// Stripe's API, to fetch routed thin events' snapshots (optional).
     pub stripe_api: Option<StripeApiConfig>,
-    /// `STRIPE_EVENT_SOURCE`: the partner event source whose EventBridge
-    /// events the ingress queue carries (any Stripe source when unset).
-    pub event_source: Option<String>,
 }
 
 /// The environment variable holding each processor's queue URL.
@@ -323,7 +324,6 @@ impl ReceiveConfig {
             tolerance_secs: tolerance(env)?,
             settings: receive_settings(env)?,
             stripe_api: stripe_api(env)?,
-            event_source: env.var("STRIPE_EVENT_SOURCE").map(|s| s.trim().to_owned()),
         })
     }
 
@@ -383,6 +383,7 @@ pub fn receive_settings(env: &impl Env) -> Result<ReceiveSettings, ConfigError> 
             * 86_400,
         livemode,
         routes,
+        partner_source: env.var("STRIPE_EVENT_SOURCE").map(|s| s.trim().to_owned()),
     })
 }
 

@@ -17,7 +17,6 @@
 
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
@@ -190,16 +189,14 @@ where
             };
             let last_id = event_id(last.get())?;
             report.listed += page.data.len() as u64;
-            let outcomes: Vec<_> =
-                futures_util::stream::iter(page.data.iter())
-                    .map(|raw| async move {
-                        (raw, self.receiver.admit(Provider::Stripe, raw.get()).await)
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
-            for (raw, outcome) in outcomes {
-                tally(report, raw.get(), outcome);
+            for events in page.data.chunks(CONCURRENCY) {
+                let admissions = events
+                    .iter()
+                    .map(|raw| self.receiver.admit(Provider::Stripe, raw.get()));
+                let outcomes = futures_util::future::join_all(admissions).await;
+                for (raw, outcome) in events.iter().zip(outcomes) {
+                    tally(report, raw.get(), outcome);
+                }
             }
             if !page.has_more {
                 return Ok(());

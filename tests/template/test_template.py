@@ -60,19 +60,6 @@ DRAIN_INGRESS = CONSUME_QUEUE
 DRAIN_INGRESS_MAY = CONSUME_QUEUE | {"sqs:ChangeMessageVisibility"}
 # reconcile: receive's claim path (ledger and processor queues) and the API key.
 RECONCILE_LEDGER = RECEIVE_LEDGER
-# Issue 15: the names the template gives the Rust side. Until shared/src/config.rs
-# reads them (RECONCILE_ENTRY exists, receive reads STRIPE_EVENT_SOURCE), the
-# environment check holds the template to these; from then on to the code.
-RECONCILE_ENTRY = "ReconcileConfig::from_env"
-RECEIVE_ISSUE_15_ENV = {"STRIPE_EVENT_SOURCE", "STRIPE_API_KEY_ARN", "STRIPE_API_BASE"}
-RECONCILE_ENV_REQUIRED = {
-    "LEDGER_TABLE", "FULFILL_QUEUE_URL", "SUBSCRIPTION_QUEUE_URL", "DISPUTE_QUEUE_URL", "PAYOUT_QUEUE_URL",
-}
-RECONCILE_ENV = RECONCILE_ENV_REQUIRED | {
-    "WEBHOOK_LIVEMODE", "HANDLED_EVENT_TYPES", "STANDARD_ROUTES", "MAX_BODY_BYTES",
-    "LEDGER_LEASE_SECONDS", "LEDGER_TTL_DAYS", "STRIPE_API_KEY", "STRIPE_API_KEY_ARN", "STRIPE_API_BASE",
-    "RECONCILE_OVERLAP_SECONDS", "RECONCILE_LOOKBACK_SECONDS",
-}
 # Actions AWS only authorises on `*`.
 STAR_ONLY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"}
 
@@ -87,14 +74,7 @@ class Code:
         self.binaries = cfn.workspace_binaries(root)
         self.receive_reads, self.receive_requires = cfn.entry_point_env_vars(config, "ReceiveConfig::from_env")
         self.processor_reads, self.processor_requires = cfn.entry_point_env_vars(config, "ProcessorConfig::from_env")
-        # Issue 15's Rust side lands separately: until then, the agreed names.
-        self.reconcile_from_code = RECONCILE_ENTRY in cfn._functions(config)
-        if self.reconcile_from_code:
-            self.reconcile_reads, self.reconcile_requires = cfn.entry_point_env_vars(config, RECONCILE_ENTRY)
-        else:
-            self.reconcile_reads, self.reconcile_requires = set(RECONCILE_ENV), set(RECONCILE_ENV_REQUIRED)
-        if "STRIPE_EVENT_SOURCE" not in self.receive_reads:
-            self.receive_reads = self.receive_reads | RECEIVE_ISSUE_15_ENV
+        self.reconcile_reads, self.reconcile_requires = cfn.entry_point_env_vars(config, "ReconcileConfig::from_env")
         self.routed_types = _routed_types((root / "shared/src/route.rs").read_text())
         self.everyone_reads = cfn.direct_env_reads((root / "shared/src/telemetry.rs").read_text())
         route = (root / "shared/src/route.rs").read_text()

@@ -421,12 +421,8 @@ fn provider_segment(request: &Request) -> String {
 /// Answers one HTTP request with the receive handler. The body is taken as
 /// the runtime gives it: already base64-decoded when the gateway encoded it.
 /// An event that is no HTTP request (`lambda_http` passes it through) is the
-/// ingress queue's batch of EventBridge events from `partner_source`.
-pub async fn respond<I, C>(
-    receiver: &Receiver<I, C>,
-    partner_source: Option<&str>,
-    request: Request,
-) -> Response<Body>
+/// ingress queue's batch of EventBridge events.
+pub async fn respond<I, C>(receiver: &Receiver<I, C>, request: Request) -> Response<Body>
 where
     I: Intake,
     C: Clock,
@@ -435,7 +431,7 @@ where
         request.request_context_ref(),
         Some(RequestContext::PassThrough)
     ) {
-        let batch = ingress(receiver, partner_source, request.body().as_ref()).await;
+        let batch = ingress(receiver, request.body().as_ref()).await;
         let body = serde_json::to_string(&batch).unwrap_or_else(|_| "{}".into());
         return Response::new(Body::Text(body));
     }
@@ -461,11 +457,7 @@ where
 /// (store, queue, Stripe's API) or an event another delivery holds comes
 /// back later; a malformed record comes back too, until the queue's redrive
 /// policy moves it to its dead-letter queue, where nothing is lost.
-pub async fn ingress<I, C>(
-    receiver: &Receiver<I, C>,
-    partner_source: Option<&str>,
-    payload: &[u8],
-) -> SqsBatchResponse
+pub async fn ingress<I, C>(receiver: &Receiver<I, C>, payload: &[u8]) -> SqsBatchResponse
 where
     I: Intake,
     C: Clock,
@@ -481,7 +473,7 @@ where
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let body = record.body.as_deref().unwrap_or_default();
-        let retry = match receiver.admit_partner_event(partner_source, body).await {
+        let retry = match receiver.admit_partner_event(body).await {
             Ok(Intaken::InFlight { .. }) => true,
             Ok(taken) => {
                 tracing::info!(message_id = %id, outcome = ?taken, "EventBridge event taken");
@@ -611,10 +603,9 @@ pub async fn run_receive() -> Result<(), lambda_runtime::Error> {
     let receiver = receiver_from_env(&ProcessEnv, &clients)
         .await
         .map_err(fail_start)?;
-    let source = ProcessEnv.var("STRIPE_EVENT_SOURCE");
-    let (receiver, source) = (&receiver, source.as_deref());
+    let receiver = &receiver;
     lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, Infallible>(respond(receiver, source, request).await)
+        Ok::<_, Infallible>(respond(receiver, request).await)
     }))
     .await
 }

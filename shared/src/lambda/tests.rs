@@ -29,13 +29,17 @@ const FUNCTION_URL: &str = include_str!("fixtures/function_url.json");
 type TestReceiver = Receiver<SplitIntake<MemoryLedger, MemoryQueue>, ManualClock>;
 
 fn receiver() -> TestReceiver {
+    receiver_with(ReceiveSettings::default())
+}
+
+fn receiver_with(settings: ReceiveSettings) -> TestReceiver {
     let verifiers =
         Verifiers::from_secrets(vec![SECRET.into()], vec![], Tolerance::DEFAULT).unwrap();
     Receiver::new(
         verifiers,
         SplitIntake::new(MemoryLedger::new(), MemoryQueue::new()),
         ManualClock::at_secs(NOW),
-        ReceiveSettings::default(),
+        settings,
     )
 }
 
@@ -78,7 +82,7 @@ fn gateway_event(fixture: &str, body: &str, base64: bool) -> String {
 
 async fn call(r: &TestReceiver, raw_event: &str) -> (StatusCode, String, Value) {
     let request = lambda_http::request::from_str(raw_event).unwrap();
-    let response = respond(r, None, request).await;
+    let response = respond(r, request).await;
     let content_type = response.headers()[CONTENT_TYPE]
         .to_str()
         .unwrap()
@@ -274,8 +278,11 @@ const SOURCE: &str = "aws.partner/stripe.com/ed_test_61RcLdWcN0DlNpcf016RcLdWcN0
 
 #[tokio::test]
 async fn eventbridge_events_from_the_ingress_queue_are_taken_like_webhooks() {
-    // GIVEN a receiver that already took evt_webhook by webhook
-    let r = receiver();
+    // GIVEN a receiver for one partner source that already took evt_webhook by webhook
+    let r = receiver_with(ReceiveSettings {
+        partner_source: Some(SOURCE.into()),
+        ..ReceiveSettings::default()
+    });
     let (status, _, _) = call(
         &r,
         &gateway_event(HTTP_API_V2, &event("evt_webhook"), false),
@@ -295,7 +302,7 @@ async fn eventbridge_events_from_the_ingress_queue_are_taken_like_webhooks() {
     ]))
     .unwrap();
     let request = lambda_http::request::from_str(&sqs).unwrap();
-    let response = respond(&r, Some(SOURCE), request).await;
+    let response = respond(&r, request).await;
     // THEN the new one is enqueued, the duplicate costs nothing, and only the
     // two unusable records go back (to reach the dead-letter queue)
     let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
@@ -326,7 +333,7 @@ async fn an_ingress_record_the_queue_cannot_take_is_retried() {
     let batch = sqs_event(&[("m_1", &partner_event(SOURCE, &event("evt_1")))]);
     let payload = serde_json::to_vec(&batch).unwrap();
     // WHEN the batch is handled THEN the record comes back for a retry, unclaimed
-    let response = ingress(&r, Some(SOURCE), &payload).await;
+    let response = ingress(&r, &payload).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert!(
         r.intake()
@@ -336,7 +343,7 @@ async fn an_ingress_record_the_queue_cannot_take_is_retried() {
     );
     // AND once the queue is back, the retry is taken (any Stripe source, none configured)
     r.intake().queue().fail(false);
-    let response = ingress(&r, None, &payload).await;
+    let response = ingress(&r, &payload).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(r.intake().queue().sent().len(), 1);
 }

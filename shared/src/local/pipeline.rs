@@ -30,6 +30,7 @@ use crate::queue::sqlite::{QueueSettings, SqliteQueue};
 use crate::receive::Receiver;
 use crate::sqlite::{Db, DbError};
 use crate::state::sqlite::SqliteStateStore;
+use crate::stripe_api::http::StripeApi;
 use crate::verify::Verifiers;
 
 /// The receive handler of the local pipeline.
@@ -78,6 +79,8 @@ pub struct PipelineSettings {
     pub effects_max_attempts: u32,
     /// The business rules' settings (`ORDER_METADATA_KEY`).
     pub domain: DomainSettings,
+    /// Stripe's API, to fetch routed thin events' snapshots (`STRIPE_API_KEY`).
+    pub stripe_api: Option<StripeApi>,
 }
 
 impl Default for PipelineSettings {
@@ -89,6 +92,7 @@ impl Default for PipelineSettings {
             marker_ttl_secs: 30 * 86_400,
             effects_max_attempts: crate::process::DEFAULT_MAX_ATTEMPTS,
             domain: DomainSettings::default(),
+            stripe_api: None,
         }
     }
 }
@@ -148,12 +152,16 @@ impl Pipeline {
             ended_leases: ledger.expire_leases().await?,
             purged: ledger.purge_expired().await? + state.purge_expired().await?,
         };
-        let receiver = Arc::new(Receiver::new(
+        let mut receiver = Receiver::new(
             verifiers,
             SqliteIntake::new(db.clone(), queue.clone()),
             SystemClock,
             settings.receive.clone(),
-        ));
+        );
+        if let Some(api) = settings.stripe_api.clone() {
+            receiver = receiver.with_snapshots(Box::new(api));
+        }
+        let receiver = Arc::new(receiver);
         let (stop, stopped) = watch::channel(false);
         let (retries, retried) = watch::channel(0);
         let parts = Parts {

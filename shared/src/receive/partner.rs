@@ -60,14 +60,11 @@ impl PartnerError {
 }
 
 impl<I: Intake, C: Clock> Receiver<I, C> {
-    /// Takes one EventBridge event from Stripe's partner bus. `source` is
-    /// the partner event source configured (`STRIPE_EVENT_SOURCE`); without
-    /// one any Stripe partner source is taken.
-    pub async fn admit_partner_event(
-        &self,
-        source: Option<&str>,
-        message: &str,
-    ) -> Result<Intaken, PartnerError> {
+    /// Takes one EventBridge event from Stripe's partner bus: from the
+    /// configured partner event source (`STRIPE_EVENT_SOURCE`), or without
+    /// one from any Stripe partner source.
+    pub async fn admit_partner_event(&self, message: &str) -> Result<Intaken, PartnerError> {
+        let source = self.settings().partner_source.as_deref();
         let event: PartnerEvent<'_> =
             serde_json::from_str(message).map_err(|e| PartnerError::NotAnEvent(e.to_string()))?;
         let expected = source.unwrap_or(STRIPE_SOURCE_PREFIX);
