@@ -215,10 +215,70 @@ pub fn queue_arn(processor: Processor) -> String {
     )
 }
 
+/// The ARN of the queue Stripe's EventBridge rule feeds, in the sample account.
+pub fn ingress_queue_arn() -> String {
+    format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:payhook-ingress")
+}
+
+/// A Stripe partner event source, as Stripe names one for an event destination.
+pub fn partner_source() -> String {
+    format!(
+        "{}ed_test_{}",
+        crate::receive::partner::STRIPE_SOURCE_PREFIX,
+        ids::alphanumeric(43)
+    )
+}
+
+/// The EventBridge event Stripe's destination puts on the partner bus from
+/// `source` for `event` (a snapshot or thin Stripe event) at `at_millis`.
+pub fn eventbridge_event(source: &str, event: &Value, at_millis: i64) -> Value {
+    let time = OffsetDateTime::from_unix_timestamp(at_millis.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": event.get("type"),
+        "source": source,
+        "account": ACCOUNT_ID,
+        "time": time,
+        "region": REGION,
+        "resources": [],
+        "detail": event,
+    })
+}
+
+/// The SQS event the receive function gets from the ingress queue for
+/// EventBridge `events`, put a few milliseconds apart from `sent_millis`.
+pub fn ingress_sqs_event(events: &[Value], sent_millis: i64) -> Value {
+    let messages: Vec<SentMessage> = events
+        .iter()
+        .map(|e| SentMessage {
+            body: e.to_string(),
+            attributes: Vec::new(),
+            receive_count: 1,
+        })
+        .collect();
+    sqs_batch(
+        &ingress_queue_arn(),
+        "events.amazonaws.com",
+        &messages,
+        sent_millis,
+    )
+}
+
 /// The SQS event Lambda hands `processor`'s function for `messages`, sent
 /// a few milliseconds apart from `sent_millis` by the receive function.
 pub fn sqs_event(processor: Processor, messages: &[SentMessage], sent_millis: i64) -> Value {
     let sender = format!("AROA{}:payhook-receive", ids::upper_base32(17));
+    sqs_batch(&queue_arn(processor), &sender, messages, sent_millis)
+}
+
+/// An SQS batch of `messages` from the queue `arn`, sent by `sender`.
+fn sqs_batch(arn: &str, sender: &str, messages: &[SentMessage], sent_millis: i64) -> Value {
     let records: Vec<Value> = messages
         .iter()
         .zip(0i64..)
@@ -245,7 +305,7 @@ pub fn sqs_event(processor: Processor, messages: &[SentMessage], sent_millis: i6
                 "md5OfBody": md5_hex(m.body.as_bytes()),
                 "md5OfMessageAttributes": md5_of_attributes(&m.attributes),
                 "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn(processor),
+                "eventSourceARN": arn,
                 "awsRegion": REGION,
             })
         })

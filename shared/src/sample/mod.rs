@@ -219,6 +219,43 @@ pub fn body(event: &Value) -> String {
     render::stripe(event)
 }
 
+/// The thin event Stripe sends for the snapshot `event`: the same id, type
+/// and livemode, `created` as RFC 3339, and only a reference to the object.
+pub fn thin(event: &Value) -> Value {
+    let object = event.pointer("/data/object");
+    let id = object
+        .and_then(|o| o.get("id"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let kind = object
+        .and_then(|o| o.get("object"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let created = event
+        .get("created")
+        .and_then(Value::as_i64)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    let url = format!(
+        "/v1/{}s/{}",
+        kind.replace('.', "/"),
+        id.as_str().unwrap_or_default()
+    );
+    serde_json::json!({
+        "id": event.get("id"),
+        "object": "v2.core.event",
+        "type": event.get("type"),
+        "livemode": event.get("livemode"),
+        "created": created,
+        "context": event.get("account"),
+        "related_object": {"id": id, "type": kind, "url": url},
+        "reason": null,
+    })
+}
+
 /// Splits a command-line `KEY=VALUE` override, checking the key's syntax.
 pub fn parse_override(text: &str) -> Result<(String, String), SampleError> {
     overrides::parse_pair(text)
