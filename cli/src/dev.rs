@@ -28,7 +28,7 @@ use payhook_shared::queue::sqlite::QueueSettings;
 use payhook_shared::sqlite::{Db, DbOptions, Durability};
 use payhook_shared::verify::{Tolerance, Verifiers};
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, ConsoleSettings};
 use crate::serve::{self, AllowedHosts, Limits};
 
 /// The whole binary's allocator. The pipeline hands many short-lived buffers
@@ -150,6 +150,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .saturating_mul(READ_LIMIT_FACTOR)
         .max(settings.max_body_bytes + 1);
     let (effects, effects_line) = effects_target(&args.effects, &db).await?;
+    let domain = config::DomainSettings::from_env(&env);
     let pipeline = Pipeline::start_with_effects(
         db,
         verifiers.clone(),
@@ -167,7 +168,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 ..WorkerSettings::DEFAULT
             },
             effects_max_attempts: config::effects_max_attempts(&env)?,
-            domain: config::DomainSettings::from_env(&env),
+            domain: domain.clone(),
             ..PipelineSettings::default()
         },
         effects,
@@ -187,6 +188,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         receiver: pipeline.receiver(),
         inspector: pipeline.inspector(),
         read_limit,
+        deliveries: Arc::default(),
+        console: Arc::new(ConsoleSettings {
+            stripe_secret: stripe.first().cloned(),
+            domain,
+        }),
     })
     .layer(axum::middleware::from_fn_with_state(
         AllowedHosts::new(&args.host),
@@ -280,6 +286,7 @@ fn banner(
     };
     println!("payhook dev listening on {base}");
     println!();
+    println!("  console    {base}/");
     println!("  webhooks   POST {base}/webhooks/stripe");
     println!("  secret     {secret_line}");
     println!("  standard   {standard}");

@@ -4,8 +4,11 @@
 //! an embedded SQLite store; `trigger`, `sign` and `send` produce signed,
 //! realistic deliveries; `dlq` lists and redrives dead letters, locally or on
 //! SQS; `effects` lists undelivered side effects and releases parked outboxes.
+//! `payhook dev` serves a console at `/` over its inspection API.
 
 mod api;
+mod catalogue;
+mod console;
 mod dev;
 mod dlq;
 mod effects;
