@@ -25,6 +25,7 @@ function drawCounters(c) {
   const badge = document.getElementById('failed-badge');
   badge.textContent = c.failed ? String(c.failed) : '';
   badge.classList.toggle('alert', c.failed > 0);
+  document.querySelector('.counter-failed')?.classList.toggle('nonzero', c.failed > 0);
 }
 
 function drawChart(t) {
@@ -72,7 +73,9 @@ async function navigate() {
   for (const a of document.querySelectorAll('nav.tabs a')) {
     if (a.dataset.tab === tab) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
-  const changedPage = route.split('?')[0] !== path;
+  // Focus moves to the content on a new page, not on the first load (where
+  // the first Tab must reach the skip link).
+  const changedPage = route !== '' && route.split('?')[0] !== path;
   route = hash;
   refresh = null;
   let next = null;

@@ -58,7 +58,7 @@ export function table(caption, headers, rows, empty = 'Nothing yet.') {
     h('table', {},
       h('caption', { class: 'sr-only' }, caption),
       h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
-      h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c) => h('td', {}, c)))))));
+      h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c, i) => h('td', { 'data-label': headers[i] || null }, c)))))));
 }
 
 /** JSON text (or any text) in a collapsible block. */

@@ -31,7 +31,7 @@ export function events(main, _parts, query, catalogue) {
     field('f-stage', 'Stage', select('f-stage', 'stage', ['', ...STAGES], query.get('stage'), 'any')),
     field('f-q', 'Event or object id', h('input', { id: 'f-q', name: 'q', type: 'search', value: query.get('q') || '', placeholder: 'evt_… or pi_…', autocomplete: 'off' })),
     h('button', { type: 'submit' }, 'Filter'),
-    h('button', { type: 'reset', class: 'secondary' }, 'Clear'));
+    h('button', { type: 'button', class: 'secondary', onclick: () => { location.hash = '#/events'; } }, 'Clear'));
   const apply = () => {
     const params = new URLSearchParams();
     for (const [k, v] of new FormData(form)) if (String(v).trim()) params.set(k, String(v).trim());
@@ -39,7 +39,6 @@ export function events(main, _parts, query, catalogue) {
     location.hash = `#/events${q ? `?${q}` : ''}`;
   };
   form.addEventListener('submit', (e) => { e.preventDefault(); apply(); });
-  form.addEventListener('reset', () => setTimeout(apply));
   for (const sel of form.querySelectorAll('select')) sel.addEventListener('change', apply);
   const list = h('div', { id: 'event-list' });
   replace(main, h('h2', {}, 'Events'), form, list);
