@@ -748,3 +748,6 @@ fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> 
         delivery,
     })
 }
+
+#[cfg(test)]
+mod tests;
