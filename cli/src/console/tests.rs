@@ -37,7 +37,7 @@ impl Console {
             api::now_millis()
         ));
         let db = Db::open(
-            &dir.join("dev.db"),
+            dir.join("dev.db"),
             DbOptions {
                 durability: Durability::Normal,
                 readers: 2,

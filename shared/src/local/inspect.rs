@@ -514,7 +514,7 @@ impl Inspector {
                          ORDER BY at_millis, event_id LIMIT ?3"
                     ))?
                     .query_map(params![key.kind.as_str(), key.id, limit], marker_from_row)?
-                    .map(|m| Ok(m??))
+                    .map(|m| m?)
                     .collect::<OpResult<Vec<Marker>>>()?;
                 let mut ledger = conn.prepare_cached(
                     "SELECT created, received_at_millis FROM ledger WHERE provider = ?1 AND event_id = ?2",
