@@ -32,7 +32,7 @@ trigger: ## Send a realistic signed event to `make dev` (EVENT=payment_intent.su
 # --- tests --------------------------------------------------------------------
 
 .PHONY: test
-test: tools lint test-unit test-aws test-template test-lambda ## Everything CI runs: lint, unit, local e2e, moto integration, template checks, emulator e2e
+test: tools lint test-unit test-browser test-aws test-template test-lambda ## Everything CI runs: lint, unit, local e2e, console in a browser, moto integration, template checks, emulator e2e
 
 .PHONY: lint
 lint: ## rustfmt and clippy (warnings are errors)
@@ -45,6 +45,12 @@ test-unit: ## Unit tests, the local pipeline end to end (starts its own payhook 
 	cargo test -p payhook-tests --all-features --test flows
 	# The HTTP effects target as `payhook dev` alone links it (no AWS SDK clients).
 	cargo test -p payhook-shared --features local --lib http_target
+
+.PHONY: test-browser
+test-browser: ## The console of payhook dev end to end in headless Chromium (Debian's chromium + playwright-core); screenshots in target/console-screenshots/
+	scripts/browser.sh
+	cargo build -p payhook
+	cd tests/browser && node --test console.test.mjs
 
 .PHONY: test-aws
 test-aws: tools ## Integration tests against moto server through the real AWS SDK

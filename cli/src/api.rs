@@ -3,6 +3,7 @@
 //! what the pipeline did.
 //!
 //! Every error is JSON `{error, message}`, like the receiver's own answers.
+//! The console (`GET /`, see [`crate::console`]) is built on these routes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +14,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
+use payhook_shared::config::DomainSettings;
 use payhook_shared::ledger::LedgerKey;
-use payhook_shared::local::{EffectFilter, EffectStatus, EventFilter, Inspector, LocalReceiver};
+use payhook_shared::local::{
+    EffectFilter, EffectStatus, EventFilter, Inspector, LocalReceiver, STAGES,
+};
 use payhook_shared::route::Processor;
 use payhook_shared::state::{StateKey, StateKind};
 use payhook_shared::verify::Provider;
 use serde_json::{Value, json};
+
+use crate::console::{self, deliveries::Deliveries};
 
 /// Events listed when `limit` is not given.
 const DEFAULT_LIMIT: usize = 50;
@@ -33,6 +39,19 @@ pub struct AppState {
     /// Bodies up to this size reach the receiver, which answers 413 above its
     /// own `MAX_BODY_BYTES`; larger ones are refused while reading.
     pub read_limit: usize,
+    /// The deliveries answered this run, for the console.
+    pub deliveries: Arc<Deliveries>,
+    /// What the console needs of the configuration.
+    pub console: Arc<ConsoleSettings>,
+}
+
+/// The configuration the console's views and its "Send a test event" use.
+#[derive(Clone, Debug, Default)]
+pub struct ConsoleSettings {
+    /// The Stripe secret test events are signed with (the first configured).
+    pub stripe_secret: Option<String>,
+    /// The processors' rules, to replay an object's events as they ran.
+    pub domain: DomainSettings,
 }
 
 /// The router of `payhook dev`.
@@ -55,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dlq/redrive", post(redrive))
         .route("/api/stats", get(stats))
         .route("/healthz", get(health))
+        .merge(console::router())
         .fallback(not_found)
         .with_state(state)
 }
@@ -68,7 +88,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    /// An error answered with `status`.
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -76,7 +97,8 @@ impl ApiError {
         }
     }
 
-    fn not_found(what: impl std::fmt::Display) -> Self {
+    /// A 404 naming what was not found.
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -103,7 +125,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<axum::Json<Value>, ApiError>;
+/// What the JSON handlers answer.
+pub type ApiResult = Result<axum::Json<Value>, ApiError>;
+
+/// The wall clock in unix milliseconds, for what the console remembers.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 async fn webhook(
     State(state): State<AppState>,
@@ -127,6 +157,9 @@ async fn webhook(
         .receiver
         .handle(&method, &provider, &headers, &bytes)
         .await;
+    state
+        .deliveries
+        .record(now_millis(), &provider, &bytes, answer.status, &answer.body);
     (answer.status, axum::Json(answer.body)).into_response()
 }
 
@@ -144,14 +177,45 @@ async fn events(
             )
         })?,
     };
+    let provider = match nonempty(&query, "provider") {
+        None => None,
+        Some(p) => Some(Provider::from_route(p).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_provider",
+                format!("no provider {p:?}; use stripe or standard"),
+            )
+        })?),
+    };
+    let stage = match nonempty(&query, "stage") {
+        None => None,
+        Some(s) => Some(STAGES.iter().copied().find(|x| *x == s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_stage",
+                format!("no stage {s:?}; use one of {}", STAGES.join(", ")),
+            )
+        })?),
+    };
     let filter = EventFilter {
-        event_type: query.get("type").filter(|t| !t.is_empty()).cloned(),
+        event_type: nonempty(&query, "type").map(str::to_owned),
+        provider,
+        stage,
+        search: nonempty(&query, "q").map(|q| q.trim().to_owned()),
         limit,
     };
     let events = state.inspector.events(filter).await?;
     Ok(axum::Json(
         json!({ "count": events.len(), "events": events }),
     ))
+}
+
+/// A query parameter, unless absent or empty (an empty filter field means "any").
+fn nonempty<'a>(query: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    query
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
 }
 
 async fn event(
@@ -315,7 +379,7 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route {method} {}; try POST /webhooks/stripe, GET /api/events, /api/effects, /api/dlq or /healthz",
+            "no route {method} {}; try the console at /, POST /webhooks/stripe, GET /api/events, /api/effects, /api/dlq or /healthz",
             uri.path()
         ),
     )

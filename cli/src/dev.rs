@@ -28,7 +28,7 @@ use payhook_shared::queue::sqlite::QueueSettings;
 use payhook_shared::sqlite::{Db, DbOptions, Durability};
 use payhook_shared::verify::{Tolerance, Verifiers};
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, ConsoleSettings};
 use crate::reconcile;
 use crate::serve::{self, AllowedHosts, Limits};
 
@@ -158,6 +158,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let stripe_api = reconcile::api_from_env()?;
     let reconcile_settings = config::reconcile_settings(&env)?;
     let pipeline_db = db.clone();
+    let domain = config::DomainSettings::from_env(&env);
     let pipeline = Pipeline::start_with_effects(
         db,
         verifiers.clone(),
@@ -175,7 +176,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 ..WorkerSettings::DEFAULT
             },
             effects_max_attempts: config::effects_max_attempts(&env)?,
-            domain: config::DomainSettings::from_env(&env),
+            domain: domain.clone(),
             stripe_api: stripe_api.clone(),
             ..PipelineSettings::default()
         },
@@ -225,6 +226,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         receiver: pipeline.receiver(),
         inspector: pipeline.inspector(),
         read_limit,
+        deliveries: Arc::default(),
+        console: Arc::new(ConsoleSettings {
+            stripe_secret: stripe.first().cloned(),
+            domain,
+        }),
     })
     .layer(axum::middleware::from_fn_with_state(
         AllowedHosts::new(&args.host),
@@ -322,6 +328,7 @@ fn banner(
     };
     println!("payhook dev listening on {base}");
     println!();
+    println!("  console    {base}/");
     println!("  webhooks   POST {base}/webhooks/stripe");
     println!("  secret     {secret_line}");
     println!("  standard   {standard}");

@@ -5,8 +5,11 @@
 //! realistic deliveries; `dlq` lists and redrives dead letters, locally or on
 //! SQS; `effects` lists undelivered side effects and releases parked outboxes;
 //! `reconcile` recovers events the webhooks missed from Stripe's Events API.
+//! `payhook dev` serves a console at `/` over its inspection API.
 
 mod api;
+mod catalogue;
+mod console;
 mod dev;
 mod dlq;
 mod effects;

@@ -20,15 +20,33 @@ use crate::state::sqlite::{
     ITEM_COLUMNS, MARKER_COLUMNS, SqliteStateStore, item_from_row, marker_from_row,
 };
 use crate::state::{DeliveredEffect, Json, Marker, Outcome, PendingEffect, StateKey, StateKind};
+use crate::verify::Provider;
 
 /// The most events or history entries one query returns.
 pub const MAX_LIMIT: usize = 1000;
+
+/// The stages an event can be at, as [`EventView::stage`] names them.
+pub const STAGES: &[&str] = &[
+    "receiving",
+    "ignored",
+    "queued",
+    "in_flight",
+    "retrying",
+    "dead_letter",
+    "processed",
+];
 
 /// Which events to list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// An exact type (`invoice.paid`) or a family ending in `*` (`invoice.*`).
     pub event_type: Option<String>,
+    /// Only this provider's events.
+    pub provider: Option<Provider>,
+    /// Only events at this stage (one of [`STAGES`]).
+    pub stage: Option<&'static str>,
+    /// Only events whose id or object id contains this text (the console's search box).
+    pub search: Option<String>,
     /// How many, newest first (capped at [`MAX_LIMIT`]).
     pub limit: usize,
 }
@@ -163,6 +181,57 @@ pub struct HistoryEntry {
     pub at_millis: i64,
 }
 
+/// One event recorded against an object, as the console's timeline shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimelineEntry {
+    /// `stripe` or `standard`.
+    pub provider: String,
+    /// The provider's event id.
+    pub event_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The processor that recorded it.
+    pub processor: Processor,
+    /// What it did to the object.
+    pub outcome: Outcome,
+    /// When the processor recorded it (unix milliseconds): the order of application.
+    pub applied_at_millis: i64,
+    /// When the provider created it (unix seconds), while its ledger record lasts.
+    pub created: Option<i64>,
+    /// When it first arrived (unix milliseconds), while its ledger record lasts.
+    pub received_at_millis: Option<i64>,
+    /// Its body, when the database holds one (see [`Inspector::body`]).
+    #[serde(skip)]
+    pub body: Option<String>,
+}
+
+/// Running totals of the whole database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Events in the ledger.
+    pub received: u64,
+    /// Events recorded as ignored (no processor for their type).
+    pub ignored: u64,
+    /// Events a processor recorded (applied, stale or skipped).
+    pub processed: u64,
+    /// Messages in a dead-letter queue now.
+    pub dead_letters: u64,
+}
+
+/// Events per time bucket, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// Where the first bucket starts (unix milliseconds).
+    pub start_millis: i64,
+    /// Each bucket's width.
+    pub bucket_millis: i64,
+    /// Events first received in each bucket.
+    pub received: Vec<u64>,
+    /// Events a processor recorded in each bucket.
+    pub processed: Vec<u64>,
+}
+
 /// Queries over one local database.
 #[derive(Clone, Debug)]
 pub struct Inspector {
@@ -263,7 +332,7 @@ impl Inspector {
     /// Events, newest first.
     pub async fn events(&self, filter: EventFilter) -> Result<Vec<EventView>, StoreError> {
         let now = self.db.now_millis();
-        let limit = i64::try_from(filter.limit.clamp(1, MAX_LIMIT)).unwrap_or(50);
+        let limit = filter.limit.clamp(1, MAX_LIMIT);
         let (exact, family) = match filter.event_type {
             Some(t) => match t.strip_suffix('*') {
                 Some(prefix) => (None, Some(prefix.to_owned())),
@@ -271,21 +340,46 @@ impl Inspector {
             },
             None => (None, None),
         };
+        let provider = filter.provider.map(Provider::as_str);
+        let stage = filter.stage;
+        // The stage is derived per event (see `view`); SQL narrows to the
+        // rows that can have it, and the derived stage decides. Messages are
+        // deleted once processed, so the queue stages scan few rows.
+        let narrow = match stage {
+            None => "1",
+            Some("ignored") => "status = 'IGNORED'",
+            Some("receiving") => "status = 'RECEIVED'",
+            Some("processed") => "status != 'IGNORED'",
+            Some(_) => "(provider, event_id) IN (SELECT provider, event_id FROM messages)",
+        };
+        // Without a stage every row matches: the SQL limit is the limit.
+        let sql_limit = match stage {
+            None => i64::try_from(limit).unwrap_or(50),
+            Some(_) => -1,
+        };
         self.db
             .read("events", move |conn| {
-                let entries = conn
-                    .prepare_cached(&format!(
-                        "SELECT {ENTRY_COLUMNS} FROM ledger
-                         WHERE (?1 IS NULL OR event_type = ?1)
-                           AND (?2 IS NULL OR substr(event_type, 1, length(?2)) = ?2)
-                         ORDER BY received_at_millis DESC, event_id DESC LIMIT ?3"
-                    ))?
-                    .query_map(params![exact, family, limit], entry_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                entries
-                    .into_iter()
-                    .map(|entry| view(conn, entry?, now))
-                    .collect()
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM ledger
+                     WHERE (?1 IS NULL OR event_type = ?1)
+                       AND (?2 IS NULL OR substr(event_type, 1, length(?2)) = ?2)
+                       AND (?3 IS NULL OR provider = ?3)
+                       AND (?4 IS NULL OR instr(event_id, ?4) > 0 OR instr(coalesce(object_id, ''), ?4) > 0)
+                       AND {narrow}
+                     ORDER BY received_at_millis DESC, event_id DESC LIMIT ?5"
+                ))?;
+                let mut rows = stmt.query(params![exact, family, provider, filter.search, sql_limit])?;
+                let mut views = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let view = view(conn, entry_from_row(row)??, now)?;
+                    if stage.is_none_or(|s| s == view.stage) {
+                        views.push(view);
+                        if views.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+                Ok(views)
             })
             .await
     }
@@ -404,10 +498,172 @@ impl Inspector {
             .await
     }
 
+    /// The events processors recorded against `key`, in the order they were
+    /// applied, each with what the ledger knows of it and its body when the
+    /// database still holds one (a by-reference body, or a message's while it
+    /// is queued or dead-lettered). The console replays them to show the state
+    /// after each event.
+    pub async fn timeline(&self, key: &StateKey) -> Result<Vec<TimelineEntry>, StoreError> {
+        let key = key.clone();
+        self.db
+            .read("timeline", move |conn| {
+                let limit = i64::try_from(MAX_LIMIT).unwrap_or(1000);
+                let markers = conn
+                    .prepare_cached(&format!(
+                        "SELECT {MARKER_COLUMNS} FROM markers WHERE kind = ?1 AND object_id = ?2
+                         ORDER BY at_millis, event_id LIMIT ?3"
+                    ))?
+                    .query_map(params![key.kind.as_str(), key.id, limit], marker_from_row)?
+                    .map(|m| m?)
+                    .collect::<OpResult<Vec<Marker>>>()?;
+                let mut ledger = conn.prepare_cached(
+                    "SELECT created, received_at_millis FROM ledger WHERE provider = ?1 AND event_id = ?2",
+                )?;
+                markers
+                    .into_iter()
+                    .map(|m| {
+                        let (provider, event_id) = split_event_key(&m.event_id);
+                        let arrival = ledger
+                            .query_row(params![provider.as_str(), event_id], |row| {
+                                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                            })
+                            .optional()?;
+                        let ledger_key = LedgerKey::new(provider, event_id);
+                        Ok(TimelineEntry {
+                            provider: provider.as_str().to_owned(),
+                            body: stored_body(conn, &ledger_key)?,
+                            event_id: ledger_key.event_id,
+                            event_type: m.event_type,
+                            processor: m.processor,
+                            outcome: m.outcome,
+                            applied_at_millis: m.at_millis,
+                            created: arrival.map(|a| a.0),
+                            received_at_millis: arrival.map(|a| a.1),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// The body of an event, when the database still holds one: by-reference
+    /// bodies are kept with the ledger record, others only while the event's
+    /// message is queued or dead-lettered.
+    pub async fn body(&self, key: &LedgerKey) -> Result<Option<String>, StoreError> {
+        let key = key.clone();
+        self.db
+            .read("body", move |conn| stored_body(conn, &key))
+            .await
+    }
+
+    /// Running totals for the console's header: events received, ignored,
+    /// applied by a processor, and dead-lettered right now.
+    pub async fn counters(&self) -> Result<Counters, StoreError> {
+        self.db
+            .read("counters", move |conn| {
+                let count = |sql: &str| -> OpResult<u64> {
+                    let n: i64 = conn.prepare_cached(sql)?.query_row([], |row| row.get(0))?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                };
+                Ok(Counters {
+                    received: count("SELECT COUNT(*) FROM ledger")?,
+                    ignored: count("SELECT COUNT(*) FROM ledger WHERE status = 'IGNORED'")?,
+                    processed: count(
+                        "SELECT COUNT(*) FROM markers
+                         WHERE processor IN ('fulfill', 'subscription', 'dispute', 'payout')",
+                    )?,
+                    dead_letters: count("SELECT COUNT(*) FROM messages WHERE dead = 1")?,
+                })
+            })
+            .await
+    }
+
+    /// Events received and processed per `bucket_millis` over the last
+    /// `window_millis`, oldest bucket first (the console's throughput chart).
+    pub async fn throughput(
+        &self,
+        window_millis: i64,
+        bucket_millis: i64,
+    ) -> Result<Throughput, StoreError> {
+        let bucket = bucket_millis.max(1);
+        let buckets = usize::try_from((window_millis.max(bucket) + bucket - 1) / bucket)
+            .unwrap_or(1)
+            .min(MAX_LIMIT);
+        let now = self.db.now_millis();
+        // Buckets end at the current one's end, so the newest is partial.
+        let end = (now / bucket + 1) * bucket;
+        let start = end - bucket * i64::try_from(buckets).unwrap_or(1);
+        self.db
+            .read("throughput", move |conn| {
+                let counts = |sql: &str| -> OpResult<Vec<u64>> {
+                    let mut out = vec![0; buckets];
+                    let mut stmt = conn.prepare_cached(sql)?;
+                    let mut rows = stmt.query(params![start, bucket])?;
+                    while let Some(row) = rows.next()? {
+                        let (slot, n): (i64, i64) = (row.get(0)?, row.get(1)?);
+                        if let Some(cell) = usize::try_from(slot).ok().and_then(|s| out.get_mut(s))
+                        {
+                            *cell = u64::try_from(n).unwrap_or(0);
+                        }
+                    }
+                    Ok(out)
+                };
+                Ok(Throughput {
+                    start_millis: start,
+                    bucket_millis: bucket,
+                    received: counts(
+                        "SELECT (received_at_millis - ?1) / ?2, COUNT(*) FROM ledger
+                         WHERE received_at_millis >= ?1 GROUP BY 1",
+                    )?,
+                    processed: counts(
+                        "SELECT (at_millis - ?1) / ?2, COUNT(*) FROM markers
+                         WHERE at_millis >= ?1
+                           AND processor IN ('fulfill', 'subscription', 'dispute', 'payout')
+                         GROUP BY 1",
+                    )?,
+                })
+            })
+            .await
+    }
+
     /// Message counts per queue.
     pub async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         self.queue.depths().await
     }
+}
+
+/// A marker's event key (`evt_…`, or `standard:msg_…`) as provider and id.
+fn split_event_key(key: &str) -> (Provider, String) {
+    match key.split_once(':') {
+        Some((prefix, id)) => match Provider::from_route(prefix) {
+            Some(provider) if provider.event_key(id) == key => (provider, id.to_owned()),
+            _ => (Provider::Stripe, key.to_owned()),
+        },
+        None => (Provider::Stripe, key.to_owned()),
+    }
+}
+
+/// The body the database holds for `key`: kept by reference, or on its
+/// newest message.
+fn stored_body(conn: &Connection, key: &LedgerKey) -> OpResult<Option<String>> {
+    let kept = conn
+        .prepare_cached("SELECT body FROM bodies WHERE provider = ?1 AND event_id = ?2")?
+        .query_row(params![key.provider.as_str(), key.event_id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if kept.is_some() {
+        return Ok(kept);
+    }
+    Ok(conn
+        .prepare_cached(
+            "SELECT b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq
+             WHERE m.provider = ?1 AND m.event_id = ?2 ORDER BY m.seq DESC LIMIT 1",
+        )?
+        .query_row(params![key.provider.as_str(), key.event_id], |row| {
+            row.get(0)
+        })
+        .optional()?)
 }
 
 fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> {
@@ -492,3 +748,6 @@ fn view(conn: &Connection, entry: LedgerEntry, now: i64) -> OpResult<EventView> 
         delivery,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,14 +3,16 @@
 //!
 //! [`Pipeline`] assembles the receive handler and one worker per processor
 //! over the SQLite adapters of one [`Db`](crate::sqlite::Db), and
-//! [`Inspector`] answers questions about what happened.
+//! [`Inspector`] answers questions about what happened; [`replay`] rebuilds
+//! the state an object was in after each of its events.
 
 pub mod inspect;
 mod pipeline;
+pub mod replay;
 mod worker;
 
 pub use crate::state::effects::{EffectFilter, EffectStatus, EffectView};
-pub use inspect::{EventFilter, Inspector, Stats};
+pub use inspect::{Counters, EventFilter, Inspector, STAGES, Stats, Throughput, TimelineEntry};
 pub use pipeline::{
     LocalReceiver, Pipeline, PipelineEffects, PipelineSettings, Recovery, dev_effects_secret,
     dev_secret,

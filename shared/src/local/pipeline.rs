@@ -658,6 +658,7 @@ mod tests {
             .events(EventFilter {
                 event_type: Some("payment_intent.*".into()),
                 limit: 10,
+                ..EventFilter::default()
             })
             .await
             .unwrap();
