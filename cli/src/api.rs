@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use payhook_shared::config::DomainSettings;
+use payhook_shared::intake::Intaken;
 use payhook_shared::ledger::LedgerKey;
 use payhook_shared::local::{
     EffectFilter, EffectStatus, EventFilter, Inspector, LocalReceiver, STAGES,
@@ -58,6 +59,7 @@ pub struct ConsoleSettings {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/{provider}", any(webhook))
+        .route("/eventbridge", post(eventbridge))
         .route("/api/events", get(events))
         .route("/api/events/{provider}/{event_id}", get(event))
         .route("/api/orders/{id}", object_route(StateKind::Order))
@@ -161,6 +163,49 @@ async fn webhook(
         .deliveries
         .record(now_millis(), &provider, &bytes, answer.status, &answer.body);
     (answer.status, axum::Json(answer.body)).into_response()
+}
+
+/// The local stand-in for Stripe's partner event bus and the ingress queue
+/// the receive function drains: one EventBridge event per request, taken
+/// as the Lambda takes a queue record. Unsigned, like the bus: the guard
+/// keeps it to this machine.
+async fn eventbridge(State(state): State<AppState>, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, state.read_limit).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body exceeds {} bytes", state.read_limit),
+        )
+        .into_response();
+    };
+    let message = String::from_utf8_lossy(&bytes);
+    let (status, answer) = match state.receiver.admit_partner_event(&message).await {
+        Ok(Intaken::Enqueued { processor, .. }) => (
+            StatusCode::OK,
+            json!({"outcome": "enqueued", "queue": processor.as_str()}),
+        ),
+        Ok(Intaken::Ignored(reason)) => (
+            StatusCode::OK,
+            json!({"outcome": "ignored", "ignored": reason.as_str()}),
+        ),
+        Ok(Intaken::Duplicate(status)) => (
+            StatusCode::OK,
+            json!({"outcome": "duplicate", "status": status.as_str()}),
+        ),
+        Ok(Intaken::InFlight { .. }) => (
+            StatusCode::CONFLICT,
+            json!({"error": "in_flight", "message": "another delivery holds this event; retry shortly"}),
+        ),
+        Err(err) if err.is_transient() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "unavailable", "message": format!("{err}; nothing was lost, retry")}),
+        ),
+        Err(err) => (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_event", "message": err.to_string()}),
+        ),
+    };
+    (status, axum::Json(answer)).into_response()
 }
 
 async fn events(

@@ -24,13 +24,12 @@ pub struct TriggerArgs {
     /// The event type, e.g. `checkout.session.completed` (see --list).
     #[arg(required_unless_present = "list", value_name = "EVENT_TYPE")]
     pub event_type: Option<String>,
-    /// Where to POST the events.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:4242/webhooks/stripe",
-        value_name = "URL"
-    )]
-    pub to: String,
+    /// Where to POST the events (default: `payhook dev`'s webhook route, or
+    /// with --eventbridge its stand-in for the partner bus). With
+    /// --eventbridge, `-` prints the receive function's invocation event (an
+    /// ingress queue batch) instead, for `make invoke`.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
     /// The endpoint secret to sign with (`payhook dev --print-secret --db PATH` prints the local one).
     #[arg(
         long,
@@ -46,7 +45,24 @@ pub struct TriggerArgs {
     /// List every supported type, grouped by processor.
     #[arg(long, conflicts_with = "event_type")]
     pub list: bool,
+    /// Send each event as the thin event Stripe sends for it
+    /// (`"object": "v2.core.event"`, a reference to the object, no snapshot).
+    #[arg(long)]
+    pub thin: bool,
+    /// Deliver as Stripe's EventBridge destination does: an EventBridge event
+    /// from a partner event source with the event as `detail`, unsigned.
+    #[arg(long)]
+    pub eventbridge: bool,
+    /// The partner event source (`aws.partner/stripe.com/ed_…`) for --eventbridge.
+    #[arg(long, env = "STRIPE_EVENT_SOURCE", value_name = "SOURCE", requires = "eventbridge")]
+    pub source: Option<String>,
 }
+
+/// `payhook dev`'s webhook route.
+const DEV_WEBHOOKS: &str = "http://127.0.0.1:4242/webhooks/stripe";
+
+/// `payhook dev`'s stand-in for the partner bus and its ingress queue.
+const DEV_EVENTBRIDGE: &str = "http://127.0.0.1:4242/eventbridge";
 
 /// `payhook events`.
 #[derive(Debug, Args)]
@@ -64,7 +80,7 @@ pub struct EventsArgs {
 
 /// Sends the sequence of a type, one line per event; exit 1 if any answer is not 2xx.
 pub async fn run(args: TriggerArgs) -> Result<ExitCode> {
-    let event_type = match (args.list, args.event_type) {
+    let event_type = match (args.list, args.event_type.clone()) {
         (true, _) => {
             print!("{}", list());
             return Ok(ExitCode::SUCCESS);
@@ -72,35 +88,84 @@ pub async fn run(args: TriggerArgs) -> Result<ExitCode> {
         (false, Some(t)) => t,
         (false, None) => anyhow::bail!("name an event type, or pass --list to see them"),
     };
+    let events: Vec<Value> = sample::event(&event_type, &args.overrides)?
+        .iter()
+        .map(|e| if args.thin { sample::thin(e) } else { e.clone() })
+        .collect();
+    if args.eventbridge {
+        return eventbridge(&args, &events).await;
+    }
     let secret = send::require_secret(args.secret.as_deref(), "STRIPE_WEBHOOK_SECRET")?;
-    let events = sample::event(&event_type, &args.overrides)?;
+    let to = args.to.as_deref().unwrap_or(DEV_WEBHOOKS);
     let client = send::client()?;
     let mut all_accepted = true;
     for event in &events {
-        let body = sample::body(event);
+        let body = if args.thin {
+            event.to_string()
+        } else {
+            sample::body(event)
+        };
         let headers = send::signature_headers(Provider::Stripe, &secret, None, body.as_bytes())?;
+        let answer =
+            send::deliver(&client, to, Provider::Stripe, &headers, body.into_bytes()).await?;
+        all_accepted &= report(event, &answer);
+    }
+    Ok(exit(all_accepted))
+}
+
+/// `--eventbridge`: each event as the partner bus carries it, POSTed to
+/// `payhook dev`'s stand-in, or (`--to -`) printed as the receive
+/// function's ingress batch.
+async fn eventbridge(args: &TriggerArgs, events: &[Value]) -> Result<ExitCode> {
+    let source = args.source.clone().unwrap_or_else(lambda::partner_source);
+    let millis = sample::now_secs() * 1000;
+    let wrapped: Vec<Value> = events
+        .iter()
+        .zip(0..)
+        .map(|(e, i)| lambda::eventbridge_event(&source, e, millis + i * 40))
+        .collect();
+    let to = args.to.as_deref().unwrap_or(DEV_EVENTBRIDGE);
+    if to == "-" {
+        print!(
+            "{}",
+            lambda::to_file_text(&lambda::ingress_sqs_event(&wrapped, millis + 90))
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = send::client()?;
+    let mut all_accepted = true;
+    for (event, body) in events.iter().zip(&wrapped) {
         let answer = send::deliver(
             &client,
-            &args.to,
+            to,
             Provider::Stripe,
-            &headers,
-            body.into_bytes(),
+            &[],
+            body.to_string().into_bytes(),
         )
         .await?;
-        println!(
-            "{:<44} {}  {}  {}",
-            text(event, "type"),
-            text(event, "id"),
-            answer.status,
-            answer.body
-        );
-        all_accepted &= answer.is_success();
+        all_accepted &= report(event, &answer);
     }
-    Ok(if all_accepted {
+    Ok(exit(all_accepted))
+}
+
+/// Prints one delivery's line; whether it was accepted.
+fn report(event: &Value, answer: &send::Answer) -> bool {
+    println!(
+        "{:<44} {}  {}  {}",
+        text(event, "type"),
+        text(event, "id"),
+        answer.status,
+        answer.body
+    );
+    answer.is_success()
+}
+
+fn exit(all_accepted: bool) -> ExitCode {
+    if all_accepted {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// Every supported type under its processor, then the unrouted ones.
@@ -257,6 +322,29 @@ pub fn build_events(
         &sample::body(&refunded),
         now,
         true,
+    ));
+
+    // The same payment as Stripe's EventBridge destination delivers it: the
+    // ingress queue's batch; taken after the webhook file, a duplicate.
+    let bridged = lambda::eventbridge_event(&lambda::partner_source(), &succeeded, millis + 95);
+    files.push((
+        "receive-eventbridge-sqs.json".to_owned(),
+        lambda::ingress_sqs_event(&[bridged], millis + 140),
+        format!(
+            "{} {} via EventBridge (ingress queue batch)",
+            text(&succeeded, "type"),
+            text(&succeeded, "id")
+        ),
+    ));
+    // The thin form of a payment: ignored (`thin_event`) unless STRIPE_API_KEY lets receive fetch its snapshot.
+    let paid = pick("payment_intent.succeeded")?;
+    let thin = sample::thin(&paid).to_string();
+    files.push(receive(
+        "receive-thin-event.json",
+        &paid,
+        &thin,
+        now,
+        false,
     ));
 
     let standard = sample::standard_event("payment_intent.succeeded", &[])?;
