@@ -858,3 +858,289 @@ async fn effects_reach_an_http_endpoint_signed_in_order_despite_its_failures() {
     let (_, effects) = get(&client, &dev, "/api/effects").await;
     assert_eq!(effects["count"], 0, "{effects}");
 }
+
+/// A fake of Stripe's API for the missed-event paths: `GET /v1/events`
+/// lists `events` (newest first, `created[gte]`, no paging needed here) and
+/// `GET /v2/core/events/{id}` returns a full v2 event from `v2`.
+#[derive(Default)]
+struct FakeStripe {
+    events: std::sync::Mutex<Vec<Value>>,
+    v2: std::sync::Mutex<HashMap<String, Value>>,
+    lists: AtomicUsize,
+}
+
+async fn fake_stripe(fake: Arc<FakeStripe>) -> String {
+    use axum::extract::{Path as AxPath, RawQuery, State};
+    use axum::routing::get;
+    async fn list(State(f): State<Arc<FakeStripe>>, RawQuery(q): RawQuery) -> axum::Json<Value> {
+        f.lists.fetch_add(1, Ordering::SeqCst);
+        let q = q.unwrap_or_default();
+        let gte: i64 = q
+            .split('&')
+            .find_map(|p| p.strip_prefix("created%5Bgte%5D="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut data: Vec<Value> = f
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["created"].as_i64().unwrap_or(0) >= gte)
+            .filter(|e| {
+                q.contains(&format!(
+                    "types%5B%5D={}",
+                    e["type"].as_str().unwrap_or("?")
+                ))
+            })
+            .cloned()
+            .collect();
+        data.reverse();
+        axum::Json(json!({"object": "list", "data": data, "has_more": false}))
+    }
+    async fn v2(
+        State(f): State<Arc<FakeStripe>>,
+        AxPath(id): AxPath<String>,
+    ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
+        f.v2.lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .map(axum::Json)
+            .ok_or(axum::http::StatusCode::NOT_FOUND)
+    }
+    let app = axum::Router::new()
+        .route("/v1/events", get(list))
+        .route("/v2/core/events/{id}", get(v2))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn reconcile(db: &Path, api: &str, extra: &[&str]) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["reconcile", "--json", "--db"])
+        .arg(db)
+        .args(extra)
+        .env("STRIPE_API_KEY", "rk_test_e2e")
+        .env("STRIPE_API_BASE", api)
+        .env_remove("HANDLED_EVENT_TYPES")
+        .env_remove("WEBHOOK_LIVEMODE")
+        .output()
+        .expect("payhook reconcile runs");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payhook_reconcile_recovers_what_the_webhooks_missed_while_dev_runs() {
+    // GIVEN payhook dev that took one payment by webhook, and Stripe's
+    // Events API listing that one and another that never arrived
+    let dir = TempDir::new("reconcile");
+    let dev = Dev::start(&dir.db(), &[], &[]);
+    let client = reqwest::Client::new();
+    let created = now() - 30;
+    let seen = payment_intent(
+        "evt_rc_seen",
+        "payment_intent.succeeded",
+        "pi_rc_1",
+        "succeeded",
+        created,
+    );
+    let missed = payment_intent(
+        "evt_rc_missed",
+        "payment_intent.succeeded",
+        "pi_rc_2",
+        "succeeded",
+        created + 1,
+    );
+    assert_eq!(deliver(&client, &dev, &seen).await.0, 200);
+    let fake = Arc::new(FakeStripe::default());
+    for body in [&seen, &missed] {
+        fake.events
+            .lock()
+            .unwrap()
+            .push(serde_json::from_str(body).unwrap());
+    }
+    let api = fake_stripe(Arc::clone(&fake)).await;
+    // WHEN `payhook reconcile` runs against dev's database
+    let (ok, report) = reconcile(&dir.db(), &api, &[]);
+    // THEN the missed one is recovered, the other is a duplicate
+    assert!(ok, "{report}");
+    assert_eq!(report["listed"], 2, "{report}");
+    assert_eq!(report["recovered"], 1, "{report}");
+    assert_eq!(report["duplicates"], 1, "{report}");
+    assert_eq!(report["recovered_ids"], json!(["evt_rc_missed"]));
+    // AND the running pipeline processes it, once
+    wait_for(&client, &dev, "/api/events/stripe/evt_rc_missed", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    let (_, order) = get(&client, &dev, "/api/orders/pi_rc_2").await;
+    assert_eq!(
+        order["history"].as_array().map(Vec::len),
+        Some(1),
+        "{order}"
+    );
+    // AND a second run (from the high-water mark, less the overlap) finds nothing new
+    let (ok, again) = reconcile(&dir.db(), &api, &[]);
+    assert!(ok, "{again}");
+    assert_eq!(
+        (again["recovered"].clone(), again["duplicates"].clone()),
+        (json!(0), json!(2)),
+        "{again}"
+    );
+    // AND Stripe's late retry of the missed one is a duplicate
+    let (status, answer) = deliver(&client, &dev, &missed).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("duplicate"))
+    );
+    // AND without a key the command says what to set
+    let out = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["reconcile", "--db"])
+        .arg(dir.db())
+        .env_remove("STRIPE_API_KEY")
+        .env_remove("STRIPE_API_KEY_ARN")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STRIPE_API_KEY is not set"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_key_dev_reconciles_itself_and_processes_thin_events_as_snapshots() {
+    // GIVEN Stripe's API listing a payment no webhook brought, and holding
+    // the full event behind a thin one
+    let fake = Arc::new(FakeStripe::default());
+    let created = now() - 20;
+    let listed = payment_intent(
+        "evt_auto_1",
+        "payment_intent.succeeded",
+        "pi_auto_1",
+        "succeeded",
+        created,
+    );
+    fake.events
+        .lock()
+        .unwrap()
+        .push(serde_json::from_str(&listed).unwrap());
+    let snapshot: Value = serde_json::from_str(&payment_intent(
+        "evt_thin_1",
+        "payment_intent.succeeded",
+        "pi_thin_1",
+        "succeeded",
+        created,
+    ))
+    .unwrap();
+    let thin = payhook_shared::sample::thin(&snapshot);
+    let mut full = thin.clone();
+    full["data"] = snapshot["data"].clone();
+    fake.v2.lock().unwrap().insert("evt_thin_1".into(), full);
+    let api = fake_stripe(Arc::clone(&fake)).await;
+    // WHEN payhook dev starts with a key
+    let dir = TempDir::new("autoreconcile");
+    let dev = Dev::start(
+        &dir.db(),
+        &[],
+        &[("STRIPE_API_KEY", "rk_test_e2e"), ("STRIPE_API_BASE", &api)],
+    );
+    let client = reqwest::Client::new();
+    // THEN its first reconcile recovers and processes the listed payment
+    wait_for(&client, &dev, "/api/events/stripe/evt_auto_1", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    assert!(fake.lists.load(Ordering::SeqCst) >= 1);
+    // AND a signed thin event is fetched and processed as its snapshot
+    let (status, answer) = deliver(&client, &dev, &thin.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "enqueued", "{answer}");
+    wait_for(&client, &dev, "/api/events/stripe/evt_thin_1", |e| {
+        e["stage"] == "processed"
+    })
+    .await;
+    let (status, order) = get(&client, &dev, "/api/orders/pi_thin_1").await;
+    assert_eq!(status, 200, "{order}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventbridge_and_thin_deliveries_from_payhook_trigger() {
+    // GIVEN payhook dev without an API key
+    let dir = TempDir::new("bridge");
+    let dev = Dev::start(&dir.db(), &[], &[]);
+    let client = reqwest::Client::new();
+    let trigger = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_payhook"))
+            .args(["trigger", "payment_intent.succeeded", "--secret", SECRET])
+            .args(extra)
+            .env_remove("STRIPE_EVENT_SOURCE")
+            .output()
+            .expect("trigger runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // WHEN a payment arrives as Stripe's EventBridge destination sends it
+    let (ok, lines) = trigger(&["--eventbridge", "--to", &dev.url("/eventbridge")]);
+    // THEN each event is taken and enqueued
+    assert!(ok, "{lines}");
+    let ids: Vec<String> = lines
+        .lines()
+        .filter(|l| l.contains("\"outcome\":\"enqueued\""))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert!(!ids.is_empty(), "{lines}");
+    for id in &ids {
+        wait_for(&client, &dev, &format!("/api/events/stripe/{id}"), |e| {
+            e["stage"] == "processed"
+        })
+        .await;
+    }
+    // AND the same event from a source that is not Stripe's is refused, writing nothing
+    let event: Value = serde_json::from_str(&payment_intent(
+        "evt_foreign_1",
+        "payment_intent.succeeded",
+        "pi_f",
+        "succeeded",
+        now(),
+    ))
+    .unwrap();
+    let foreign =
+        payhook_shared::sample::lambda::eventbridge_event("aws.partner/example.com/x", &event, 0);
+    let response = client
+        .post(dev.url("/eventbridge"))
+        .json(&foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let (status, _) = get(&client, &dev, "/api/events/stripe/evt_foreign_1").await;
+    assert_eq!(status, 404);
+    // WHEN thin events arrive signed THEN each is answered 200 and recorded ignored
+    let (ok, lines) = trigger(&["--thin", "--to", &dev.url("/webhooks/stripe")]);
+    assert!(ok, "{lines}");
+    assert!(
+        lines
+            .lines()
+            .all(|l| l.contains("\"ignored\":\"thin_event\"")),
+        "{lines}"
+    );
+    // AND `--to -` prints the receive function's ingress batch for `make invoke`
+    let (ok, batch) = trigger(&["--eventbridge", "--to", "-"]);
+    assert!(ok);
+    let batch: Value = serde_json::from_str(&batch).unwrap();
+    let records = batch["Records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    let first: Value = serde_json::from_str(records[0]["body"].as_str().unwrap()).unwrap();
+    assert!(
+        first["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("aws.partner/stripe.com/")
+    );
+    assert_eq!(first["detail"]["object"], "event");
+}
