@@ -54,7 +54,12 @@ pub struct TriggerArgs {
     #[arg(long)]
     pub eventbridge: bool,
     /// The partner event source (`aws.partner/stripe.com/ed_…`) for --eventbridge.
-    #[arg(long, env = "STRIPE_EVENT_SOURCE", value_name = "SOURCE", requires = "eventbridge")]
+    #[arg(
+        long,
+        env = "STRIPE_EVENT_SOURCE",
+        value_name = "SOURCE",
+        requires = "eventbridge"
+    )]
     pub source: Option<String>,
 }
 
@@ -90,7 +95,13 @@ pub async fn run(args: TriggerArgs) -> Result<ExitCode> {
     };
     let events: Vec<Value> = sample::event(&event_type, &args.overrides)?
         .iter()
-        .map(|e| if args.thin { sample::thin(e) } else { e.clone() })
+        .map(|e| {
+            if args.thin {
+                sample::thin(e)
+            } else {
+                e.clone()
+            }
+        })
         .collect();
     if args.eventbridge {
         return eventbridge(&args, &events).await;
@@ -339,13 +350,7 @@ pub fn build_events(
     // The thin form of a payment: ignored (`thin_event`) unless STRIPE_API_KEY lets receive fetch its snapshot.
     let paid = pick("payment_intent.succeeded")?;
     let thin = sample::thin(&paid).to_string();
-    files.push(receive(
-        "receive-thin-event.json",
-        &paid,
-        &thin,
-        now,
-        false,
-    ));
+    files.push(receive("receive-thin-event.json", &paid, &thin, now, false));
 
     let standard = sample::standard_event("payment_intent.succeeded", &[])?;
     let standard_body = standard.body();

@@ -108,6 +108,9 @@ pub struct StripeApiConfig {
     pub base: String,
 }
 
+/// Stripe's API, unless `STRIPE_API_BASE` says otherwise (stripe-mock, tests).
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+
 /// `STRIPE_API_KEY` / `STRIPE_API_KEY_ARN` and `STRIPE_API_BASE`, if a key is set.
 pub fn stripe_api(env: &impl Env) -> Result<Option<StripeApiConfig>, ConfigError> {
     let Some(key) = secret_source(env, "STRIPE_API_KEY", "STRIPE_API_KEY_ARN")? else {
@@ -115,7 +118,7 @@ pub fn stripe_api(env: &impl Env) -> Result<Option<StripeApiConfig>, ConfigError
     };
     let base = env
         .var("STRIPE_API_BASE")
-        .unwrap_or_else(|| crate::stripe_api::DEFAULT_BASE.to_owned());
+        .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned());
     if !(base.starts_with("https://") || base.starts_with("http://")) {
         return Err(ConfigError::new(
             "STRIPE_API_BASE",

@@ -64,3 +64,16 @@ pub struct QueueError {
     /// The backend's own message.
     pub message: String,
 }
+
+/// An error and its causes, on one line (an HTTP connector's own
+/// message is terse: the cause says "connection refused").
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -350,6 +350,30 @@ def run(emulator, aws):
     assert answer.get("statusCode") == 200, answer
     expected["fulfill"].append((event["id"], None))
 
+    step("receive: Stripe's EventBridge destination, an ingress batch through `cargo lambda invoke`")
+    # events/receive-eventbridge-sqs.json as `make invoke` sends it: its event
+    # is the webhook-delivered payment again (a duplicate: one ledger claim
+    # for both ways in), plus the same envelope around a fresh event, and one
+    # from a source that is not Stripe's (left for the dead-letter queue).
+    batch = json.loads((ROOT / "events" / "receive-eventbridge-sqs.json").read_text())
+    record = batch["Records"][0]
+    bridged = json.loads(record["body"])
+    _, webhook_event = sample("receive-payment-intent-succeeded.json")
+    assert bridged["detail"]["id"] == webhook_event["id"], "the sample bridges the webhook sample's event"
+    fresh = json.loads(json.dumps(bridged))
+    fresh["detail"]["id"] = f"evt_bridge_{int(time.time() * 1000)}"
+    foreign = json.loads(json.dumps(fresh))
+    foreign["source"] = "aws.partner/example.com/not-stripe"
+    foreign["detail"]["id"] += "_foreign"
+    batch["Records"] = [
+        record,
+        dict(record, messageId="m-fresh", body=json.dumps(fresh)),
+        dict(record, messageId="m-foreign", body=json.dumps(foreign)),
+    ]
+    answer = emulator.invoke("receive", batch)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-foreign"}]}, answer
+    expected["fulfill"].append((fresh["detail"]["id"], None))
+
     step("receive: an unknown type is acknowledged and enqueued nowhere; a bad signature is refused")
     _, ignored = sample("receive-ignored-type.json")
     body = json.dumps(ignored)

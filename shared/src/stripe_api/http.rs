@@ -18,7 +18,7 @@ use http::{Method, Request, Uri};
 use http_body_util::BodyExt;
 
 use super::{ApiError, ApiFuture, EventsApi, ListRequest, Page, list_query, snapshot_of};
-use crate::process::effects::http_target::error_chain;
+use crate::error::error_chain;
 
 /// How a client retries and how long it waits for one answer.
 #[derive(Clone, Copy, Debug)]

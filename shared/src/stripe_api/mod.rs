@@ -20,9 +20,6 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Stripe's API, unless `STRIPE_API_BASE` says otherwise (stripe-mock, tests).
-pub const DEFAULT_BASE: &str = "https://api.stripe.com";
-
 /// How far back the Events API goes: events older than this are gone.
 pub const RETENTION_SECS: i64 = 30 * 86_400;
 

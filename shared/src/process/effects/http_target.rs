@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::{EffectContext, EffectError, EffectMessage, Effects};
 use crate::clock::{Clock, SystemClock};
+use crate::error::error_chain;
 use crate::verify::sign_standard;
 
 /// How long one delivery may take, answer included, by default.
@@ -108,19 +109,6 @@ impl HttpEffects {
             Ok(Ok(status)) => Err(EffectError(format!("{url} answered {status}"))),
         }
     }
-}
-
-/// An error and its causes, on one line (the connector's own message is
-/// terse: the cause says "connection refused").
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl<E: Serialize + Sync> Effects<E> for HttpEffects {
