@@ -75,6 +75,7 @@ class Code:
         self.receive_reads, self.receive_requires = cfn.entry_point_env_vars(config, "ReceiveConfig::from_env")
         self.processor_reads, self.processor_requires = cfn.entry_point_env_vars(config, "ProcessorConfig::from_env")
         self.reconcile_reads, self.reconcile_requires = cfn.entry_point_env_vars(config, "ReconcileConfig::from_env")
+        self.receive_timeout = int(re.search(r"pub const RECEIVE_TIMEOUT_SECS: u64 = (\d+);", config).group(1))
         self.routed_types = _routed_types((root / "shared/src/route.rs").read_text())
         self.everyone_reads = cfn.direct_env_reads((root / "shared/src/telemetry.rs").read_text())
         route = (root / "shared/src/route.rs").read_text()
@@ -370,11 +371,17 @@ def check_environment(template, code):
                 var = f"{processor.upper()}_QUEUE_URL"
                 if var in names and cfn.ref_target(env[var]) != consumed_by.get(processor):
                     problems.append(f"{fn}: {var} does not Ref the queue the {processor} function consumes")
-            # A claim must outlive the invocation holding it (a reconcile run too).
+            # A claim must outlive the time its holder can still act on it:
+            # receive's whole invocation; for reconcile, one event's intake,
+            # which runs under receive's budget (RECEIVE_TIMEOUT_SECS) however
+            # long the run is.
             lease = _value(template, env.get("LEDGER_LEASE_SECONDS", 30))
-            timeout = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT))
+            if code.kind(binary) == "reconcile":
+                timeout, what = code.receive_timeout, "one event's budget"
+            else:
+                timeout, what = _value(template, props.get("Timeout", SAM_DEFAULT_TIMEOUT)), "its Timeout"
             if isinstance(lease, int) and isinstance(timeout, int) and lease < 2 * timeout:
-                problems.append(f"{fn}: LEDGER_LEASE_SECONDS {lease} must be at least twice its Timeout {timeout}")
+                problems.append(f"{fn}: LEDGER_LEASE_SECONDS {lease} must be at least twice {what} {timeout}")
         for var in ("LEDGER_TABLE", "STATE_TABLE"):
             if var in env:
                 target = cfn.ref_target(env[var])
@@ -1065,10 +1072,11 @@ class CheckerCatchesMistakes(unittest.TestCase):
         env["STRIPE_WEBHOOK_SECRET_ARN"] = {"Ref": "StripeWebhookSecret"}
         self.assertIn("STRIPE_WEBHOOK_SECRET_ARN: reconcile verifies no signature", self.found(t))
 
-    def test_reconcile_lease_shorter_than_its_run(self):
+    def test_reconcile_lease_shorter_than_one_events_budget(self):
         t = self.template()
-        t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"]["LEDGER_LEASE_SECONDS"] = "300"
-        self.assertIn("ReconcileFunction: LEDGER_LEASE_SECONDS 300 must be at least twice its Timeout 300", self.found(t))
+        t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"]["LEDGER_LEASE_SECONDS"] = "15"
+        self.assertIn("ReconcileFunction: LEDGER_LEASE_SECONDS 15 must be at least twice one event's budget 10",
+                      self.found(t))
 
     def test_reconcile_without_recovered_alarm(self):
         t = self.template()

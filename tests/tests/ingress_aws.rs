@@ -179,12 +179,7 @@ impl Bus {
         let events = aws_sdk_eventbridge::Client::new(&payhook_tests::sdk_config().await);
         let name = unique("stripe-partner-bus");
         let source = partner_source();
-        events
-            .create_event_bus()
-            .name(&name)
-            .send()
-            .await
-            .unwrap();
+        events.create_event_bus().name(&name).send().await.unwrap();
         // The template's pattern: the partner source and the types ROUTES routes.
         let types: Vec<&str> = ROUTES.iter().map(|(t, _)| *t).collect();
         let pattern = json!({ "source": [source], "detail-type": types });
@@ -358,7 +353,10 @@ async fn an_event_from_the_partner_bus_is_enqueued_once_and_its_webhook_is_a_dup
     assert_eq!(a.body["duplicate"], true);
     assert_eq!(a.body["status"], "ENQUEUED");
     assert!(w.drain_all().await.is_empty());
-    assert_eq!(w.entry("evt_eb_first").await.unwrap().message_id, m.message_id);
+    assert_eq!(
+        w.entry("evt_eb_first").await.unwrap().message_id,
+        m.message_id
+    );
 }
 
 #[tokio::test]
@@ -432,7 +430,11 @@ async fn records_from_a_foreign_source_are_retried_and_write_nothing() {
     let now = w.now();
     bus.put(&paid("evt_genuine", now - 2)).await;
     let foreign = [
-        eventbridge_event(&partner_source(), &paid("evt_other_account", now), now * 1000),
+        eventbridge_event(
+            &partner_source(),
+            &paid("evt_other_account", now),
+            now * 1000,
+        ),
         eventbridge_event("com.example.shop", &paid("evt_not_stripe", now), now * 1000),
         json!({ "hello": "world" }),
     ];
@@ -691,10 +693,7 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
     assert!(w.entry("evt_unrouted").await.is_none());
     assert!(w.entry("evt_ancient").await.is_none());
     // AND the high-water mark is the run's start, in the ledger table
-    assert_eq!(
-        w.ledger().high_water(STRIPE_MARK).await.unwrap(),
-        Some(now)
-    );
+    assert_eq!(w.ledger().high_water(STRIPE_MARK).await.unwrap(), Some(now));
     let items = w.aws.scan(&w.table).await;
     let mark = items
         .iter()
@@ -707,10 +706,7 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
     // THEN it starts at the mark less the overlap, finds every event a
     // duplicate, sends nothing, and moves the mark
     assert!(again.complete(), "{again:?}");
-    assert_eq!(
-        again.since,
-        now - ReconcileSettings::default().overlap_secs
-    );
+    assert_eq!(again.since, now - ReconcileSettings::default().overlap_secs);
     assert_eq!(
         (again.listed, again.recovered, again.duplicates),
         (9, 0, 9),
