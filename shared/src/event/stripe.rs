@@ -291,7 +291,7 @@ fn thin(f: Found<'_>) -> Result<Envelope<'_>, EventError> {
     };
     let (object, object_id, object_kind) = match f.related_object {
         Some(r) => (r.raw, r.id, r.kind),
-        None => ("null", None, None),
+        None => ("{}", None, None),
     };
     Ok(Envelope {
         id,

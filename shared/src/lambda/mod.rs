@@ -172,14 +172,8 @@ pub async fn receiver_from_env(
         config.settings.clone(),
     );
     if let Some(api) = &config.stripe_api {
-        // Inside the receive budget: two tries of 3 s at most.
-        let retry = Retry {
-            attempts: 2,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_millis(500),
-            timeout: Duration::from_secs(3),
-        };
-        receiver = receiver.with_snapshots(Box::new(stripe_client(clients, api, retry).await?));
+        let api = stripe_client(clients, api, Retry::RECEIVE).await?;
+        receiver = receiver.with_snapshots(Box::new(api));
     }
     Ok(if by_arn {
         receiver.with_secret_reload(Box::new(ArnSecrets {

@@ -41,6 +41,15 @@ impl Retry {
         max_delay: Duration::from_secs(20),
         timeout: Duration::from_secs(10),
     };
+
+    /// For receive's thin-event fetch, inside its delivery budget: two
+    /// tries of at most 3 s.
+    pub const RECEIVE: Retry = Retry {
+        attempts: 2,
+        base_delay: Duration::from_millis(200),
+        max_delay: Duration::from_millis(500),
+        timeout: Duration::from_secs(3),
+    };
 }
 
 /// Why a client cannot be set up.
