@@ -362,6 +362,7 @@ def run(emulator, aws):
     assert bridged["detail"]["id"] == webhook_event["id"], "the sample bridges the webhook sample's event"
     fresh = json.loads(json.dumps(bridged))
     fresh["detail"]["id"] = f"evt_bridge_{int(time.time() * 1000)}"
+    fresh["detail"]["data"]["object"]["id"] = f"pi_bridge_{int(time.time() * 1000)}"
     foreign = json.loads(json.dumps(fresh))
     foreign["source"] = "aws.partner/example.com/not-stripe"
     foreign["detail"]["id"] += "_foreign"
@@ -372,7 +373,7 @@ def run(emulator, aws):
     ]
     answer = emulator.invoke("receive", batch)
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-foreign"}]}, answer
-    expected["fulfill"].append((fresh["detail"]["id"], None))
+    expected["fulfill"].append((fresh["detail"]["id"], fresh["detail"]["data"]["object"]["id"]))
 
     step("receive: an unknown type is acknowledged and enqueued nowhere; a bad signature is refused")
     _, ignored = sample("receive-ignored-type.json")
