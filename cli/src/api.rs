@@ -263,10 +263,16 @@ fn nonempty<'a>(query: &'a HashMap<String, String>, name: &str) -> Option<&'a st
         .filter(|v| !v.trim().is_empty())
 }
 
-async fn event(
-    State(state): State<AppState>,
-    Path((provider, event_id)): Path<(String, String)>,
-) -> ApiResult {
+async fn event(State(state): State<AppState>, Path(path): Path<(String, String)>) -> ApiResult {
+    let (_, event) = event_view(&state, path).await?;
+    Ok(axum::Json(json!(event)))
+}
+
+/// The event a `/{provider}/{event_id}` path names, or a 404 saying which part is unknown.
+pub async fn event_view(
+    state: &AppState,
+    (provider, event_id): (String, String),
+) -> Result<(LedgerKey, payhook_shared::local::inspect::EventView), ApiError> {
     let provider = Provider::from_route(&provider)
         .ok_or_else(|| ApiError::not_found(format!("provider {provider:?}")))?;
     let key = LedgerKey::new(provider, event_id);
@@ -275,7 +281,7 @@ async fn event(
         .event(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("event {key}")))?;
-    Ok(axum::Json(json!(event)))
+    Ok((key, event))
 }
 
 fn object_route(kind: StateKind) -> MethodRouter<AppState> {

@@ -57,18 +57,9 @@ pub async fn overview(State(state): State<AppState>) -> ApiResult {
 
 /// `GET /api/console/events/{provider}/{id}`: one event with its body, the
 /// deliveries answered for it this run, and the effects it caused.
-pub async fn event(
-    State(state): State<AppState>,
-    Path((provider, event_id)): Path<(String, String)>,
-) -> ApiResult {
-    let provider = Provider::from_route(&provider)
-        .ok_or_else(|| ApiError::not_found(format!("provider {provider:?}")))?;
-    let key = LedgerKey::new(provider, event_id);
-    let view = state
-        .inspector
-        .event(&key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("event {key}")))?;
+pub async fn event(State(state): State<AppState>, Path(path): Path<(String, String)>) -> ApiResult {
+    let (key, view) = crate::api::event_view(&state, path).await?;
+    let provider = key.provider;
     let (body, source) = match state.deliveries.body(&key) {
         Some(body) => (Some(body.to_string()), "memory"),
         None => match state.inspector.body(&key).await? {
