@@ -17,6 +17,7 @@ mod spec;
 use std::time::Instant;
 
 use check::{Backend, Outcome, Run, Stores};
+use payhook_shared::testing::orders::permutations;
 use rng::Rng;
 use server::{Plan, Server};
 use spec::Flow;
@@ -29,30 +30,6 @@ const ALL_ORDERS_UP_TO: usize = 6;
 /// target to the loopback server; the others reach the same endpoint in
 /// process, which keeps the whole run short.
 const HTTP_EVERY: usize = 8;
-
-/// Every permutation of `0..n` (Heap's algorithm).
-fn permutations(n: usize) -> Vec<Vec<usize>> {
-    let mut items: Vec<usize> = (0..n).collect();
-    let mut out = vec![items.clone()];
-    let mut c = vec![0; n];
-    let mut i = 0;
-    while i < n {
-        if c[i] < i {
-            if i % 2 == 0 {
-                items.swap(0, i);
-            } else {
-                items.swap(c[i], i);
-            }
-            out.push(items.clone());
-            c[i] += 1;
-            i = 0;
-        } else {
-            c[i] = 0;
-            i += 1;
-        }
-    }
-    out
-}
 
 /// The orders a flow of `n` events is tried in: Stripe's first.
 fn orders(n: usize, seed: u64) -> Vec<Vec<usize>> {
