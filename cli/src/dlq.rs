@@ -23,6 +23,17 @@ use serde_json::json;
 /// The local database when neither `--db` nor an SQS queue is given.
 pub(crate) const DEFAULT_DB: &str = ".payhook/dev.db";
 
+/// How a `list` command prints: how many, and as a table or JSON.
+#[derive(Debug, Args)]
+pub(crate) struct Listing {
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// List or redrive dead-lettered events.
 #[derive(Debug, Args)]
 pub struct DlqArgs {
@@ -36,12 +47,8 @@ enum Action {
     List {
         #[command(flatten)]
         target: Target,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        listing: Listing,
     },
     /// Move dead-lettered events back to their queue to be processed again.
     Redrive {
@@ -125,8 +132,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::List {
             target,
-            limit,
-            json,
+            listing: Listing { limit, json },
         } => match target.location()? {
             Location::Local { db, processor } => {
                 let (db, inspector) = open(&db)?;

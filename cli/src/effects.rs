@@ -16,7 +16,7 @@ use payhook_shared::state::effects;
 use payhook_shared::state::{StateKey, StateKind};
 use serde_json::json;
 
-use crate::dlq::{DEFAULT_DB, open};
+use crate::dlq::{DEFAULT_DB, Listing, open};
 
 /// List or retry side effects.
 #[derive(Debug, Args)]
@@ -35,12 +35,8 @@ enum Action {
         /// Only `delivered`, `pending` or `parked` ones.
         #[arg(long, value_parser = parse_status)]
         status: Option<EffectStatus>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        listing: Listing,
     },
     /// Release parked outboxes (one object's, or every parked one) for delivery.
     Retry {
@@ -99,8 +95,7 @@ pub async fn run(args: EffectsArgs) -> anyhow::Result<ExitCode> {
         Action::List {
             target,
             status,
-            limit,
-            json,
+            listing: Listing { limit, json },
         } => {
             let filter = EffectFilter {
                 object: target.object(),
