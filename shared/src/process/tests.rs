@@ -893,10 +893,11 @@ impl Effects<String> for Slow {
     }
 }
 
-#[tokio::test]
-async fn no_delivery_starts_too_close_to_the_invocations_deadline() {
-    // GIVEN a record with two effects, each taking 20 s, in an invocation
-    // with 30 s left and an 11 s margin
+type SlowRunner = Runner<TwoEffects, Arc<MemoryStateStore>, MemoryLedger, Arc<Slow>, ManualClock>;
+
+/// A runner whose effects take 20 s of its clock each, holding back 11 s
+/// before a deadline.
+fn slow_runner() -> (ManualClock, Arc<MemoryStateStore>, Arc<Slow>, SlowRunner) {
     let clock = ManualClock::at_secs(NOW);
     let store = Arc::new(MemoryStateStore::new());
     let effects = Arc::new(Slow {
@@ -913,6 +914,14 @@ async fn no_delivery_starts_too_close_to_the_invocations_deadline() {
         3600,
     )
     .with_deadline_margin(Duration::from_secs(11));
+    (clock, store, effects, runner)
+}
+
+#[tokio::test]
+async fn no_delivery_starts_too_close_to_the_invocations_deadline() {
+    // GIVEN a record with two effects, each taking 20 s, in an invocation
+    // with 30 s left and an 11 s margin
+    let (clock, store, effects, runner) = slow_runner();
     let record = || vec![delivery("m1", &tally_event("evt_1", "test.two"))];
     // WHEN it runs
     let failed = runner
@@ -948,22 +957,7 @@ async fn a_record_waiting_past_the_stop_point_is_not_started() {
     // GIVEN two records of one object in a batch with 30 s left and an 11 s
     // margin, the first delivering a 20 s effect while the second waits for
     // the object
-    let clock = ManualClock::at_secs(NOW);
-    let store = Arc::new(MemoryStateStore::new());
-    let effects = Arc::new(Slow {
-        clock: clock.clone(),
-        took: Duration::from_secs(20),
-        performed: std::sync::Mutex::default(),
-    });
-    let runner = Runner::new(
-        TwoEffects,
-        Arc::clone(&store),
-        MemoryLedger::new(),
-        Arc::clone(&effects),
-        clock.clone(),
-        3600,
-    )
-    .with_deadline_margin(Duration::from_secs(11));
+    let (_, store, _, runner) = slow_runner();
     let batch = vec![
         delivery("m1", &tally_event("evt_1", "test.one")),
         delivery("m2", &tally_event("evt_2", "test.one")),
