@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use payhook_shared::sample::EventBuilder;
+use payhook_shared::testing::stripe_api::FakeStripe;
 use payhook_shared::verify::sign_stripe;
 use serde_json::{Value, json};
 
@@ -859,63 +860,13 @@ async fn effects_reach_an_http_endpoint_signed_in_order_despite_its_failures() {
     assert_eq!(effects["count"], 0, "{effects}");
 }
 
-/// A fake of Stripe's API for the missed-event paths: `GET /v1/events`
-/// lists `events` (newest first, `created[gte]`, no paging needed here) and
-/// `GET /v2/core/events/{id}` returns a full v2 event from `v2`.
-#[derive(Default)]
-struct FakeStripe {
-    events: std::sync::Mutex<Vec<Value>>,
-    v2: std::sync::Mutex<HashMap<String, Value>>,
-    lists: AtomicUsize,
-}
+/// The key `payhook reconcile` and `payhook dev` call the fake Stripe API with.
+const API_KEY: &str = "rk_test_e2e";
 
-async fn fake_stripe(fake: Arc<FakeStripe>) -> String {
-    use axum::extract::{Path as AxPath, RawQuery, State};
-    use axum::routing::get;
-    async fn list(State(f): State<Arc<FakeStripe>>, RawQuery(q): RawQuery) -> axum::Json<Value> {
-        f.lists.fetch_add(1, Ordering::SeqCst);
-        let q = q.unwrap_or_default();
-        let gte: i64 = q
-            .split('&')
-            .find_map(|p| p.strip_prefix("created%5Bgte%5D="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut data: Vec<Value> = f
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["created"].as_i64().unwrap_or(0) >= gte)
-            .filter(|e| {
-                q.contains(&format!(
-                    "types%5B%5D={}",
-                    e["type"].as_str().unwrap_or("?")
-                ))
-            })
-            .cloned()
-            .collect();
-        data.reverse();
-        axum::Json(json!({"object": "list", "data": data, "has_more": false}))
-    }
-    async fn v2(
-        State(f): State<Arc<FakeStripe>>,
-        AxPath(id): AxPath<String>,
-    ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
-        f.v2.lock()
-            .unwrap()
-            .get(&id)
-            .cloned()
-            .map(axum::Json)
-            .ok_or(axum::http::StatusCode::NOT_FOUND)
-    }
-    let app = axum::Router::new()
-        .route("/v1/events", get(list))
-        .route("/v2/core/events/{id}", get(v2))
-        .with_state(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+/// Stripe's API for the missed-event paths (`GET /v1/events`, `GET
+/// /v2/core/events/{id}`), answering [`API_KEY`].
+fn fake_stripe() -> Arc<FakeStripe> {
+    Arc::new(FakeStripe::new(API_KEY))
 }
 
 fn reconcile(db: &Path, api: &str, extra: &[&str]) -> (bool, Value) {
@@ -923,7 +874,7 @@ fn reconcile(db: &Path, api: &str, extra: &[&str]) -> (bool, Value) {
         .args(["reconcile", "--json", "--db"])
         .arg(db)
         .args(extra)
-        .env("STRIPE_API_KEY", "rk_test_e2e")
+        .env("STRIPE_API_KEY", API_KEY)
         .env("STRIPE_API_BASE", api)
         .env_remove("HANDLED_EVENT_TYPES")
         .env_remove("WEBHOOK_LIVEMODE")
@@ -957,14 +908,11 @@ async fn payhook_reconcile_recovers_what_the_webhooks_missed_while_dev_runs() {
         created + 1,
     );
     assert_eq!(deliver(&client, &dev, &seen).await.0, 200);
-    let fake = Arc::new(FakeStripe::default());
+    let fake = fake_stripe();
     for body in [&seen, &missed] {
-        fake.events
-            .lock()
-            .unwrap()
-            .push(serde_json::from_str(body).unwrap());
+        fake.add(body, true);
     }
-    let api = fake_stripe(Arc::clone(&fake)).await;
+    let api = Arc::clone(&fake).serve().await;
     // WHEN `payhook reconcile` runs against dev's database
     let (ok, report) = reconcile(&dir.db(), &api, &[]);
     // THEN the missed one is recovered, the other is a duplicate
@@ -1014,7 +962,7 @@ async fn payhook_reconcile_recovers_what_the_webhooks_missed_while_dev_runs() {
 async fn with_an_api_key_dev_reconciles_itself_and_processes_thin_events_as_snapshots() {
     // GIVEN Stripe's API listing a payment no webhook brought, and holding
     // the full event behind a thin one
-    let fake = Arc::new(FakeStripe::default());
+    let fake = fake_stripe();
     let created = now() - 20;
     let listed = payment_intent(
         "evt_auto_1",
@@ -1023,10 +971,7 @@ async fn with_an_api_key_dev_reconciles_itself_and_processes_thin_events_as_snap
         "succeeded",
         created,
     );
-    fake.events
-        .lock()
-        .unwrap()
-        .push(serde_json::from_str(&listed).unwrap());
+    fake.add(&listed, true);
     let snapshot: Value = serde_json::from_str(&payment_intent(
         "evt_thin_1",
         "payment_intent.succeeded",
@@ -1038,14 +983,14 @@ async fn with_an_api_key_dev_reconciles_itself_and_processes_thin_events_as_snap
     let thin = payhook_shared::sample::thin(&snapshot);
     let mut full = thin.clone();
     full["data"] = snapshot["data"].clone();
-    fake.v2.lock().unwrap().insert("evt_thin_1".into(), full);
-    let api = fake_stripe(Arc::clone(&fake)).await;
+    fake.add_v2(&full.to_string());
+    let api = Arc::clone(&fake).serve().await;
     // WHEN payhook dev starts with a key
     let dir = TempDir::new("autoreconcile");
     let dev = Dev::start(
         &dir.db(),
         &[],
-        &[("STRIPE_API_KEY", "rk_test_e2e"), ("STRIPE_API_BASE", &api)],
+        &[("STRIPE_API_KEY", API_KEY), ("STRIPE_API_BASE", &api)],
     );
     let client = reqwest::Client::new();
     // THEN its first reconcile recovers and processes the listed payment
@@ -1053,7 +998,7 @@ async fn with_an_api_key_dev_reconciles_itself_and_processes_thin_events_as_snap
         e["stage"] == "processed"
     })
     .await;
-    assert!(fake.lists.load(Ordering::SeqCst) >= 1);
+    assert!(!fake.calls().is_empty());
     // AND a signed thin event is fetched and processed as its snapshot
     let (status, answer) = deliver(&client, &dev, &thin.to_string()).await;
     assert_eq!(status, 200, "{answer}");

@@ -12,17 +12,12 @@
 //! Run: `scripts/moto.sh -- cargo test -p payhook-tests --all-features --test ingress_aws`.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
-use axum::Router;
-use axum::extract::{RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use payhook_shared::clock::{Clock, ManualClock, SystemClock};
 use payhook_shared::config::{ReceiveSettings, ReconcileSettings};
 use payhook_shared::intake::SplitIntake;
@@ -37,6 +32,7 @@ use payhook_shared::route::{Processor, ROUTES, Route};
 use payhook_shared::sample::EventBuilder;
 use payhook_shared::sample::lambda::{eventbridge_event, partner_source};
 use payhook_shared::stripe_api::http::{Retry, StripeApi};
+use payhook_shared::testing::stripe_api::FakeStripe;
 use payhook_shared::verify::{Provider, Tolerance, Verifiers};
 use payhook_tests::{Aws, lambda_sqs_event, signed, unique};
 use serde_json::{Value, json};
@@ -476,114 +472,6 @@ async fn records_from_a_foreign_source_are_retried_and_write_nothing() {
 /// The fake's page size: small, so that a few events make several pages.
 const FAKE_PAGE: usize = 3;
 
-/// Stripe's Events API as far as reconcile lists it.
-#[derive(Default)]
-struct FakeStripe {
-    /// (id, created, type, body).
-    events: Mutex<Vec<(String, i64, String, String)>>,
-    /// Every list query, decoded as (key, value) pairs.
-    calls: Mutex<Vec<Vec<(String, String)>>>,
-}
-
-impl FakeStripe {
-    fn add(&self, event: &Value) {
-        self.events.lock().unwrap().push((
-            event["id"].as_str().unwrap().to_owned(),
-            event["created"].as_i64().unwrap(),
-            event["type"].as_str().unwrap().to_owned(),
-            event.to_string(),
-        ));
-    }
-
-    fn calls(&self) -> Vec<Vec<(String, String)>> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-fn decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-            out.push(u8::from_str_radix(&hex, 16).unwrap());
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-/// `GET /v1/events`: newest first, `created[gte]`, `types[]`,
-/// `starting_after`, `limit` (at most [`FAKE_PAGE`]), `has_more`.
-async fn list(
-    State(fake): State<Arc<FakeStripe>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let bearer = format!("Bearer {API_KEY}");
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            r#"{"error":{"message":"Invalid API Key provided"}}"#,
-        )
-            .into_response();
-    }
-    let pairs: Vec<(String, String)> = q
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
-    fake.calls.lock().unwrap().push(pairs.clone());
-    let one = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-    let types: Vec<&String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "types[]")
-        .map(|(_, v)| v)
-        .collect();
-    let gte: i64 = one("created[gte]").map_or(0, |v| v.parse().unwrap());
-    let limit: usize = one("limit").map_or(10, |v| v.parse().unwrap());
-    let mut events: Vec<(String, i64, String, String)> = fake
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, created, t, _)| *created >= gte && (types.is_empty() || types.contains(&t)))
-        .cloned()
-        .collect();
-    events.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
-    if let Some(after) = one("starting_after") {
-        let at = events
-            .iter()
-            .position(|e| &e.0 == after)
-            .map_or(0, |i| i + 1);
-        events.drain(..at);
-    }
-    let page = limit.min(FAKE_PAGE);
-    let has_more = events.len() > page;
-    events.truncate(page);
-    let data: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::from_str(&e.3).unwrap())
-        .collect();
-    axum::Json(json!({ "object": "list", "url": "/v1/events", "data": data, "has_more": has_more }))
-        .into_response()
-}
-
-async fn serve(fake: Arc<FakeStripe>) -> SocketAddr {
-    let app = Router::new()
-        .route("/v1/events", get(list))
-        .with_state(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 const FAST: Retry = Retry {
     attempts: 3,
     base_delay: Duration::from_millis(5),
@@ -591,8 +479,8 @@ const FAST: Retry = Retry {
     timeout: Duration::from_secs(2),
 };
 
-async fn reconcile(w: &World, r: &AwsReceiver, addr: SocketAddr) -> Report {
-    let api = StripeApi::new(&format!("http://{addr}"), API_KEY, FAST).unwrap();
+async fn reconcile(w: &World, r: &AwsReceiver, base: &str) -> Report {
+    let api = StripeApi::new(base, API_KEY, FAST).unwrap();
     Reconciler::new(
         r,
         api,
@@ -610,8 +498,8 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
     // minutes (all inside the next run's overlap too), one of a type nothing
     // routes, one older than the first window, and one the webhook already took
     let w = World::new("rec").await;
-    let fake = Arc::new(FakeStripe::default());
-    let addr = serve(Arc::clone(&fake)).await;
+    let fake = Arc::new(FakeStripe::new(API_KEY).page_size(FAKE_PAGE));
+    let base = Arc::clone(&fake).serve().await;
     let now = w.now();
     let types = [
         "payment_intent.succeeded",
@@ -627,7 +515,8 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
             &EventBuilder::new(t)
                 .id(&id)
                 .created(now - 1 - 30 * n as i64)
-                .build(),
+                .body(),
+            true,
         );
         missed.push((id, routed_to(t)));
     }
@@ -635,12 +524,13 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
         &EventBuilder::new("customer.created")
             .id("evt_unrouted")
             .created(now - 60)
-            .build(),
+            .body(),
+        true,
     );
-    fake.add(&paid("evt_ancient", now - 4 * 86_400));
+    fake.add(&paid("evt_ancient", now - 4 * 86_400).to_string(), true);
     let webhook = w.webhook_receiver();
     let delivered = paid("evt_delivered", now - 30);
-    fake.add(&delivered);
+    fake.add(&delivered.to_string(), true);
     let a = w.webhook(&webhook, &delivered.to_string()).await;
     assert_eq!(a.body["outcome"], "enqueued", "{}", a.body);
     assert_eq!(w.drain_all().await.len(), 1);
@@ -648,7 +538,7 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
     let r = w.receiver(Verifiers::default(), ReceiveSettings::default());
     assert_eq!(w.ledger().high_water(STRIPE_MARK).await.unwrap(), None);
     // WHEN reconcile runs for the first time
-    let report = reconcile(&w, &r, addr).await;
+    let report = reconcile(&w, &r, &base).await;
     // THEN it completed over the first window, recovering the eight missed
     // events, finding the webhook's a duplicate and never seeing the rest
     assert!(report.complete(), "{report:?}");
@@ -702,7 +592,7 @@ async fn reconcile_enqueues_missed_events_once_and_keeps_its_mark_in_dynamodb() 
     assert_eq!(mark["high_water"].as_n().unwrap(), &now.to_string());
     // WHEN the next run comes 15 minutes later
     w.clock.advance_millis(900_000);
-    let again = reconcile(&w, &r, addr).await;
+    let again = reconcile(&w, &r, &base).await;
     // THEN it starts at the mark less the overlap, finds every event a
     // duplicate, sends nothing, and moves the mark
     assert!(again.complete(), "{again:?}");

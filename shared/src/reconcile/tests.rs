@@ -2,17 +2,10 @@
 //! client, paging, filters, rate limits and failures, into a real receiver
 //! and, for "applied once", a real processor.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::*;
@@ -26,193 +19,14 @@ use crate::queue::{Delivery, MemoryQueue};
 use crate::route::{Processor, Routes};
 use crate::sample::EventBuilder;
 use crate::stripe_api::http::{Retry, StripeApi};
+use crate::testing::stripe_api::{FakeStripe, Fault};
 use crate::verify::{Tolerance, Verifiers, sign_stripe};
 
 const NOW: i64 = 1_750_000_000;
 const SECRET: &str = "whsec_reconcile";
+const API_KEY: &str = "rk_test_reconcile";
 /// The fake's page size: small, so that a few events make several pages.
 const FAKE_PAGE: usize = 7;
-
-/// What the fake answers next, before listing.
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    RateLimited { retry_after: u64 },
-    ServerError,
-    Unauthorized,
-    Stall(Duration),
-}
-
-/// One stored event.
-#[derive(Clone)]
-struct Stored {
-    id: String,
-    created: i64,
-    event_type: String,
-    delivered: bool,
-    body: String,
-}
-
-#[derive(Default)]
-struct Fake {
-    events: Mutex<Vec<Stored>>,
-    faults: Mutex<VecDeque<Fault>>,
-    /// Every list query, decoded as (key, value) pairs.
-    calls: Mutex<Vec<Vec<(String, String)>>>,
-    /// Full v2 events by id, for the thin-event fetch.
-    v2: Mutex<Vec<(String, String)>>,
-}
-
-impl Fake {
-    fn add(&self, body: &str, delivered: bool) {
-        let v: Value = serde_json::from_str(body).unwrap();
-        self.events.lock().unwrap().push(Stored {
-            id: v["id"].as_str().unwrap().to_owned(),
-            created: v["created"].as_i64().unwrap(),
-            event_type: v["type"].as_str().unwrap().to_owned(),
-            delivered,
-            body: body.to_owned(),
-        });
-    }
-
-    fn fault(&self, fault: Fault) {
-        self.faults.lock().unwrap().push_back(fault);
-    }
-
-    fn calls(&self) -> Vec<Vec<(String, String)>> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-async fn next_fault(fake: &Fake) -> Option<Response> {
-    let fault = fake.faults.lock().unwrap().pop_front()?;
-    Some(match fault {
-        Fault::RateLimited { retry_after } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", retry_after.to_string())],
-            r#"{"error":{"message":"Too many requests"}}"#,
-        )
-            .into_response(),
-        Fault::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "{}").into_response(),
-        Fault::Unauthorized => (
-            StatusCode::UNAUTHORIZED,
-            r#"{"error":{"message":"Invalid API Key provided: rk_test_***"}}"#,
-        )
-            .into_response(),
-        Fault::Stall(d) => {
-            tokio::time::sleep(d).await;
-            (StatusCode::INTERNAL_SERVER_ERROR, "{}").into_response()
-        }
-    })
-}
-
-/// `GET /v1/events` as Stripe documents it: newest first, `created[gte]`,
-/// `types[]`, `delivery_success`, `starting_after`, `limit`, `has_more`.
-async fn list(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some("Bearer rk_test_reconcile")
-    {
-        return (StatusCode::UNAUTHORIZED, "{}").into_response();
-    }
-    let pairs: Vec<(String, String)> = q
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
-    fake.calls.lock().unwrap().push(pairs.clone());
-    if let Some(answer) = next_fault(&fake).await {
-        return answer;
-    }
-    let one = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    let types: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "types[]")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let gte: i64 = one("created[gte]").map_or(0, |v| v.parse().unwrap());
-    let undelivered = one("delivery_success").as_deref() == Some("false");
-    let limit: usize = one("limit").map_or(10, |v| v.parse().unwrap());
-    let mut events: Vec<Stored> = fake
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.created >= gte)
-        .filter(|e| types.is_empty() || types.contains(&e.event_type))
-        .filter(|e| !undelivered || !e.delivered)
-        .cloned()
-        .collect();
-    events.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
-    if let Some(after) = one("starting_after") {
-        let at = events
-            .iter()
-            .position(|e| e.id == after)
-            .map_or(0, |i| i + 1);
-        events.drain(..at);
-    }
-    let page = limit.min(FAKE_PAGE);
-    let has_more = events.len() > page;
-    events.truncate(page);
-    let data: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::from_str(&e.body).unwrap())
-        .collect();
-    axum::Json(json!({"object": "list", "url": "/v1/events", "data": data, "has_more": has_more}))
-        .into_response()
-}
-
-async fn v2_event(State(fake): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
-    if let Some(answer) = next_fault(&fake).await {
-        return answer;
-    }
-    match fake.v2.lock().unwrap().iter().find(|(i, _)| *i == id) {
-        Some((_, body)) => body.clone().into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            r#"{"error":{"message":"No such event"}}"#,
-        )
-            .into_response(),
-    }
-}
-
-async fn serve(fake: Arc<Fake>) -> SocketAddr {
-    let app = Router::new()
-        .route("/v1/events", get(list))
-        .route("/v2/core/events/{id}", get(v2_event))
-        .with_state(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
 
 const FAST: Retry = Retry {
     attempts: 4,
@@ -221,8 +35,8 @@ const FAST: Retry = Retry {
     timeout: Duration::from_millis(500),
 };
 
-fn api(addr: SocketAddr) -> StripeApi {
-    StripeApi::new(&format!("http://{addr}"), "rk_test_reconcile", FAST).unwrap()
+fn api(base: &str) -> StripeApi {
+    StripeApi::new(base, API_KEY, FAST).unwrap()
 }
 
 type TestIntake = SplitIntake<Arc<MemoryLedger>, Arc<MemoryQueue>>;
@@ -230,8 +44,9 @@ type TestReceiver = Receiver<TestIntake, ManualClock>;
 type TestReconciler<'r> = Reconciler<'r, TestIntake, ManualClock, StripeApi, Arc<MemoryLedger>>;
 
 struct World {
-    fake: Arc<Fake>,
-    addr: SocketAddr,
+    fake: Arc<FakeStripe>,
+    /// The fake's base URL.
+    base: String,
     ledger: Arc<MemoryLedger>,
     queue: Arc<MemoryQueue>,
     receiver: TestReceiver,
@@ -239,8 +54,8 @@ struct World {
 }
 
 async fn world_with(settings: ReceiveSettings) -> World {
-    let fake = Arc::new(Fake::default());
-    let addr = serve(Arc::clone(&fake)).await;
+    let fake = Arc::new(FakeStripe::new(API_KEY).page_size(FAKE_PAGE));
+    let base = Arc::clone(&fake).serve().await;
     let ledger = Arc::new(MemoryLedger::new());
     let queue = Arc::new(MemoryQueue::new());
     let clock = ManualClock::at_secs(NOW);
@@ -254,7 +69,7 @@ async fn world_with(settings: ReceiveSettings) -> World {
     );
     World {
         fake,
-        addr,
+        base,
         ledger,
         queue,
         receiver,
@@ -274,7 +89,7 @@ impl World {
     fn reconciler_with(&self, settings: ReconcileSettings) -> TestReconciler<'_> {
         Reconciler::new(
             &self.receiver,
-            api(self.addr),
+            api(&self.base),
             Arc::clone(&self.ledger),
             self.clock.clone(),
             settings,
@@ -653,7 +468,7 @@ async fn a_routed_thin_event_is_processed_as_its_fetched_snapshot() {
         w.clock.clone(),
         ReceiveSettings::default(),
     )
-    .with_snapshots(Box::new(api(w.addr)));
+    .with_snapshots(Box::new(api(&w.base)));
     let snapshot = EventBuilder::new("payment_intent.succeeded")
         .id("evt_thin_1")
         .created(NOW - 5)
@@ -664,11 +479,7 @@ async fn a_routed_thin_event_is_processed_as_its_fetched_snapshot() {
         "related_object": {"id": snapshot["data"]["object"]["id"], "type": "payment_intent"},
         "data": snapshot["data"],
     });
-    w.fake
-        .v2
-        .lock()
-        .unwrap()
-        .push(("evt_thin_1".into(), full.to_string()));
+    w.fake.add_v2(&full.to_string());
     let thin = |id: &str, t: &str| {
         json!({"id": id, "object": "v2.core.event", "type": t, "livemode": false,
             "created": "2025-06-15T15:06:35.000Z",
