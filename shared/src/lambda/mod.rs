@@ -464,7 +464,9 @@ where
             return response;
         }
     };
-    for record in event.records {
+    // Records of one batch are taken at once: each is a few calls (and a
+    // thin event's fetch), and the batch must end inside receive's timeout.
+    let taken = futures_util::future::join_all(event.records.iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
         let body = record.body.as_deref().unwrap_or_default();
         let retry = match receiver.admit_partner_event(body).await {
@@ -482,12 +484,18 @@ where
                 true
             }
         };
-        if retry {
+        (id, retry)
+    }))
+    .await;
+    response.batch_item_failures = taken
+        .into_iter()
+        .filter(|(_, retry)| *retry)
+        .map(|(id, _)| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
-        }
-    }
+            failure
+        })
+        .collect();
     response
 }
 
