@@ -6,6 +6,11 @@
 //! is given only once the event is durably enqueued or recorded as ignored,
 //! and a failure after the claim releases it so the provider's retry
 //! proceeds at once.
+//!
+//! [`Receiver::admit`] is the same path after verification, for events that
+//! come over a channel that is itself the proof: reconcile's listing of
+//! Stripe's Events API, and Stripe's EventBridge destination ([`partner`]).
+//! A thin event becomes its fetched snapshot on every path.
 
 use std::future::Future;
 use std::pin::Pin;
