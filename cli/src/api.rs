@@ -293,13 +293,23 @@ async fn object(
     kind: StateKind,
     Path(id): Path<String>,
 ) -> ApiResult {
+    let (_, object) = object_view(&state, kind, id).await?;
+    Ok(axum::Json(json!(object)))
+}
+
+/// The object of `kind` named `id`, or a 404 naming it.
+pub async fn object_view(
+    state: &AppState,
+    kind: StateKind,
+    id: String,
+) -> Result<(StateKey, payhook_shared::local::inspect::ObjectView), ApiError> {
     let key = StateKey::new(kind, id);
     let object = state
         .inspector
         .object(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{} {}", kind.as_str(), key.id)))?;
-    Ok(axum::Json(json!(object)))
+    Ok((key, object))
 }
 
 fn processor(query: &HashMap<String, String>) -> Result<Option<Processor>, ApiError> {

@@ -197,7 +197,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             let line = format!(
                 "every {} from {} (and thin events' snapshots)",
                 humantime::format_duration(args.reconcile_every),
-                config::stripe_api(&env)?.map_or_else(String::new, |a| a.base)
+                api.base()
             );
             reconciling = Some(reconcile::spawn_periodic(
                 pipeline.receiver(),

@@ -67,12 +67,8 @@ pub async fn run_once<I: Intake>(
     db: &Db,
     api: &StripeApi,
     settings: ReconcileSettings,
-    since: Option<Duration>,
+    look_back: Option<Duration>,
 ) -> Report {
-    let since = since.map(|back| {
-        payhook_shared::clock::Clock::now_secs(&SystemClock)
-            - i64::try_from(back.as_secs()).unwrap_or(i64::MAX / 2)
-    });
     Reconciler::new(
         receiver,
         api.clone(),
@@ -80,7 +76,7 @@ pub async fn run_once<I: Intake>(
         SystemClock,
         settings,
     )
-    .run(since, None)
+    .run(look_back, None)
     .await
 }
 

@@ -15,7 +15,7 @@
 //! first run, and never beyond the 30 days Stripe keeps events. The mark
 //! moves only when a run listed every page and took every event.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,17 +123,17 @@ where
             .collect()
     }
 
-    /// One run. `since` (unix seconds) overrides the window's start;
-    /// `deadline` stops listing in time (the run then reports a failure and
-    /// leaves the mark, so the next run covers the rest).
-    pub async fn run(&self, since: Option<i64>, deadline: Option<Instant>) -> Report {
+    /// One run. `look_back` overrides the window: it starts that long ago
+    /// instead of at the mark; `deadline` stops listing in time (the run then
+    /// reports a failure and leaves the mark, so the next run covers the rest).
+    pub async fn run(&self, look_back: Option<Duration>, deadline: Option<Instant>) -> Report {
         let now = self.clock.now_secs();
         let mut report = Report {
             until: now,
             ..Report::default()
         };
-        let start = match since {
-            Some(at) => Ok(at),
+        let start = match look_back {
+            Some(back) => Ok(now.saturating_sub(i64::try_from(back.as_secs()).unwrap_or(i64::MAX))),
             None => self.marks.high_water(STRIPE_MARK).await.map(|mark| {
                 mark.map_or(now - self.settings.lookback_secs, |m| {
                     m - self.settings.overlap_secs

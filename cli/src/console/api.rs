@@ -12,7 +12,7 @@ use payhook_shared::local::inspect::MAX_LIMIT;
 use payhook_shared::local::replay::{self, ReplayInput};
 use payhook_shared::local::{EffectFilter, EffectStatus};
 use payhook_shared::sample;
-use payhook_shared::state::{Json, StateKey, StateKind};
+use payhook_shared::state::{Json, StateKind};
 use payhook_shared::verify::{Provider, sign_stripe};
 use serde_json::{Value, json};
 
@@ -111,12 +111,7 @@ pub async fn object(
             format!("no object kind {kind:?}; use order, subscription, dispute, payout or account"),
         )
     })?;
-    let key = StateKey::new(kind, id);
-    let object = state
-        .inspector
-        .object(&key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("{} {}", kind.as_str(), key.id)))?;
+    let (key, object) = crate::api::object_view(&state, kind, id).await?;
     let timeline = state.inspector.timeline(&key).await?;
     let bodies: Vec<Option<String>> = timeline
         .iter()

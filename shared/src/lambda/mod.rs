@@ -295,10 +295,10 @@ pub async fn handle_reconcile_event(
     let deadline = deadline_millis.map(|d| {
         Instant::now() + Duration::from_millis(u64::try_from(d - now_millis - 20_000).unwrap_or(0))
     });
-    let since = event
+    let look_back = event
         .reconcile
         .since_seconds
-        .map(|back| SystemClock.now_secs() - back.max(0));
+        .map(|back| Duration::from_secs(back.max(0).unsigned_abs()));
     let report = Reconciler::new(
         &parts.receiver,
         parts.api.clone(),
@@ -306,7 +306,7 @@ pub async fn handle_reconcile_event(
         SystemClock,
         parts.settings,
     )
-    .run(since, deadline)
+    .run(look_back, deadline)
     .await;
     match report.failure.clone() {
         None => Ok(report),

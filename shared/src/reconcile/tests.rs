@@ -241,7 +241,10 @@ async fn the_next_run_overlaps_the_mark_and_finds_only_what_is_new() {
 #[tokio::test]
 async fn the_window_never_reaches_past_stripes_30_days() {
     let w = world().await;
-    let report = w.reconciler().run(Some(NOW - 40 * 86_400), None).await;
+    let report = w
+        .reconciler()
+        .run(Some(Duration::from_secs(40 * 86_400)), None)
+        .await;
     assert!(report.complete(), "{report:?}");
     assert_eq!(report.since, NOW - 30 * 86_400 + 60);
     let gte = (NOW - 30 * 86_400 + 60).to_string();

@@ -118,6 +118,11 @@ impl StripeApi {
         })
     }
 
+    /// The API's base URL, as configured.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `GET {base}{path}`, retried as the module says; the body of the 2xx.
     async fn get(&self, path: &str) -> Result<String, ApiError> {
         let mut last = String::new();
@@ -250,7 +255,7 @@ impl EventsApi for StripeApi {
 
     fn snapshot<'a>(&'a self, event_id: &'a str) -> ApiFuture<'a, String> {
         Box::pin(async move {
-            let id = super::encode(event_id);
+            let id = super::path_segment(event_id);
             let body = self.get(&format!("/v2/core/events/{id}")).await?;
             snapshot_of(event_id, &body)
         })

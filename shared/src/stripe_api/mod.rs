@@ -107,36 +107,30 @@ impl<T: EventsApi + ?Sized> EventsApi for std::sync::Arc<T> {
 
 /// The query string of a list call, in Stripe's form encoding.
 pub fn list_query(request: &ListRequest) -> String {
-    let mut query = format!(
-        "limit={}&created%5Bgte%5D={}",
-        request.limit, request.created_gte
-    );
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("limit", &request.limit.to_string())
+        .append_pair("created[gte]", &request.created_gte.to_string());
     for t in &request.types {
-        query.push_str("&types%5B%5D=");
-        query.push_str(&encode(t));
+        query.append_pair("types[]", t);
     }
     if request.undelivered_only {
-        query.push_str("&delivery_success=false");
+        query.append_pair("delivery_success", "false");
     }
     if let Some(after) = &request.starting_after {
-        query.push_str("&starting_after=");
-        query.push_str(&encode(after));
+        query.append_pair("starting_after", after);
     }
-    query
+    query.finish()
 }
 
-/// Percent-encodes everything but unreserved characters (event types and
-/// ids are `[a-z0-9._]`, so this is rarely more than a copy).
-pub(crate) fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// An event id as one path segment (ids are `evt_…`: a copy, unless forged).
+pub(crate) fn path_segment(value: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
 }
 
 /// The snapshot event a fetched full event stands for. A v1 event (`"object":
@@ -202,7 +196,8 @@ mod tests {
             "limit=100&created%5Bgte%5D=1700000000&types%5B%5D=payment_intent.succeeded\
              &types%5B%5D=charge.refunded&delivery_success=false&starting_after=evt_1"
         );
-        assert_eq!(encode("a b&c"), "a%20b%26c");
+        assert_eq!(path_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(path_segment("evt_1.x-y~z"), "evt_1.x-y~z");
     }
 
     #[test]

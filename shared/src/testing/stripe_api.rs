@@ -190,21 +190,6 @@ impl FakeStripe {
     }
 }
 
-/// Percent-decoding of one query key or value.
-fn decode(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-            out.push(u8::from_str_radix(&hex, 16).expect("a %XX escape"));
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).expect("a UTF-8 query")
-}
-
 /// `GET /v1/events` as Stripe documents it: newest first, `created[gte]`,
 /// `types[]`, `delivery_success=false`, `starting_after`, `limit` (at most
 /// the page size), `has_more`.
@@ -216,14 +201,8 @@ async fn list(
     if let Some(refused) = fake.refuses(&headers) {
         return refused;
     }
-    let pairs: Vec<(String, String)> = q
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
         .collect();
     fake.calls.lock().unwrap().push(pairs.clone());
     if let Some(answer) = fake.next_fault().await {
