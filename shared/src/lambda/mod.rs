@@ -466,37 +466,50 @@ where
     };
     // Records of one batch are taken at once: each is a few calls (and a
     // thin event's fetch), and the batch must end inside receive's timeout.
-    let taken = futures_util::future::join_all(event.records.iter().map(|record| async move {
-        let id = record.message_id.clone().unwrap_or_default();
-        let body = record.body.as_deref().unwrap_or_default();
-        let retry = match receiver.admit_partner_event(body).await {
-            Ok(Intaken::InFlight { .. }) => true,
-            Ok(taken) => {
-                tracing::info!(message_id = %id, outcome = ?taken, "EventBridge event taken");
-                false
-            }
-            Err(err) => {
-                if err.is_transient() {
-                    tracing::warn!(message_id = %id, error = %err, "EventBridge event will be retried");
-                } else {
-                    tracing::error!(message_id = %id, error = %err, "EventBridge event refused; it goes to the dead-letter queue after its retries");
-                }
-                true
-            }
-        };
-        (id, retry)
+    let taken = futures_util::future::join_all(event.records.iter().map(|record| {
+        // Boxed: the record future is not inlined into the join (20 KB of receive).
+        let take: futures_util::future::BoxFuture<'_, bool> =
+            Box::pin(take_ingress_record(receiver, record));
+        take
     }))
     .await;
-    response.batch_item_failures = taken
-        .into_iter()
+    response.batch_item_failures = event
+        .records
+        .iter()
+        .zip(taken)
         .filter(|(_, retry)| *retry)
-        .map(|(id, _)| {
+        .map(|(record, _)| {
+            let id = record.message_id.clone().unwrap_or_default();
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             failure
         })
         .collect();
     response
+}
+
+/// Takes one ingress record; whether it is to be retried.
+async fn take_ingress_record<I: Intake, C: Clock>(
+    receiver: &Receiver<I, C>,
+    record: &aws_lambda_events::sqs::SqsMessage,
+) -> bool {
+    let id = record.message_id.as_deref().unwrap_or_default();
+    let body = record.body.as_deref().unwrap_or_default();
+    match receiver.admit_partner_event(body).await {
+        Ok(Intaken::InFlight { .. }) => true,
+        Ok(taken) => {
+            tracing::info!(message_id = %id, outcome = ?taken, "EventBridge event taken");
+            false
+        }
+        Err(err) => {
+            if err.is_transient() {
+                tracing::warn!(message_id = %id, error = %err, "EventBridge event will be retried");
+            } else {
+                tracing::error!(message_id = %id, error = %err, "EventBridge event refused; it goes to the dead-letter queue after its retries");
+            }
+            true
+        }
+    }
 }
 
 /// Applies an SQS batch and reports the records to retry; no effect delivery
