@@ -64,6 +64,13 @@ async function api(path) {
   return res.json();
 }
 
+/** A header counter's text, once its own poll has had the time to show `expected` (5 s at most). */
+async function counter(key, expected) {
+  const cell = page.locator(`[data-counter="${key}"]`);
+  await cell.filter({ hasText: new RegExp(`^${expected}$`) }).waitFor({ timeout: 5_000 }).catch(() => {});
+  return cell.textContent();
+}
+
 async function shot(name) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 }
@@ -115,8 +122,8 @@ test('events sent from the picker appear in the live log within about a second',
   });
   assert.equal(status, 200);
   await page.locator('#event-list tbody tr', { hasText: 'evt_console_outside' }).waitFor({ timeout: 3_000 });
-  assert.equal(await page.locator('[data-counter="received"]').textContent(), '4');
-  assert.equal(await page.locator('[data-counter="ignored"]').textContent(), '1');
+  assert.equal(await counter('received', '4'), '4');
+  assert.equal(await counter('ignored', '1'), '1');
   await shot('events-1280');
 });
 
@@ -175,10 +182,7 @@ test('a poison event is dead-lettered and redriven with the button', async () =>
   await page.getByRole('link', { name: /^Failures/ }).click();
   const letter = page.locator('#dead-letters tbody tr', { hasText: 'evt_console_poison' });
   await letter.waitFor({ timeout: 10_000 });
-  // The header's counters come from their own poll: give it its second.
-  const failed = page.locator('[data-counter="failed"]');
-  await failed.filter({ hasText: /^1$/ }).waitFor({ timeout: 5_000 }).catch(() => {});
-  assert.equal(await failed.textContent(), '1');
+  assert.equal(await counter('failed', '1'), '1');
   await shot('failures-1280');
   // Keyboard: the button is reachable and pressed with Enter.
   await letter.getByRole('button', { name: /Redrive dispute-dlq/ }).focus();
